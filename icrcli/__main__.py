@@ -1,0 +1,3 @@
+from icrcli.cli import main
+
+main()

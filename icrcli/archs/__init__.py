@@ -1,0 +1,1 @@
+"""Built-in network architectures, with the state-dict key names of their public originals."""
