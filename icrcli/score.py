@@ -1,0 +1,167 @@
+"""`icr score`: stream a feature file, accumulate view moments, solve the eigenproblem, report ICR."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from icrcli import __version__, diagnostics, eigensolve
+from icrcli.errors import UserError
+from icrcli.estimators import covariances
+from icrcli.featurefile import FeatureSource, layer_dataset, open_features
+from icrcli.jackknife import jackknife
+from icrcli.moments import ViewMoments, empty, from_block, merge
+
+# Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
+MAX_DIM = 32768
+
+
+@dataclass
+class ScoreOptions:
+    estimator: str = "paper"
+    tau: float | None = None          # absolute ridge; wins over tau_rel
+    tau_rel: float | None = None      # ridge relative to trace(Sigma_xi)/D (default eigensolve.DEFAULT_TAU_REL)
+    ci: bool = False
+    ci_groups: int = 20
+    confidence: float = 0.95
+    skip_nonfinite: bool = False
+    allow_partial: bool = False
+    block_images: int | None = None   # images per read; None picks ~32 MB blocks
+    top: int = 0                      # Fisher directions to return
+
+
+@dataclass
+class Accumulated:
+    groups: list[ViewMoments]
+    total: ViewMoments
+    n_skipped: int
+
+
+def check_source(src: FeatureSource, opts: ScoreOptions) -> None:
+    n, k, d = src.shape
+    if not src.complete and not opts.allow_partial:
+        raise UserError(
+            f"{src.path} is marked incomplete ({src.attrs.get('rows_done', '?')} of "
+            f"{src.attrs.get('n_images', '?')} images written): its extraction was interrupted. Re-run the same "
+            "`icr extract` command to finish it, or pass --allow-partial to score the rows written so far.")
+    if k < 2:
+        raise UserError(f"{src.path} has K = {k} view per image; ICR needs at least two views per image "
+                        "(extract with --views 2 or more).")
+    if n < 2:
+        raise UserError(f"{src.path} has N = {n} image(s); ICR needs at least two images.")
+    if d > MAX_DIM:
+        raise UserError(f"{src.path} has D = {d} features per view; dense D x D covariances would need "
+                        f"{2 * d * d * 8 / 2**30:.0f} GiB. Pool the features (icr extract --pool mean).")
+    if opts.ci and n < 2 * opts.ci_groups:
+        raise UserError(f"--ci with {opts.ci_groups} groups needs at least {2 * opts.ci_groups} images, "
+                        f"the file has {n}. Lower --ci-groups.")
+
+
+def accumulate(src: FeatureSource, opts: ScoreOptions,
+               progress: Callable[[int], None] | None = None) -> Accumulated:
+    """One streaming pass: per-group moments (one group unless --ci), merged in a fixed order."""
+    n, k, d = src.shape
+    g = opts.ci_groups if opts.ci else 1
+    groups = [empty(k, d) for _ in range(g)]
+    skipped = 0
+    for a, block in src.iter_blocks(opts.block_images):
+        for j in range(g):
+            first = (j - a) % g  # rows of this block whose image index is = j (mod g)
+            part = block[first::g]
+            if not len(part):
+                continue
+            with np.errstate(invalid="ignore", over="ignore"):
+                m = from_block(part)
+            # NaN/Inf anywhere in an image reaches its mean over views: check the small (n, D) summary.
+            if not (np.isfinite(m.mean_s).all() and np.isfinite(m.w_xi).all()):
+                part, bad = _drop_nonfinite(part, a + first, g, src, opts)
+                skipped += bad
+                if not len(part):
+                    continue
+                m = from_block(part)
+            groups[j] = merge(groups[j], m)
+        if progress:
+            progress(len(block))
+    total = groups[0]
+    for m in groups[1:]:
+        total = merge(total, m)
+    if total.n < 2:
+        raise UserError(f"{src.path}: fewer than two images left after skipping {skipped} with NaN/Inf values.")
+    return Accumulated(groups, total, skipped)
+
+
+def _drop_nonfinite(part: np.ndarray, first_index: int, stride: int, src: FeatureSource,
+                    opts: ScoreOptions) -> tuple[np.ndarray, int]:
+    good = np.isfinite(part).all(axis=(1, 2))
+    if not opts.skip_nonfinite:
+        bad = first_index + stride * int(np.argmin(good))
+        raise UserError(f"{src.path}: image {bad} (row {bad} of the feature array) has NaN or Inf features. "
+                        "Check the extraction (e.g. float16 overflow: extract with --dtype float32), or pass "
+                        "--skip-nonfinite to leave such images out.")
+    return part[good], int((~good).sum())
+
+
+def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tuple[dict, eigensolve.Spectrum]:
+    """ICR, spectrum and companion statistics of accumulated moments."""
+    cov = covariances(m, opts.estimator)
+    tau, rel = eigensolve.resolve_tau(cov.sigma_xi, opts.tau, opts.tau_rel)
+    spec = eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=vectors)
+    lam = spec.eigenvalues
+    return {
+        "icr": eigensolve.icr(lam),
+        "mean_lambda": float(lam.mean()),
+        "min_eigenvalue": float(lam[-1]),
+        "eigenvalues": lam.tolist(),
+        "tau": tau,
+        "tau_rel": rel,
+        "estimator": opts.estimator,
+        "n_images": m.n,
+        "n_views": m.n_views,
+        "dim": m.dim,
+        "trace_s": float(np.trace(cov.sigma_s)),
+        "trace_xi": float(np.trace(cov.sigma_xi)),
+        "trace_h": float(np.trace(cov.sigma_h)),
+        "effective_rank": diagnostics.effective_rank(cov.sigma_h),
+        "alignment": diagnostics.alignment(m),
+        "lidar": diagnostics.lidar(m),
+        "condition": diagnostics.condition(cov.sigma_xi, cov.sigma_s, tau),
+    }, spec
+
+
+def icr_of(m: ViewMoments, opts: ScoreOptions) -> float:
+    cov = covariances(m, opts.estimator)
+    tau, _ = eigensolve.resolve_tau(cov.sigma_xi, opts.tau, opts.tau_rel)
+    return eigensolve.icr(eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=False).eigenvalues)
+
+
+def score_source(src: FeatureSource, opts: ScoreOptions,
+                 progress: Callable[[int], None] | None = None) -> tuple[dict, np.ndarray | None]:
+    """The JSON-ready result for one (N, K, D) source, and the top Fisher directions (top, D) if asked."""
+    check_source(src, opts)
+    acc = accumulate(src, opts, progress)
+    result, spec = statistics(acc.total, opts, vectors=opts.top > 0)
+    if opts.ci:
+        result.update(jackknife(acc.groups, lambda m: icr_of(m, opts), result["icr"], opts.confidence))
+    result["n_skipped_nonfinite"] = acc.n_skipped
+    result["input"] = {"path": str(src.path), "dataset": src.dataset, "shape": list(src.shape),
+                       "dtype": str(src.dtype), "complete": src.complete}
+    result["provenance"] = {**src.attrs, "layer": src.layer_attrs} if (src.attrs or src.layer_attrs) else {}
+    result["options"] = {k: v for k, v in asdict(opts).items() if k not in ("block_images",)}
+    result["version"] = __version__
+    directions = spec.directions[:, : opts.top].T.copy() if opts.top > 0 else None
+    return result, directions
+
+
+def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None) -> FeatureSource:
+    if dataset and layer:
+        raise UserError("Give either --dataset or --layer, not both.")
+    return open_features(path, layer_dataset(layer) if layer else dataset)
+
+
+def score_file(path: str | Path, dataset: str | None = None, layer: str | None = None,
+               opts: ScoreOptions | None = None, progress: Callable[[int], None] | None = None):
+    """Python entry point: `score_file("feats.h5")[0]["icr"]`. Returns (result dict, directions or None)."""
+    return score_source(open_source(path, dataset, layer), opts or ScoreOptions(), progress)
