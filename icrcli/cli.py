@@ -146,33 +146,24 @@ def info(
 
 
 def main() -> None:
-    """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected."""
-    try:  # typer >= 0.26 vendors click
-        from typer._click import exceptions as click_exc
-    except ImportError:
-        from click import exceptions as click_exc
+    """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
+    typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""
     from icrcli.errors import UserError
 
     debug = "--debug" in sys.argv
     try:
-        code = app(standalone_mode=False)
-    except click_exc.Exit as e:
-        code = e.exit_code
-    except click_exc.ClickException as e:  # usage errors: click prints them, exit 2
-        e.show()
-        code = e.exit_code
-    except (click_exc.Abort, KeyboardInterrupt):
-        print("icr: interrupted", file=sys.stderr)
-        code = 130
+        app()
     except UserError as e:
         if debug:
             traceback.print_exc()
         print(f"icr: error: {e}", file=sys.stderr)
-        code = 2
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("icr: interrupted", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:  # a bug or an environment problem we did not foresee
         if debug:
             traceback.print_exc()
         print(f"icr: unexpected error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
-        code = 1
-    sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(1)
