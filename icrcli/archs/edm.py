@@ -10,7 +10,6 @@
 Images are NCHW float tensors; `sigma` is a tensor of N noise levels (or one, broadcast).
 """
 
-import math
 import re
 
 import numpy as np
@@ -127,8 +126,7 @@ class GroupNorm(torch.nn.Module):
 
 def attention_weights(q, k):
     """softmax(q^T k / sqrt(C)) over keys, computed in fp32 like EDM's AttentionOp: [n, C, Q], [n, C, K] -> [n, Q, K]."""
-    scale = 1 / math.sqrt(k.shape[1])
-    logits = torch.einsum("ncq,nck->nqk", q.to(torch.float32), (k * scale).to(torch.float32))
+    logits = torch.einsum("ncq,nck->nqk", q.to(torch.float32), (k / np.sqrt(k.shape[1])).to(torch.float32))
     return logits.softmax(dim=2).to(q.dtype)
 
 
@@ -533,9 +531,9 @@ class VPPrecond(torch.nn.Module):
         self.beta_min = beta_min
         self.M = M
         self.epsilon_t = epsilon_t
-        # Explicit CPU tensors: float() must work even when built under `with torch.device("meta")`.
-        self.sigma_min = float(self.sigma(torch.tensor(epsilon_t, device="cpu")))
-        self.sigma_max = float(self.sigma(torch.tensor(1, device="cpu")))
+        with torch.device("cpu"):  # float() must work even when built under `with torch.device("meta")`
+            self.sigma_min = float(self.sigma(epsilon_t))
+            self.sigma_max = float(self.sigma(1))
         self.model = _network(model_type, img_resolution=img_resolution, in_channels=img_channels,
                               out_channels=img_channels, label_dim=label_dim, **model_kwargs)
 
@@ -732,3 +730,138 @@ def build_edm(precond, model_type, **kwargs):
     if model_type not in NETWORKS:
         raise UserError(f"Unknown EDM network {model_type!r}. Use one of: {', '.join(NETWORKS)}.")
     return PRECONDS[precond](model_type=model_type, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognising an EDM state dict from its keys and shapes.
+
+_PRECOND_PREFIX = "model."
+_LEVEL_KEY = re.compile(r"^dec\.(\d+)x\1_block(\d+)\.conv0\.weight$")
+_FILTERS = {2: [1, 1], 4: [1, 3, 3, 1]}  # the two filters EDM uses; buffer values get loaded anyway
+
+
+def infer_edm_config(state_dict):
+    """Constructor kwargs for `build_edm(**config)` that rebuild `state_dict`, or None if it is not EDM-style.
+
+    Accepts the keys of a whole preconditioner (`model.enc...`) or of the bare U-Net (`enc...`).
+    The precond is "iddpm" when the `u` buffer is present or the net outputs twice the input
+    channels; otherwise "edm", because EDMPrecond, VPPrecond and VEPrecond have no parameters or
+    buffers of their own and cannot be told apart from weights (they differ only in c_in, c_out,
+    c_skip, c_noise). Settings that leave no trace in the weights (dropout, label_dropout, sigma
+    ranges, C_1/C_2) are left at their defaults.
+    """
+    shapes = _net_shapes(state_dict)
+    if shapes is None:
+        return None
+    net, own = shapes
+    model_type = _model_type(net)
+    levels = _levels(net)
+    if model_type is None or not levels:
+        return None
+    top = levels[0][0]
+    img_channels = net[f"enc.{top}x{top}_conv.weight"][1]
+    out_channels = net["out_conv.weight" if model_type == "DhariwalUNet" else f"dec.{top}x{top}_aux_conv.weight"][0]
+    iddpm = "u" in own or out_channels == 2 * img_channels
+    model_channels = net["map_layer0.weight"][1] if model_type == "DhariwalUNet" else net[f"enc.{top}x{top}_conv.weight"][0]
+    num_blocks = levels[0][1] - 1
+    config = dict(
+        precond="iddpm" if iddpm else "edm",
+        model_type=model_type,
+        img_resolution=top,
+        img_channels=img_channels,
+        label_dim=net["map_label.weight"][1] if "map_label.weight" in net else 0,
+        augment_dim=net["map_augment.weight"][1] if "map_augment.weight" in net else 0,
+        model_channels=model_channels,
+        channel_mult=[net[f"dec.{r}x{r}_block0.conv0.weight"][0] // model_channels for r, _ in levels],
+        channel_mult_emb=net["map_layer1.weight"][0] // model_channels,
+        num_blocks=num_blocks,
+        attn_resolutions=[r for r, _ in levels if f"dec.{r}x{r}_block{num_blocks}.qkv.weight" in net],
+    )
+    if model_type == "SongUNet":
+        config.update(_song_options(net, model_channels))
+    if iddpm and "u" in own:
+        config["M"] = own["u"][0] - 1
+    return config
+
+
+def _net_shapes(state_dict):
+    """({U-Net key: shape}, {precond-own key: shape}) with the `model.` prefix removed, or None."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if not any(k.startswith(_PRECOND_PREFIX) for k in shapes):
+        return shapes, {}
+    net = {k[len(_PRECOND_PREFIX):]: s for k, s in shapes.items() if k.startswith(_PRECOND_PREFIX)}
+    own = {k: s for k, s in shapes.items() if not k.startswith(_PRECOND_PREFIX)}
+    return (net, own) if set(own) <= {"u"} else None
+
+
+def _model_type(net):
+    """'SongUNet' / 'DhariwalUNet' from the output head, None when the mapping network is missing."""
+    if "map_layer0.weight" not in net or "map_layer1.weight" not in net:
+        return None
+    if "out_conv.weight" in net:
+        return "DhariwalUNet"
+    if any(k.startswith("dec.") and k.endswith("_aux_conv.weight") for k in net):
+        return "SongUNet"
+    return None
+
+
+def _levels(net):
+    """[(resolution, decoder blocks at it)], highest resolution first; [] if not one halving per level."""
+    blocks = {}
+    for key in net:
+        m = _LEVEL_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    levels = sorted(((r, len(b)) for r, b in blocks.items()), reverse=True)
+    if not levels or any(r != levels[0][0] >> i for i, (r, _) in enumerate(levels)):
+        return []
+    return levels
+
+
+def _song_options(net, model_channels):
+    """The SongUNet-only switches: embedding, encoder/decoder type, resampling filter."""
+    filters = [s[-1] for k, s in net.items() if k.endswith(".resample_filter")]
+    return dict(
+        embedding_type="fourier" if "map_noise.freqs" in net else "positional",
+        channel_mult_noise=net["map_layer0.weight"][1] // model_channels,
+        encoder_type="residual" if any("_aux_residual." in k for k in net)
+        else "skip" if any("_aux_skip." in k for k in net) else "standard",
+        decoder_type="skip" if sum(k.endswith("_aux_conv.weight") for k in net) > 1 else "standard",
+        resample_filter=_FILTERS.get(filters[0], [1] * filters[0]) if filters else [1, 1],
+    )
+
+
+def edm_from_state_dict(state_dict):
+    """Build the EDM network `state_dict` describes and load it strictly; returns the precond module.
+
+    A bare U-Net state dict (no `model.` prefix) is loaded into `.model` of an EDMPrecond.
+    Raises UserError if the state dict is not EDM-style.
+    """
+    config = infer_edm_config(state_dict)
+    if config is None:
+        raise UserError("The checkpoint's weights do not look like an EDM network (SongUNet or DhariwalUNet): "
+                        "no map_layer0/enc/dec keys were found. Pass a checkpoint saved from NVlabs/edm.")
+    with torch.device("meta"):
+        net = build_edm(**config)
+    prefixed = any(k.startswith(_PRECOND_PREFIX) for k in state_dict)
+    target = net if prefixed else net.model
+    target.load_state_dict(state_dict, strict=True, assign=True)
+    return net
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's feature tap (Appendix C): "dec.16x16 block1", near the bottleneck, for CIFAR-10
+# (32x32, levels 32/16/8) and for ImageNet-64 (levels 64/32/16/8; 576 = 192*3 channels at 16x16).
+# Both are the second decoder block one level above the bottleneck, so that is the rule here.
+
+
+def default_layer(model):
+    """named_modules() name of the default tap, e.g. 'model.dec.16x16_block1' for 32x32 EDM U-Nets.
+
+    The second decoder block (block1) at the resolution one level above the bottleneck; the
+    bottleneck level itself when the U-Net has a single level, block0 when it has one block per level.
+    """
+    prefix, net = ("model.", model.model) if hasattr(model, "model") else ("", model)
+    levels = _levels({f"dec.{name}.conv0.weight": None for name in net.dec.keys()})
+    res, n_blocks = levels[-2] if len(levels) > 1 else levels[-1]  # levels run from high to low resolution
+    return f"{prefix}dec.{res}x{res}_block{1 if n_blocks > 1 else 0}"
