@@ -191,6 +191,37 @@ def test_wrong_input_size_is_a_user_error():
         model(torch.zeros(1, 4, 16, 16), torch.zeros(1), torch.zeros(1, dtype=torch.long))
 
 
+def test_unpatchify_places_patch_values_row_major():
+    # DiT unpatchify: token k = (row, col) holds a p x p x C patch flattened as (p_row, p_col, channel).
+    model = dit.DiT(**TINY)  # out_channels 8, patch 2, 4x4 tokens
+    tokens = torch.randn(2, 16, 2 * 2 * 8)
+    image = model.unpatchify(tokens)
+    assert image.shape == (2, 8, 8, 8)
+    for row, col, pr, pc, c in [(0, 0, 0, 0, 0), (1, 3, 0, 1, 5), (3, 2, 1, 0, 7), (2, 1, 1, 1, 2)]:
+        assert image[1, c, 2 * row + pr, 2 * col + pc] == tokens[1, 4 * row + col, (pr * 2 + pc) * 8 + c]
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_matches_timm_unfused_formula(qk_norm):
+    torch.manual_seed(0)
+    attn = dit.Attention(32, num_heads=4, qkv_bias=True, qk_norm=qk_norm)
+    if qk_norm:  # non-trivial LayerNorm affine parameters
+        torch.nn.init.normal_(attn.q_norm.weight), torch.nn.init.normal_(attn.k_norm.bias)
+    x = torch.randn(2, 5, 32)
+    # timm Attention, fused_attn=False branch
+    q, k, v = attn.qkv(x).reshape(2, 5, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    if qk_norm:
+        q = torch.nn.functional.layer_norm(q, (8,), attn.q_norm.weight, attn.q_norm.bias, 1e-5)
+        k = torch.nn.functional.layer_norm(k, (8,), attn.k_norm.weight, attn.k_norm.bias, 1e-5)
+    weights = ((q * 8 ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), expected)
+    keys = {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+    assert set(attn.state_dict()) == keys | ({"q_norm.weight", "q_norm.bias", "k_norm.weight", "k_norm.bias"}
+                                             if qk_norm else set())
+
+
 def test_pos_embed_is_the_2d_sincos_table():
     model = dit.DiT(**TINY)
     assert "pos_embed" in model.state_dict() and not model.pos_embed.requires_grad

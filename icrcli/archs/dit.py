@@ -8,8 +8,10 @@
 # Attention / Mlp below carry timm's parameter names (proj; qkv, q_norm, k_norm, proj; fc1, fc2), so
 # a public checkpoint's state dict loads here with `load_state_dict(strict=True)` without timm.
 # Changes: attention always uses torch's fused scaled_dot_product_attention (timm's default path);
-# no forward_with_cfg (sampling only); REPA's S-size configs get decoder_hidden_size = hidden_size
-# (REPA leaves its 768 default there, which cannot run a forward pass).
+# no forward_with_cfg (sampling only); random init zeroes the patch-embedding bias for DiT too
+# (SiT and REPA do; DiT keeps Conv2d's default: matters only when training from scratch); REPA's
+# S-size configs get decoder_hidden_size = hidden_size (REPA leaves its 768 default there, which
+# cannot run a forward pass).
 
 Shapes: x is (N, C, H, W) latents, t is (N,) timesteps (DiT: DDPM step indices 0..999; SiT and
 REPA: interpolant time in [0, 1]), y is (N,) integer labels, `num_classes` meaning "no class"
@@ -253,8 +255,8 @@ class _Trunk(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.constant_(module.bias, 0)
-        grid = self.x_embedder.grid_size[0]
-        self.pos_embed.data.copy_(torch.from_numpy(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid)).float()[None])
+        table = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size[0])
+        self.pos_embed.data.copy_(torch.from_numpy(table).float()[None])
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]))  # like nn.Linear, not nn.Conv2d
         nn.init.constant_(self.x_embedder.proj.bias, 0)
