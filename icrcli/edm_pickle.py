@@ -32,6 +32,10 @@ _SNIFF_BYTES = 1 << 20  # the first persistent object's global sits within the f
 _PERSISTENCE_MODULE = b"torch_utils.persistence"
 
 
+class UnsafeGlobalError(UserError):
+    """The pickle names a global outside the allowlist (loading it would run code)."""
+
+
 class PersistentMeta(dict):
     """The meta dict of one persistent object: type, version, module_src, class_name, state.
 
@@ -128,12 +132,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _torch_module_stub(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)  # dtypes pickle as globals, e.g. torch.float16
-        raise UserError(
+        raise UnsafeGlobalError(
             f"{self._path} needs the Python global `{module}.{name}`, which icr will not load from "
-            "a pickle: rebuilding it means running code named by the file. NVlabs EDM network "
-            "pickles load without it, so this file holds something else. If you trust the file, "
-            "pass --trust-pickle to load it with Python's pickle, which runs the file's embedded "
-            "code; better, re-save just the weights (a state dict) as .safetensors or .pt.")
+            "a pickle: rebuilding it means running code named by the file (icr reads tensors, "
+            "dicts and NVlabs EDM networks without that). If you trust the file, pass "
+            "--trust-pickle to load it with Python's pickle, which runs the file's embedded code; "
+            "better, re-save just the weights (a state dict) as .safetensors or .pt.")
 
 
 def is_edm_pickle(path) -> bool:
@@ -191,7 +195,18 @@ def _class_name(obj):
     return type(obj).torch_class
 
 
-def _net_info(obj, keys_in_file):
+def _is_network(obj):
+    """A pickled torch module (it has a parameter table), as opposed to e.g. EDM's loss_fn."""
+    state = _module_state(obj)
+    return state is not None and "_parameters" in state
+
+
+def _network_entries(top):
+    """Top-level entries of the file that are networks, e.g. ["ema"]."""
+    return [str(k) for k, v in top.items() if _is_network(v)] if isinstance(top, dict) else []
+
+
+def _net_info(obj, top):
     """What the pickle records about the network: class, constructor kwargs, simple attributes."""
     state = _module_state(obj)
     attributes = {k: v for k, v in state.items()
@@ -201,7 +216,8 @@ def _net_info(obj, keys_in_file):
             "init_kwargs": _plain(state.get("_init_kwargs") or {}),
             "init_args": _plain(list(state.get("_init_args") or ())),
             "attributes": attributes,
-            "keys_in_file": keys_in_file}
+            "keys_in_file": [str(k) for k in top] if isinstance(top, dict) else [],
+            "networks_in_file": _network_entries(top)}
 
 
 def read_edm_pickle(path):
@@ -213,23 +229,22 @@ def read_edm_pickle(path):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as e:
         raise UserError(
-            f"{path} looks like an EDM network pickle but could not be read ({type(e).__name__}: "
-            f"{e}). The file may be truncated or corrupt: download it again, or convert it to "
-            ".safetensors on a machine where it loads.") from e
+            f"{path} could not be read as a pickle ({type(e).__name__}: {e}). The file may be "
+            "truncated or corrupt: download it again, or convert it to .safetensors on a "
+            "machine where it loads.") from e
 
 
 def _select(top, key, path):
     """The object stored under `key` in the top-level dict (or the top object itself)."""
     if _module_state(top) is not None:
-        return top, []
+        return top
     if not isinstance(top, dict):
         raise UserError(f"{path} holds a {type(top).__name__}, not an EDM snapshot dict or a "
                         "network: nothing icr can take weights from. Pass a network pickle.")
-    keys = [str(k) for k in top]
     if key not in top:
-        raise UserError(f"{path} has no entry {key!r}; its entries are {keys}. "
+        raise UserError(f"{path} has no entry {key!r}; its entries are {[str(k) for k in top]}. "
                         "Pass one of them with --key (EDM snapshots keep the weights in 'ema').")
-    return top[key], keys
+    return top[key]
 
 
 def load_edm_pickle(path, key="ema"):
@@ -239,17 +254,16 @@ def load_edm_pickle(path, key="ema"):
     tensors; info = {"class_name": "EDMPrecond" (the pickle stores the bare class name, not
     its module), "init_kwargs": the recorded constructor kwargs, "init_args": positional ones,
     "attributes": scalar attributes of the net (img_resolution, sigma_data, ...),
-    "keys_in_file": top-level entries}.
+    "keys_in_file": top-level entries, "networks_in_file": those that are networks}.
     """
     path = Path(path)
-    net, keys_in_file = _select(read_edm_pickle(path), key, path)
-    if _module_state(net) is None:
-        raise UserError(f"{path}: entry {key!r} is not a network (it is a "
-                        f"{type(net).__name__}). Pick the network entry with --key, "
-                        f"one of {keys_in_file}.")
+    top = read_edm_pickle(path)
+    net = _select(top, key, path)
+    info = _net_info(net, top) if _module_state(net) is not None else None
     state_dict = {}
     _collect_tensors(net, "", state_dict)
     if not state_dict:
-        raise UserError(f"{path}: entry {key!r} ({_class_name(net)}) holds no weights. "
-                        f"Pick the network entry with --key, one of {keys_in_file}.")
-    return state_dict, _net_info(net, keys_in_file)
+        what = _class_name(net) if info else type(net).__name__
+        raise UserError(f"{path}: entry {key!r} (a {what}) holds no weights. "
+                        f"Pick a network entry with --key: {_network_entries(top)}.")
+    return state_dict, info
