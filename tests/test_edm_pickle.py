@@ -296,3 +296,37 @@ def test_corrupt_edm_pickle_is_a_user_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="truncated or corrupt"):
         load_edm_pickle(path)
+
+
+def test_pickled_edmprecond_loads_strictly_into_icr_edm_port(tmp_path):
+    """A snapshot of a tiny EDMPrecond(SongUNet), pickled as EDM does (every network class
+    persistent), rebuilds in icrcli.archs.edm from the recovered kwargs and computes the same."""
+    edm = pytest.importorskip("icrcli.archs.edm")
+    kwargs = dict(edm.EDM_PRESETS["ddpmpp"], img_resolution=8, img_channels=3, label_dim=0,
+                  model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
+                  augment_dim=9, dropout=0.13)
+    classes = [n for n, c in vars(edm).items() if isinstance(c, type)
+               and issubclass(c, torch.nn.Module) and c.__module__ == edm.__name__]
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 2.0])
+    path = tmp_path / "edm-tiny.pkl"
+    with fake_edm_code(tmp_path / "code", tmp_path / "sentinel") as networks, \
+            pytest.MonkeyPatch.context() as patch:
+        persistence = sys.modules["torch_utils.persistence"]
+        for name in classes:  # what @persistence.persistent_class does in EDM's networks.py
+            patch.setattr(edm, name, persistence.persistent_class(getattr(edm, name)))
+        for table in (edm.NETWORKS, edm.PRECONDS):
+            for name, cls in list(table.items()):
+                patch.setitem(table, name, getattr(edm, cls.__name__))
+        torch.manual_seed(0)
+        net = edm.EDMPrecond(**kwargs).eval().requires_grad_(False)
+        with torch.no_grad():
+            expected = net(x, sigma)
+        with open(path, "wb") as f:
+            pickle.dump(make_snapshot(net, networks.Loss(), sys.modules["dnnlib"]), f)
+    assert edm.SongUNet.__bases__ == (torch.nn.Module,)  # the undecorated port again
+    state_dict, info = load_edm_pickle(path)
+    assert info["class_name"] == "EDMPrecond" and info["init_kwargs"] == kwargs
+    rebuilt = edm.build_edm("edm", **info["init_kwargs"]).eval()
+    rebuilt.load_state_dict(state_dict, strict=True)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x, sigma), expected, atol=1e-6)
