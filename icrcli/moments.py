@@ -18,6 +18,7 @@ import numpy as np
 # Rows per GEMM when products run in float32: the float32 sum inside one call stays short and the running
 # total is float64, which keeps the error near float32's unit roundoff whatever the number of images.
 _GEMM_ROWS = 4096
+_SUB_BYTES = 1 << 20
 
 
 @dataclass
@@ -49,19 +50,31 @@ def _scatter(x: np.ndarray) -> np.ndarray:
 def from_block(h: np.ndarray) -> ViewMoments:
     """Moments of one block h (n, K, D), float16/32/64.
 
-    float64 input is computed in float64 throughout. Lower precisions subtract in float64 where it matters
-    (the image means, the centring of s) and form the D x D products in float32, which is what makes
-    `score` run at the speed of one float32 X^T X: the residuals xi are centred per image, so their
-    products carry no cancellation, and rounding s to float32 before subtracting only shifts each image's
-    residuals by a constant, which enters w_xi at second order.
+    float64 input is computed in float64 throughout. Lower precisions take the image means in float64 and
+    form the D x D products in float32, which is what lets `score` run at the speed of one float32 X^T X:
+    the residuals are centred per image, so their products carry no cancellation, and rounding s to float32
+    before subtracting only shifts each image's residuals by a constant, which enters w_xi at second order.
+    The work goes in sub-blocks of about 1 MB so that the mean, the subtraction and the GEMM reuse the
+    sub-block from cache instead of streaming the whole block through memory three times.
     """
     n, k, d = h.shape
-    work = np.float64 if h.dtype == np.float64 else np.float32
-    s = h.mean(axis=1, dtype=np.float64)
+    if h.dtype == np.float64:
+        s = h.mean(axis=1)
+        xi = (h - s[:, None, :]).reshape(n * k, d)
+        mean_s = s.mean(axis=0)
+        return ViewMoments(n, k, mean_s, _scatter(s - mean_s), _scatter(xi))
+    step = max(1, _SUB_BYTES // (k * d * 4))
+    s = np.empty((n, d))
+    w = np.zeros((d, d))
+    buf = np.empty((min(step, n), k, d), np.float32)
+    for a in range(0, n, step):
+        hb = h[a:a + step]
+        m = len(hb)
+        sb = hb.mean(axis=1, dtype=np.float64, out=s[a:a + m])
+        xb = np.subtract(hb, sb.astype(np.float32)[:, None, :], out=buf[:m]).reshape(m * k, d)
+        w += xb.T @ xb
     mean_s = s.mean(axis=0)
-    xi = h.astype(work, copy=False) - s.astype(work)[:, None, :]
-    sc = (s - mean_s).astype(work)
-    return ViewMoments(n, k, mean_s, _scatter(sc), _scatter(xi.reshape(n * k, d)))
+    return ViewMoments(n, k, mean_s, _scatter((s - mean_s).astype(np.float32)), w)
 
 
 def merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
