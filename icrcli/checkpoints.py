@@ -56,11 +56,11 @@ class Checkpoint:
     "edm-pickle" | "pickle". candidates: every entry of the file that held weights.
     """
 
-    state_dict: dict
+    state_dict: dict[str, torch.Tensor]
     source: str
     meta: dict = field(default_factory=dict)
     format: str = "torch"
-    candidates: list = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
 
 
 def load_checkpoint(path, key=None, trust_pickle=False, map_location="cpu") -> Checkpoint:
