@@ -659,7 +659,8 @@ class iDDPMPrecond(torch.nn.Module):
     def round_sigma(self, sigma, return_index=False):
         """Snap each sigma to the nearest u_j (or return j)."""
         sigma = torch.as_tensor(sigma)
-        index = torch.cdist(sigma.to(self.u.device).to(torch.float32).reshape(1, -1, 1), self.u.reshape(1, -1, 1)).argmin(2)
+        flat = sigma.to(self.u.device).to(torch.float32).reshape(1, -1, 1)
+        index = torch.cdist(flat, self.u.reshape(1, -1, 1)).argmin(2)
         result = index if return_index else self.u[index.flatten()].to(sigma.dtype)
         return result.reshape(sigma.shape).to(sigma.device)
 
@@ -762,7 +763,9 @@ def infer_edm_config(state_dict):
     img_channels = net[f"enc.{top}x{top}_conv.weight"][1]
     out_channels = net["out_conv.weight" if model_type == "DhariwalUNet" else f"dec.{top}x{top}_aux_conv.weight"][0]
     iddpm = "u" in own or out_channels == 2 * img_channels
-    model_channels = net["map_layer0.weight"][1] if model_type == "DhariwalUNet" else net[f"enc.{top}x{top}_conv.weight"][0]
+    # SongUNet's first conv has model_channels outputs; ADM's has model_channels * channel_mult[0].
+    model_channels = net["map_layer0.weight" if model_type == "DhariwalUNet" else f"enc.{top}x{top}_conv.weight"]
+    model_channels = model_channels[1] if model_type == "DhariwalUNet" else model_channels[0]
     num_blocks = levels[0][1] - 1
     config = dict(
         precond="iddpm" if iddpm else "edm",
