@@ -386,6 +386,13 @@ def test_edm_from_state_dict_loads_strictly():
         edm_from_state_dict({"weight": torch.zeros(2)})
 
 
+def test_edm_from_state_dict_bare_iddpm_net_gets_its_noise_levels():
+    src = build_edm("iddpm", **TINY_SONG, img_resolution=16, img_channels=3)
+    loaded = edm_from_state_dict(src.model.state_dict())
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    assert torch.equal(loaded.u, src.u)
+
+
 def test_build_edm_rejects_unknown_names():
     with pytest.raises(UserError, match="'foo'.*edm, vp, ve, iddpm"):
         build_edm("foo", "SongUNet", img_resolution=16, img_channels=3)

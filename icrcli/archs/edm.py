@@ -763,9 +763,9 @@ def infer_edm_config(state_dict):
     img_channels = net[f"enc.{top}x{top}_conv.weight"][1]
     out_channels = net["out_conv.weight" if model_type == "DhariwalUNet" else f"dec.{top}x{top}_aux_conv.weight"][0]
     iddpm = "u" in own or out_channels == 2 * img_channels
-    # SongUNet's first conv has model_channels outputs; ADM's has model_channels * channel_mult[0].
-    model_channels = net["map_layer0.weight" if model_type == "DhariwalUNet" else f"enc.{top}x{top}_conv.weight"]
-    model_channels = model_channels[1] if model_type == "DhariwalUNet" else model_channels[0]
+    # ADM's first conv has model_channels * channel_mult[0] outputs, so read its embedding input.
+    song = model_type == "SongUNet"
+    model_channels = net[f"enc.{top}x{top}_conv.weight"][0] if song else net["map_layer0.weight"][1]
     num_blocks = levels[0][1] - 1
     config = dict(
         precond="iddpm" if iddpm else "edm",
@@ -780,7 +780,7 @@ def infer_edm_config(state_dict):
         num_blocks=num_blocks,
         attn_resolutions=[r for r, _ in levels if f"dec.{r}x{r}_block{num_blocks}.qkv.weight" in net],
     )
-    if model_type == "SongUNet":
+    if song:
         config.update(_song_options(net, model_channels))
     if iddpm and "u" in own:
         config["M"] = own["u"][0] - 1
@@ -798,7 +798,7 @@ def _net_shapes(state_dict):
 
 
 def _model_type(net):
-    """'SongUNet' / 'DhariwalUNet' from the output head, None when the mapping network is missing."""
+    """'SongUNet' / 'DhariwalUNet' from the output head; None without a mapping network or a known head."""
     if "map_layer0.weight" not in net or "map_layer1.weight" not in net:
         return None
     if "out_conv.weight" in net:
@@ -837,8 +837,8 @@ def _song_options(net, model_channels):
 def edm_from_state_dict(state_dict):
     """Build the EDM network `state_dict` describes and load it strictly; returns the precond module.
 
-    A bare U-Net state dict (no `model.` prefix) is loaded into `.model` of an EDMPrecond.
-    Raises UserError if the state dict is not EDM-style.
+    A bare U-Net state dict (no `model.` prefix) is loaded into `.model` of the inferred precond.
+    The returned module shares storage with `state_dict`. Raises UserError if it is not EDM-style.
     """
     config = infer_edm_config(state_dict)
     if config is None:
@@ -848,7 +848,9 @@ def edm_from_state_dict(state_dict):
         net = build_edm(**config)
     prefixed = any(k.startswith(_PRECOND_PREFIX) for k in state_dict)
     target = net if prefixed else net.model
-    target.load_state_dict(state_dict, strict=True, assign=True)
+    target.load_state_dict(state_dict, strict=True, assign=True)  # assign: replace the meta tensors
+    if isinstance(net, iDDPMPrecond) and net.u.is_meta:  # a bare U-Net brings no `u`: recompute it
+        net.u = net._noise_levels()
     return net
 
 
