@@ -1,0 +1,332 @@
+"""The content-addressed cache: `icr extract` without -o writes here; `sweep` and `timeline` find it again.
+
+Layout under cache_dir():
+  hashes.sqlite                      memo: (resolved path, size, mtime_ns, inode) -> sha256 of the contents
+  features/<key[:2]>/<key>.h5        one finished entry per request key (config_key of everything that
+                                     shapes the output: input hashes, model, layer, sigmas, views, version)
+  features/<key[:2]>/<key>.h5.lock   inter-process lock, taken while the entry is being made
+  features/<key[:2]>/.<key>.tmp-*.h5 an entry being written; renamed over <key>.h5 only when complete
+
+An entry exists only once complete (atomic_write), so a reader that finds the file can use it without a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path, PurePath
+from typing import Callable, Iterator, NamedTuple
+
+import filelock
+import platformdirs
+
+from icrcli.errors import UserError
+
+ENV_VAR = "ICR_CACHE_DIR"
+MEMO_NAME = "hashes.sqlite"
+_CHUNK_BYTES = 4 << 20          # streaming read size: big enough for full disk throughput, small in memory
+_RACY_NS = 2_000_000_000        # coarse filesystems (FAT, HFS+, some NFS) keep mtime to 1-2 s
+_MEMO_BATCH = 256               # rows per memo write: progress survives an interrupt, few transactions
+_SQLITE_TIMEOUT_S = 30.0        # wait this long for another process's memo write before giving up on the memo
+_HEX_KEY = re.compile(r"[0-9a-f]{8,128}")
+
+
+# ---------------------------------------------------------------------------------------------- location
+def cache_dir() -> Path:
+    """$ICR_CACHE_DIR if set, else the per-user cache dir (e.g. ~/.cache/icr); created on demand."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    where = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("icr", appauthor=False))
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unusable(where, e) from None
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise _unusable(where, "permission denied")
+    return where
+
+
+def _unusable(where: Path, why) -> UserError:
+    return UserError(f"cannot use the cache directory {where} ({why}). Set the environment variable "
+                     f"{ENV_VAR} to a writable directory, or pass -o/--output to write the result elsewhere.")
+
+
+def cached_path(key: str, suffix: str = ".h5", kind: str = "features") -> Path:
+    """<cache>/<kind>/<key[:2]>/<key><suffix>; the parent folder is created. Two hex digits fan out the
+    entries so no single folder grows huge."""
+    if not _HEX_KEY.fullmatch(key):
+        raise ValueError(f"cache key must be lowercase hex (from config_key), got {key!r}")
+    folder = cache_dir() / kind / key[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}{suffix}"
+
+
+# ---------------------------------------------------------------------------------------------- keys
+def config_key(parts: dict) -> str:
+    """sha256 hex of the canonical JSON of `parts`: keys sorted, no whitespace, floats as repr (exact,
+    shortest round-trip). Numerically equal numbers give one key (1 == 1.0, 0.0 == -0.0); so do tuples
+    and lists, and a Path and its POSIX string. NaN/inf and unknown types are refused (TypeError/ValueError),
+    since a key that silently ignores part of a config would hand back the wrong cached result."""
+    text = json.dumps(_canonical(parts), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def short(key: str, n: int = 16) -> str:
+    """The first n hex digits of a key, for file names a person reads (64 bits: collisions are negligible)."""
+    return key[:n]
+
+
+def _canonical(x):
+    """A JSON-ready copy of x with one spelling per value."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return int(x)                   # int subclasses (IntEnum) as plain ints
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise ValueError(f"config_key: {x!r} is not a finite number")
+        # Integral floats as ints below 2**53, where the conversion is exact: 1.0 and 1 mean the same setting.
+        return int(x) if x.is_integer() and abs(x) < 2 ** 53 else x
+    if isinstance(x, PurePath):
+        return x.as_posix()
+    if isinstance(x, dict):
+        bad = [k for k in x if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"config_key: dict keys must be str, got {bad[0]!r}")
+        return {k: _canonical(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_canonical(v) for v in x]
+    if hasattr(x, "tolist") and hasattr(x, "dtype"):   # numpy scalars and arrays, without importing numpy
+        return _canonical(x.tolist())
+    raise TypeError(f"config_key: cannot canonicalize {type(x).__name__} value {x!r}")
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+class _Stamp(NamedTuple):
+    """What must be unchanged for a remembered hash to still hold. The inode catches a file replaced by one
+    with the same size and a preserved mtime (cp -p, rsync -a)."""
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        resolved = Path(path).resolve(strict=True)
+        st = resolved.stat()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}. Check the path and its permissions.") from None
+    if not resolved.is_file():
+        raise UserError(f"{path} is not a regular file; pass files (a folder's files for tree_sha256).")
+    return _Stamp(str(resolved), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _hash_file(path: str) -> str:
+    """sha256 hex of a file's contents, read in _CHUNK_BYTES pieces into one reused buffer."""
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+class _Memo:
+    """The hash memo in <cache>/hashes.sqlite. Only a speed-up: if SQLite fails (read-only disk, a corrupt
+    file, a lock held past the timeout) lookups miss and writes are dropped, and hashing still works.
+
+    Autocommit mode: every statement is its own transaction, so a read never has to upgrade to a write
+    lock (the case in which SQLite returns "database is locked" at once, without waiting for the timeout)."""
+
+    def __init__(self, folder: Path):
+        try:
+            self.db = sqlite3.connect(folder / MEMO_NAME, timeout=_SQLITE_TIMEOUT_S, isolation_level=None)
+            self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                            " mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+        except sqlite3.Error:
+            self.close()
+
+    def get(self, s: _Stamp) -> str | None:
+        if self.db is None:
+            return None
+        try:
+            row = self.db.execute("SELECT size, mtime_ns, ino, sha256 FROM hashes WHERE path = ?",
+                                  (s.path,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[3] if row and tuple(row[:3]) == (s.size, s.mtime_ns, s.ino) else None
+
+    def put(self, rows: list[tuple[_Stamp, str]]) -> None:
+        if self.db is None or not rows:
+            return
+        try:
+            with self.db:   # one transaction for the batch
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                                    [(*s, h) for s, h in rows])
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        self.db = None
+
+
+def _settled(s: _Stamp, started_ns: int) -> bool:
+    """Safe to remember: unchanged while we read it, and last written well before we started, so any later
+    write gets a later mtime even on a filesystem with coarse timestamps ("racy git" problem)."""
+    try:
+        st = os.stat(s.path)
+    except OSError:
+        return False
+    same = (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.ino)
+    return same and s.mtime_ns < started_ns - _RACY_NS
+
+
+def _hashes(paths: list[Path]) -> list[str]:
+    """sha256 hex of each file, in order, using and filling the memo (each distinct file read at most once)."""
+    stamps = [_stamp(p) for p in paths]
+    known: dict[str, str] = {}
+    memo = _Memo(cache_dir())
+    try:
+        fresh: list[tuple[_Stamp, str]] = []
+        for s in stamps:
+            if s.path in known:
+                continue
+            digest = memo.get(s)
+            if digest is None:
+                started = time.time_ns()
+                digest = _hash_file(s.path)
+                if _settled(s, started):
+                    fresh.append((s, digest))
+                if len(fresh) >= _MEMO_BATCH:
+                    memo.put(fresh)
+                    fresh = []
+            known[s.path] = digest
+        memo.put(fresh)
+    finally:
+        memo.close()
+    return [known[s.path] for s in stamps]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex of a file's contents; remembered by (resolved path, size, mtime_ns, inode), so an
+    unchanged file is read once. A changed size, mtime or inode reads it again."""
+    return _hashes([Path(path)])[0]
+
+
+def tree_sha256(paths: list[Path], root: str | os.PathLike | None = None) -> str:
+    """sha256 hex of a set of files: their names relative to `root` (default: the deepest folder holding
+    them all) and their contents' hashes. Listing order and duplicates do not matter; renaming, moving
+    within the tree, adding, removing or editing a file does. Moving the whole tree elsewhere does not.
+    Names are taken as given (symlinks not followed), contents through any symlink."""
+    if not paths:
+        raise ValueError("tree_sha256 needs at least one file")
+    names = [Path(os.path.abspath(p)) for p in paths]
+    if root is None:
+        base = Path(os.path.commonpath([n.parent for n in names]))
+    else:
+        base = Path(os.path.abspath(root))
+    try:
+        rel = [n.relative_to(base).as_posix() for n in names]
+    except ValueError:
+        raise ValueError(f"tree_sha256: every file must lie under root {base}") from None
+    entries = sorted(dict(zip(rel, _hashes(names))).items())
+    # JSON, not "hash  name" lines: a file name may itself hold a newline.
+    text = json.dumps(["icr-tree-v1", entries], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- writing
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success it is flushed to disk and renamed over `path`
+    (os.replace: atomic on one filesystem), on any exception or interrupt it is removed. So `path` is
+    either absent, its old version, or complete. The temp name keeps the suffix, since some writers
+    (np.save) append one that is missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync(tmp)     # data on disk before the rename makes it visible, so a crash cannot expose a stub
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; folders cannot be opened this way on Windows)."""
+    if os.name == "posix":
+        _fsync(folder)
+
+
+# ---------------------------------------------------------------------------------------------- locking
+@contextmanager
+def exclusive(path: str | os.PathLike, timeout: float | None = None,
+              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the inter-process lock of one cache entry (the file `path`.lock) for the with-block.
+
+    If another process holds it, on_wait() is called once (e.g. to say "waiting for another icr run"),
+    then we wait up to `timeout` seconds (None: for as long as it takes). The OS drops the lock when its
+    holder dies, so a crashed run never blocks later ones; the .lock file itself is left in place."""
+    lock = filelock.FileLock(f"{os.fspath(path)}.lock")
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        if on_wait is not None:
+            on_wait()
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            raise UserError(f"another icr process is still making the cache entry {path} after waiting "
+                            f"{timeout:g} s. Let it finish and run again, or pass -o/--output to write "
+                            f"elsewhere.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def ensure(path: str | os.PathLike, build: Callable[[Path], None], timeout: float | None = None,
+           on_wait: Callable[[], None] | None = None) -> tuple[Path, bool]:
+    """Return (path, built): the finished cache entry, made by build(temp_path) unless it already exists.
+
+    Concurrent calls for one entry serialize on its lock; the later ones find the finished file and do not
+    build it again."""
+    path = Path(path)
+    if path.exists():           # complete by construction (atomic_write): no lock needed to read it
+        return path, False
+    with exclusive(path, timeout=timeout, on_wait=on_wait):
+        if path.exists():       # made by the process we waited for
+            return path, False
+        with atomic_write(path) as tmp:
+            build(tmp)
+    return path, True
