@@ -50,8 +50,9 @@ _GRAY = {"op": "grayscale", "p": 0.2, "weights": [0.299, 0.587, 0.114]}
 
 def _jitter(b: float, c: float, s: float, h: float, p: float) -> dict:
     """torchvision ColorJitter(b, c, s, h) inside RandomApply(p)."""
-    return {"op": "color_jitter", "p": p, "brightness": [1 - b, 1 + b], "contrast": [1 - c, 1 + c],
-            "saturation": [1 - s, 1 + s], "hue": [-h, h], "order": "random permutation per sample",
+    span = lambda v: [round(1 - v, 9), round(1 + v, 9)]  # noqa: E731  (0.2, not 0.19999999999999996)
+    return {"op": "color_jitter", "p": p, "brightness": span(b), "contrast": span(c),
+            "saturation": span(s), "hue": [-h, h], "order": "random permutation per sample",
             "grey_images": "brightness and contrast only"}
 
 
