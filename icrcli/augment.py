@@ -130,11 +130,17 @@ def _draw_resized_crop(rng, op, height, width) -> dict:
         if 0 < w <= width and 0 < h <= height:
             top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
             return {"crop_top": top, "crop_left": left, "crop_h": h, "crop_w": w}
-    ratio = width / height
-    r_lo, r_hi = min(op["ratio"]), max(op["ratio"])
-    w, h = (width, int(round(width / r_lo))) if ratio < r_lo else (int(round(height * r_hi)), height) \
-        if ratio > r_hi else (width, height)
+    h, w = _central_box(height, width, min(op["ratio"]), max(op["ratio"]))
     return {"crop_top": (height - h) // 2, "crop_left": (width - w) // 2, "crop_h": h, "crop_w": w}
+
+
+def _central_box(height: int, width: int, r_lo: float, r_hi: float) -> tuple[int, int]:
+    """torchvision's fallback: the whole image, trimmed to the nearest allowed aspect ratio."""
+    if width / height < r_lo:
+        return int(round(width / r_lo)), width
+    if width / height > r_hi:
+        return height, int(round(height * r_hi))
+    return height, width
 
 
 def _draw_jitter(rng, op, h, w) -> dict:
