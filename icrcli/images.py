@@ -393,15 +393,16 @@ class EncodedImageSet(ImageSet):
         return out
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
-    """Decode threads (Pillow releases the GIL while decoding); created on first use."""
+    """Decode threads (Pillow releases the GIL while decoding); one pool per process, since a
+    pool inherited through fork (e.g. by DataLoader workers) has no live threads."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)))
+    return _POOL[1]
 
 
 def _is_image_name(name: str) -> bool:
