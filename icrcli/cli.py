@@ -145,6 +145,194 @@ def info(
         typer.echo(render(d))
 
 
+class Param(str, Enum):
+    edm = "edm"
+    vp = "vp"
+    ddpm = "ddpm"
+    flow = "flow"
+    ve = "ve"
+
+
+class Augment(str, Enum):
+    paper = "paper"
+    crop = "crop"
+    crop_flip = "crop-flip"
+    simclr = "simclr"
+    none = "none"
+
+
+class Pool(str, Enum):
+    mean = "mean"
+    none = "none"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class TimeConvention(str, Enum):
+    repa = "repa"
+    sit = "sit"
+
+
+def _kv(pairs: list[str] | None) -> dict:
+    """--arch-arg k=v pairs; values parsed as JSON when they are JSON (numbers, lists, true/false)."""
+    import json
+    from icrcli.errors import UserError
+    out = {}
+    for pair in pairs or []:
+        k, eq, v = pair.partition("=")
+        if not eq or not k:
+            raise UserError(f"--arch-arg {pair!r}: expected key=value, e.g. --arch-arg model_channels=128.")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+_MODEL_HELP = "Model"
+
+
+def _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention, data_range,
+                   prediction, call, class_label, vae):
+    from icrcli.models import ModelOptions
+    return ModelOptions(arch=arch, arch_args=_kv(arch_arg), key=key, trust_pickle=trust_pickle,
+                        param=param.value if param else None, schedule=schedule, time_input=time_input,
+                        time_convention=time_convention.value if time_convention else None,
+                        data_range=data_range, prediction=prediction, call=call, class_label=class_label, vae=vae)
+
+
+Arch = Annotated[Optional[str], typer.Option(help="edm|dit|sit|repa, or your own: my.module:build_fn or "
+                                             "path/to/model.py:ClassName.", rich_help_panel=_MODEL_HELP)]
+ArchArg = Annotated[Optional[list[str]], typer.Option(help="Constructor argument k=v (repeatable).",
+                                                      rich_help_panel=_MODEL_HELP)]
+Key = Annotated[Optional[str], typer.Option(help="Sub-dict of a training checkpoint (default: EMA first).",
+                                            rich_help_panel=_MODEL_HELP)]
+TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Load pickles that need code by running it "
+                                           "(only for files you trust).", rich_help_panel=_MODEL_HELP)]
+ParamOpt = Annotated[Optional[Param], typer.Option("--param", help="Noise parametrization (default: from the "
+                                                   "architecture).", rich_help_panel=_MODEL_HELP)]
+Schedule = Annotated[Optional[str], typer.Option(help="Discrete schedule, e.g. linear:1e-4:0.02:1000, "
+                                                 "cosine:1000.", rich_help_panel=_MODEL_HELP)]
+TimeInput = Annotated[Optional[str], typer.Option(help="How time is fed: index, index-float, index/T, t, sigma, "
+                                                  "log-sigma, c-noise-edm, c-noise-ve, 999t.",
+                                                  rich_help_panel=_MODEL_HELP)]
+TimeConv = Annotated[Optional[TimeConvention], typer.Option(help="Flow models: repa (t=0 clean) or sit "
+                                                            "(t=1 clean).", rich_help_panel=_MODEL_HELP)]
+DataRange = Annotated[Optional[str], typer.Option(help="Pixel range the model was trained on: -1:1, 0:1, "
+                                                  "-0.5:0.5.", rich_help_panel=_MODEL_HELP)]
+Prediction = Annotated[Optional[str], typer.Option(help="What the network predicts (eps, x0, v, score, "
+                                                   "denoised); recorded.", rich_help_panel=_MODEL_HELP)]
+Call = Annotated[Optional[str], typer.Option(help="Call signature: x,t | x,t,y | sample=x,timestep=t.",
+                                             rich_help_panel=_MODEL_HELP)]
+ClassLabel = Annotated[Optional[int], typer.Option(min=0, help="Condition on this class (default: the null "
+                                                   "class, as the paper).", rich_help_panel=_MODEL_HELP)]
+Vae = Annotated[Optional[str], typer.Option(help="diffusers AutoencoderKL folder for latent models.",
+                                            rich_help_panel=_MODEL_HELP)]
+
+
+@app.command()
+def extract(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint: .safetensors, .pt/.pth/.ckpt, EDM .pkl, or a "
+                                               "diffusers folder.")],
+    data: Annotated[Path, typer.Option(help="Images: folder (class sub-folders = labels), .zip/.tar, .npy/.npz, "
+                                       "CIFAR pickles, MNIST IDX, NVlabs dataset zip.")],
+    sigma: Annotated[float, typer.Option(help="Noise level, EDM/VE units on data in [-1, 1] (0 = augmentation "
+                                         "only).")],
+    layer: Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeatable; default: the "
+                                                       "architecture's, see `icr layers`).")] = None,
+    views: Annotated[int, typer.Option(min=2, help="Views K per image.")] = 2,
+    images: Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every "
+                                        "sigma.")] = 4096,
+    augment: Annotated[Augment, typer.Option(help="Augmentation before the noise.")] = Augment.paper,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[DType, typer.Option(help="Compute precision (autocast); features are stored as "
+                                         "float32.")] = DType.float32,
+    pool: Annotated[Pool, typer.Option(help="mean over positions/tokens, or none (flatten).")] = Pool.mean,
+    resize: Annotated[bool, typer.Option("--resize", help="Resize images (and grey<->colour) to fit the "
+                                         "model.")] = False,
+    chunk_images: Annotated[int, typer.Option(min=1, help="Images per resumable chunk.")] = 256,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of another "
+                                            "configuration.")] = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Feature file to write (default: the "
+                                                   "content-addressed cache, $ICR_CACHE_DIR).")] = None,
+    arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
+    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None,
+    time_convention: TimeConv = None, data_range: DataRange = None, prediction: Prediction = None,
+    call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+):
+    """Extract multi-view features from a frozen diffusion network into a feature file.
+
+    Prints a JSON summary ({"features": PATH, ...}) on stdout. A killed run resumes when the same command
+    is run again; the same request again returns the cached file at once.
+
+    Examples:
+
+      icr extract edm-cifar10-32x32-uncond-vp.pkl --data cifar10/ --sigma 0.29 -o feats.h5
+
+      icr extract ckpt.pt --data imgs.zip --sigma 0.5 --views 4 --layer model.dec.16x16_block1
+
+      icr score $(icr extract ckpt.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
+    """
+    from icrcli import console
+    from icrcli.cache import cached_path
+    from icrcli.extract import ExtractOptions, plan, run
+
+    console.set_quiet(quiet)
+    opts = ExtractOptions(sigma=sigma, layers=list(layer or []), views=views, images=images,
+                          augment=augment.value, seed=seed, batch_size=batch_size, device=device,
+                          dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
+                          overwrite=overwrite)
+    mopts = _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention,
+                           data_range, prediction, call, class_label, vae)
+    p = plan(checkpoint, data, opts, mopts)
+    out = output or cached_path(p.key)
+    console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
+                f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
+    with console.progress("extracting", len(p.indices)) as advance:
+        summary = run(p, opts, out, advance,
+                      on_resume=lambda n: console.say(f"resuming: {n} images already done"))
+    console.write_json(summary, "-")
+    console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
+
+
+@app.command()
+def layers(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (as for extract).")],
+    depth: Annotated[Optional[int], typer.Option(min=1, help="Show modules down to this nesting depth.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
+    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None,
+    time_convention: TimeConv = None, data_range: DataRange = None, call: Call = None,
+    class_label: ClassLabel = None,
+    debug: Debug = False,
+):
+    """List the network's modules with their output shapes from one dry forward pass; * marks the default tap.
+
+    Examples:
+
+      icr layers edm-cifar10-32x32-uncond-vp.pkl --depth 3
+
+      icr layers ckpt.pt --json | jq -r '.[] | select(.default) | .name'
+    """
+    from icrcli import console
+    from icrcli.layers import list_layers, render
+    mopts = _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention,
+                           data_range, None, call, class_label, None)
+    rows = list_layers(checkpoint, mopts, depth)
+    if json_out:
+        console.write_json(rows, "-")
+    else:
+        typer.echo(render(rows))
+
+
 def main() -> None:
     """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
     typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""

@@ -1,0 +1,123 @@
+"""Hugging Face diffusers models (optional extra: pip install 'icr[diffusers]').
+
+A model folder holds config.json + weights (diffusion_pytorch_model.safetensors); a pipeline folder holds
+unet/ (or transformer/) and scheduler/. The scheduler's config, when present, gives the beta schedule.
+Loaded with local_files_only: nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from icrcli.errors import UserError
+
+# Latent scale of the Stable Diffusion / DiT VAE (Rombach et al. 2022), used when the VAE config gives none.
+SD_LATENT_SCALE = 0.18215
+
+
+def _diffusers():
+    try:
+        import diffusers
+    except ImportError:
+        raise UserError("This is a Hugging Face diffusers model folder, and the diffusers library is not "
+                        "installed. Install the extra: pip install 'icr[diffusers]'.") from None
+    return diffusers
+
+
+def _model_folder(path: Path) -> tuple[Path, Path | None]:
+    """(folder with the denoiser's config.json, scheduler folder or None)."""
+    for sub in ("unet", "transformer"):
+        if (path / sub / "config.json").is_file():
+            sched = path / "scheduler"
+            return path / sub, sched if (sched / "scheduler_config.json").is_file() else None
+    if (path / "config.json").is_file():
+        sched = path.parent / "scheduler"
+        return path, sched if (sched / "scheduler_config.json").is_file() else None
+    raise UserError(f"{path} is a folder but not a diffusers model (no config.json, unet/ or transformer/). "
+                    "Pass a checkpoint file, or a diffusers model/pipeline folder.")
+
+
+def schedule_spec(sched_dir: Path | None) -> str | None:
+    """A noise.parse_schedule spec from a diffusers scheduler_config.json."""
+    if sched_dir is None:
+        return None
+    cfg = json.loads((sched_dir / "scheduler_config.json").read_text())
+    kind = cfg.get("beta_schedule", "linear")
+    t = cfg.get("num_train_timesteps", 1000)
+    if kind == "linear":
+        return f"linear:{cfg.get('beta_start', 1e-4)}:{cfg.get('beta_end', 0.02)}:{t}"
+    if kind == "scaled_linear":
+        return f"scaled-linear:{cfg.get('beta_start', 0.00085)}:{cfg.get('beta_end', 0.012)}:{t}"
+    if kind == "squaredcos_cap_v2":
+        return f"cosine:{t}"
+    raise UserError(f"{sched_dir}: beta_schedule {kind!r} is not supported; pass --schedule explicitly.")
+
+
+def load_diffusers(path: Path, opts):
+    from icrcli.models import Denoiser
+    diffusers = _diffusers()
+    folder, sched = _model_folder(path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cls_name = cfg.get("_class_name", "UNet2DModel")
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise UserError(f"{folder}: diffusers has no model class {cls_name!r} (diffusers {diffusers.__version__}).")
+    if cls_name == "UNet2DConditionModel":
+        raise UserError(f"{folder}: text-conditioned UNet2DConditionModel needs text embeddings; icr supports "
+                        "unconditional and class-conditional diffusers models for now.")
+    net = cls.from_pretrained(folder, local_files_only=True)
+    num_classes = cfg.get("num_class_embeds")
+
+    def labels(b, device):
+        if opts.class_label is None:
+            return None
+        return torch.full((b,), opts.class_label, dtype=torch.long, device=device)
+
+    def call(x, t, y):
+        kwargs = {"class_labels": y} if y is not None else {}
+        return net(x, t, **kwargs)
+
+    latent = cfg.get("in_channels", 3) == 4
+    size = cfg.get("sample_size")
+    return Denoiser(
+        net=net, family="diffusers", default_layer=_default_layer(net), in_channels=cfg.get("in_channels", 3),
+        resolution=size if isinstance(size, int) else None, latent=latent,
+        noise_defaults={"param": "ddpm", "schedule": schedule_spec(sched) or "linear:1e-4:0.02:1000",
+                        "time_input": "index"},
+        data_range="-1:1", call=call, labels=labels,
+        description={"arch": f"diffusers/{cls_name}", "config": {k: v for k, v in cfg.items()
+                                                                 if not k.startswith("_")},
+                     "checkpoint": str(path), "format": "diffusers", "weights": str(folder),
+                     "num_class_embeds": num_classes},
+    )
+
+
+def _default_layer(net) -> str:
+    """The U-Net's mid block output (its bottleneck); for transformers the middle block."""
+    names = dict(net.named_modules())
+    if "mid_block" in names:
+        return "mid_block"
+    blocks = getattr(net, "transformer_blocks", None)
+    if blocks is not None and len(blocks):
+        return f"transformer_blocks.{len(blocks) // 2 - 1}"
+    return ""
+
+
+def load_vae(path: str, device):
+    """An encoder x in [-1, 1] -> latents (posterior mean, scaled), as DiT/SiT feed their models."""
+    diffusers = _diffusers()
+    folder = Path(path)
+    if (folder / "vae" / "config.json").is_file():
+        folder = folder / "vae"
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--vae {path}: not a diffusers AutoencoderKL folder (no config.json).")
+    vae = diffusers.AutoencoderKL.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+    vae.to(device)
+    scale = vae.config.get("scaling_factor", SD_LATENT_SCALE) if hasattr(vae.config, "get") else SD_LATENT_SCALE
+
+    def encode(x):
+        return vae.encode(x).latent_dist.mean * scale
+    return encode

@@ -1,0 +1,404 @@
+"""`icr extract`: checkpoint + images -> multi-view features (N images, K views, D) in a feature file.
+
+A view of image i is  x = a(x0_i) + sigma * eps  (augmentation first, then noise: paper Sec. 3, footnote 1),
+mapped to the model's own input by its noise convention (icrcli.noise). Every (image index, view) draws its
+augmentation and its noise from its own seed, so the features depend on neither batch size nor chunking
+nor resumption.
+
+Resumable: rows are computed in chunks of whole images; each finished chunk is written atomically to
+`OUT.parts/`. A killed run (kill -9 included) resumes from the last finished chunk; when all are done the
+feature file is assembled in one pass, in row order, so it is byte-identical to an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from icrcli import __version__
+from icrcli.errors import UserError
+from icrcli.featurefile import FORMAT_VERSION, write_feature_file
+from icrcli.models import ModelOptions
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ExtractOptions:
+    sigma: float
+    layers: list[str] = field(default_factory=list)  # [] = the architecture's default layer
+    views: int = 2                  # K; the paper uses two
+    images: int | None = 4096       # N; the paper's subset size for EDM models (App. C); None = all
+    augment: str = "paper"
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "auto"
+    dtype: str = "float32"          # compute precision; features are stored as float32
+    pool: str = "mean"
+    resize: bool = False
+    chunk_images: int = 256         # rows per resumable chunk (and per HDF5 chunk)
+    t_mode: str = "nearest"         # discrete-time models: nearest step or interpolated
+    overwrite: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything resolved before the first forward pass."""
+    denoiser: object
+    images: object
+    indices: np.ndarray
+    layers: list[str]
+    noise: object
+    config: dict
+    key: str
+    device: object
+    vae: object = None
+
+
+def _device(name: str):
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.") from None
+
+
+def _check(opts: ExtractOptions) -> None:
+    if opts.sigma < 0:
+        raise UserError(f"--sigma {opts.sigma}: the noise level must be >= 0 (0 gives augmentation-only views).")
+    if opts.views < 2:
+        raise UserError(f"--views {opts.views}: ICR needs at least two views per image.")
+    if opts.dtype not in DTYPES:
+        raise UserError(f"--dtype {opts.dtype}: expected one of {', '.join(DTYPES)}.")
+    if opts.images is not None and opts.images < 2:
+        raise UserError(f"--images {opts.images}: ICR needs at least two images.")
+
+
+def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: ModelOptions,
+         hashes: Callable[[Path], str] | None = None) -> Plan:
+    """Load the network and the data, check they fit, and fix the configuration (and its content key)."""
+    from icrcli import augment, cache, noise
+    from icrcli.images import open_images, subset_indices
+    from icrcli.models import load_model
+
+    _check(opts)
+    augment.describe_policy(opts.augment)  # validates the name
+    device = _device(opts.device)
+    den = load_model(checkpoint, mopts, device)
+    imgs = open_images(data)
+    if len(imgs) < 2:
+        raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
+    idx = subset_indices(len(imgs), opts.images, opts.seed)
+    layers = list(opts.layers) or ([den.default_layer] if den.default_layer else [])
+    if not layers:
+        raise UserError("This architecture has no default layer: name one with --layer (see `icr layers CKPT`).")
+    from icrcli.taps import resolve_layers
+    resolve_layers(den.net, layers)
+    vae = _vae(den, mopts, device)
+    _check_fit(den, imgs, opts, vae)
+    nd = dict(den.noise_defaults)
+    for k in ("param", "schedule", "time_input", "time_convention"):
+        if getattr(mopts, k) is not None:
+            nd[k] = getattr(mopts, k)
+    if not nd.get("param"):
+        raise UserError("Unknown noise parametrization: pass --param edm|vp|ddpm|flow|ve.")
+    conv = noise.from_options(nd["param"], schedule_spec=nd.get("schedule"),
+                              schedule_buffer=den.schedule_buffer if mopts.schedule is None else None,
+                              time_kind=nd.get("time_input"), time_convention=nd.get("time_convention"),
+                              t_mode=opts.t_mode)
+    hash_file = hashes or cache.file_sha256
+    ckpt_path = Path(checkpoint)
+    ckpt_files = sorted(p for p in ckpt_path.rglob("*") if p.is_file()) if ckpt_path.is_dir() else [ckpt_path]
+    config = {
+        "format_version": FORMAT_VERSION,
+        "checkpoint_sha256": cache.tree_sha256(ckpt_files) if len(ckpt_files) > 1 else hash_file(ckpt_path),
+        "data_sha256": cache.tree_sha256(imgs.source_files()),
+        "indices_sha256": hashlib.sha256(np.ascontiguousarray(idx, dtype="<i8").tobytes()).hexdigest(),
+        "n_images": int(len(idx)), "n_views": opts.views, "sigma": float(opts.sigma), "seed": opts.seed,
+        "augment": opts.augment, "augment_params": augment.describe_policy(opts.augment),
+        "layers": layers, "pool": opts.pool, "dtype": opts.dtype, "resize": opts.resize,
+        "noise": conv.describe(), "data_range": mopts.data_range or den.data_range,
+        "class_label": mopts.class_label, "model": den.description.get("config"),
+        "arch": den.description.get("arch"), "vae": _vae_id(mopts.vae, hash_file) if vae else None,
+        "chunk_images": opts.chunk_images,
+    }
+    return Plan(den, imgs, idx, layers, conv, config, cache.config_key(config), device, vae)
+
+
+def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
+    """Images must match the model's input (pixels, or latents after the VAE) unless --resize."""
+    c, h, w = imgs.channels, imgs.height, imgs.width
+    want_c = 3 if vae is not None else den.in_channels
+    want_res = den.resolution * 8 if (vae is not None and den.resolution) else den.resolution
+    if den.latent and vae is None:
+        if imgs.kind not in ("npy", "npz") or c != den.in_channels:
+            raise UserError(f"{den.description.get('arch')} is a latent model ({den.in_channels} channels): give "
+                            "its VAE with --vae PATH (a diffusers AutoencoderKL folder) to encode images, or pass "
+                            "--data as a float .npy/.npz of latents (N, 4, H, W) already scaled by 0.18215.")
+        if opts.augment not in ("none", "crop", "crop-flip"):
+            raise UserError("Colour jitter has no meaning on VAE latents: with latent --data use --augment "
+                            "crop-flip, crop or none (or give --vae to augment in pixel space).")
+    ok_c = want_c is None or c == want_c
+    ok_res = want_res is None or (h, w) == (want_res, want_res)
+    if not (ok_c and ok_res) and not opts.resize:
+        raise UserError(f"The images are {c}x{h}x{w} (CxHxW) but the model takes {want_c}x{want_res}x{want_res}. "
+                        "Pass --resize to resize (and convert grey<->colour), or use matching data.")
+
+
+def _vae(den, mopts: ModelOptions, device):
+    if not mopts.vae:
+        return None
+    from icrcli.archs.diffusers_models import load_vae
+    return load_vae(mopts.vae, device)
+
+
+def _vae_id(path, hash_file) -> str:
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    from icrcli import cache
+    return cache.tree_sha256(files)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Computing one chunk of rows.
+
+def noise_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:
+    """Seeds for the Gaussian noise of (image, view), a stream apart from the augmentation's seeds."""
+    from icrcli.augment import view_seeds
+    return view_seeds(seed ^ 0x5EED_0F_A015E, image_indices, view)
+
+
+def gaussian(seeds: np.ndarray, shape: tuple, device) -> "torch.Tensor":
+    """One standard normal tensor of `shape` per seed, drawn on the CPU so it is the same on every device."""
+    import torch
+    g = torch.Generator()
+    out = torch.empty((len(seeds), *shape))
+    for i, s in enumerate(seeds):
+        g.manual_seed(int(s))
+        out[i] = torch.randn(shape, generator=g)
+    return out.to(device)
+
+
+def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Features {layer: (len(rows), K, D) float32} for the images at `rows` of the subset."""
+    import torch
+    from icrcli import augment, noise
+    from icrcli.images import to_channels
+    from icrcli.taps import Taps
+
+    den, dev = p.denoiser, p.device
+    image_idx = p.indices[rows]
+    lo, hi = noise.parse_data_range(p.config["data_range"])
+    out = {name: [] for name in p.layers}
+    amp = (torch.autocast(dev.type, dtype=getattr(torch, opts.dtype)) if opts.dtype != "float32"
+           else torch.autocast(dev.type, enabled=False))
+    with torch.inference_mode(), Taps(den.net, p.layers, opts.pool) as taps, amp:
+        for a in range(0, len(rows), opts.batch_size):
+            sel = slice(a, a + opts.batch_size)
+            x01 = torch.from_numpy(pixels[sel]).to(dev)
+            latent_data = den.latent and p.vae is None
+            if not latent_data:
+                x01 = _fit(x01, den, p, opts)
+            views = []
+            for v in range(opts.views):
+                x = augment.augment(x01, augment.view_seeds(opts.seed, image_idx[sel], v), opts.augment)
+                if p.vae is not None:
+                    x = p.vae(x * 2 - 1)            # pixel views -> latents (posterior mean * 0.18215)
+                    mlo, mhi = -1.0, 1.0
+                elif latent_data:
+                    mlo, mhi = -1.0, 1.0            # latents are already in model units
+                else:
+                    x = noise.to_model_range(x, lo, hi)
+                    mlo, mhi = lo, hi
+                eps = gaussian(noise_seeds(opts.seed, image_idx[sel], v), tuple(x.shape[1:]), dev)
+                x_in, t, _ = p.noise.model_inputs(x, eps, p.config["sigma"], mlo, mhi)
+                y = den.labels(len(x), dev)
+                feats = taps.run(lambda: den.call(x_in, t, y))
+                views.append(feats)
+            for name in p.layers:
+                out[name].append(torch.stack([f[name] for f in views], dim=1).cpu().numpy())
+    return {name: np.concatenate(v).astype(np.float32) for name, v in out.items()}
+
+
+def _fit(x01, den, p: Plan, opts: ExtractOptions):
+    """--resize: channels and size to what the model (or its VAE) takes."""
+    import torch.nn.functional as F
+    from icrcli.images import to_channels
+    want_c = 3 if p.vae is not None else den.in_channels
+    res = den.resolution * 8 if (p.vae is not None and den.resolution) else den.resolution
+    if want_c is not None and x01.shape[1] != want_c:
+        x01 = to_channels(x01, want_c)
+    if res is not None and tuple(x01.shape[-2:]) != (res, res):
+        x01 = F.interpolate(x01, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
+        x01 = x01.clamp(0, 1)
+    return x01
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Resumable driver.
+
+def _part_path(parts: Path, c: int) -> Path:
+    return parts / f"chunk-{c:06d}.npz"
+
+
+def _write_part(path: Path, feats: dict, index: np.ndarray, labels) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, index=index, labels=labels if labels is not None else np.array([]),
+                     **{f"f_{i}": v for i, v in enumerate(feats.values())})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"Writing {path} failed ({e.strerror}): is the disk full? The chunks finished so far are "
+                        f"kept in {path.parent}; free some space and run the same command again to resume.") \
+            from None
+
+
+def _read_part(path: Path, layers: list[str]) -> dict:
+    with np.load(path) as z:
+        labels = z["labels"] if z["labels"].size else None
+        return {"index": z["index"], "labels": labels,
+                "features": {name: z[f"f_{i}"] for i, name in enumerate(layers)}}
+
+
+def _done_chunks(parts: Path, n_chunks: int) -> list[int]:
+    done = []
+    for c in range(n_chunks):
+        if not _part_path(parts, c).exists():
+            break
+        done.append(c)
+    return done
+
+
+def _prepare_parts(parts: Path, config: dict, key: str, overwrite: bool) -> None:
+    meta = parts / "config.json"
+    if parts.exists() and meta.exists():
+        old = json.loads(meta.read_text())
+        if old.get("key") == key and not overwrite:
+            return
+        if not overwrite:
+            raise UserError(f"{parts} holds an unfinished extraction with a different configuration. Re-run "
+                            "that command to finish it, choose another -o, or pass --overwrite to discard it.")
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    meta.write_text(json.dumps({"key": key, "config": config}, indent=1, default=str))
+
+
+def _existing(out: Path, key: str, overwrite: bool) -> bool:
+    """True if `out` is already the finished result of this exact request."""
+    if not out.exists() or overwrite:
+        return False
+    try:
+        import h5py
+        with h5py.File(out, "r") as f:
+            same = f.attrs.get("config_key") == key
+            complete = bool(f.attrs.get("complete", False))
+    except OSError:
+        raise UserError(f"{out} exists and is not a readable feature file. Choose another -o, or pass "
+                        "--overwrite to replace it.") from None
+    if same and complete:
+        return True
+    if same:
+        return False  # an interrupted run of this request: resume
+    raise UserError(f"{out} exists and holds features from a different configuration; icr never mixes them. "
+                    "Choose another -o, or pass --overwrite to replace it.")
+
+
+def run(p: Plan, opts: ExtractOptions, out: Path,
+        progress: Callable[[int], None] | None = None, on_resume: Callable[[int], None] | None = None) -> dict:
+    """Extract into `out` (resuming if possible). Returns a summary dict for the JSON report."""
+    from icrcli import cache
+    out = Path(out)
+    t0 = time.perf_counter()
+    if _existing(out, p.key, opts.overwrite):
+        return _summary(p, out, cached=True, seconds=0.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with cache.exclusive(out):
+        if _existing(out, p.key, opts.overwrite):  # a concurrent run of the same request finished it
+            return _summary(p, out, cached=True, seconds=time.perf_counter() - t0)
+        parts = out.with_name(out.name + ".parts")
+        _prepare_parts(parts, p.config, p.key, opts.overwrite)
+        n = len(p.indices)
+        step = opts.chunk_images
+        n_chunks = -(-n // step)
+        done = _done_chunks(parts, n_chunks)
+        if done and on_resume:
+            on_resume(min(n, len(done) * step))
+        if progress and done:
+            progress(min(n, len(done) * step))
+        labels = p.images.labels
+        try:
+            with ThreadPoolExecutor(1) as pool:  # decode the next chunk's images while this one computes
+                todo = list(range(len(done), n_chunks))
+                rows_of = lambda c: np.arange(c * step, min(n, (c + 1) * step))
+                load = lambda c: _load_pixels(p, rows_of(c))
+                nxt = pool.submit(load, todo[0]) if todo else None
+                for j, c in enumerate(todo):
+                    pixels = nxt.result()
+                    nxt = pool.submit(load, todo[j + 1]) if j + 1 < len(todo) else None
+                    rows = rows_of(c)
+                    feats = compute_rows(p, opts, rows, pixels)
+                    lab = labels[p.indices[rows]] if labels is not None else None
+                    _write_part(_part_path(parts, c), feats, p.indices[rows], lab)
+                    if progress:
+                        progress(len(rows))
+        except KeyboardInterrupt:
+            _assemble(p, opts, out, parts, _done_chunks(parts, n_chunks))
+            raise
+        _assemble(p, opts, out, parts, list(range(n_chunks)))
+        shutil.rmtree(parts)
+    return _summary(p, out, cached=False, seconds=time.perf_counter() - t0)
+
+
+def _load_pixels(p: Plan, rows: np.ndarray) -> np.ndarray:
+    den = p.denoiser
+    if den.latent and p.vae is None:
+        return np.asarray(p.images.get(p.indices[rows]), dtype=np.float32)
+    return p.images.get_float(p.indices[rows])
+
+
+def _assemble(p: Plan, opts: ExtractOptions, out: Path, parts: Path, chunks: list[int]) -> None:
+    """Write the feature file from the finished chunks (all of them: complete; a prefix: marked incomplete)."""
+    from icrcli import cache
+    if not chunks:
+        return
+    first = _read_part(_part_path(parts, chunks[0]), p.layers)
+    dims = {name: v.shape[-1] for name, v in first["features"].items()}
+    attrs = {
+        "config_key": p.key, "config": p.config, "sigma": p.config["sigma"], "seed": opts.seed,
+        "augment": opts.augment, "layers": p.layers, "pool": opts.pool,
+        "checkpoint_sha256": p.config["checkpoint_sha256"], "data_sha256": p.config["data_sha256"],
+        "checkpoint": p.denoiser.description.get("checkpoint", ""), "data": str(p.images.path),
+        "arch": p.config["arch"] or "", "compute_dtype": opts.dtype,
+    }
+
+    def gen():
+        for c in chunks:
+            part = first if c == chunks[0] else _read_part(_part_path(parts, c), p.layers)
+            yield {"start": c * opts.chunk_images, **part}
+
+    with cache.atomic_write(out) as tmp:
+        write_feature_file(tmp, dims, len(p.indices), opts.views, "float32", attrs, gen(), opts.chunk_images)
+
+
+def _summary(p: Plan, out: Path, cached: bool, seconds: float) -> dict:
+    return {"features": str(out), "cached": cached, "config_key": p.key, "n_images": len(p.indices),
+            "n_views": p.config["n_views"], "layers": p.layers, "sigma": p.config["sigma"],
+            "seconds": round(seconds, 3), "version": __version__}
