@@ -207,12 +207,15 @@ def _apply_resized_crop(x: torch.Tensor, p: dict, op: dict) -> torch.Tensor:
 
 
 def _sample_coords(start, length, size: int, x: torch.Tensor) -> torch.Tensor:
-    """(B, size) grid_sample coordinates of output pixel centres mapped into [start, start+length)."""
-    start = torch.as_tensor(start, device=x.device, dtype=torch.float64)[:, None]
-    length = torch.as_tensor(length, device=x.device, dtype=torch.float64)[:, None]
-    centres = (torch.arange(size, device=x.device, dtype=torch.float64) + 0.5) * length / size - 0.5
-    src = torch.minimum(torch.maximum(start + centres, start), start + length - 1)  # clamp to the crop
-    return ((2 * src + 1) / size - 1).to(x.dtype)
+    """(B, size) grid_sample coordinates of output pixel centres mapped into [start, start+length).
+
+    Computed in float64 numpy (tiny: B x size) so no device needs float64 support (MPS has none).
+    """
+    start = np.asarray(start, dtype=np.float64)[:, None]
+    length = np.asarray(length, dtype=np.float64)[:, None]
+    src = start + (np.arange(size) + 0.5) * length / size - 0.5
+    src = np.clip(src, start, start + length - 1)  # clamp to the crop, as interpolating the crop would
+    return torch.as_tensor((2 * src + 1) / size - 1, device=x.device, dtype=x.dtype)
 
 
 def _brightness(x, f):  # torchvision brightness = blend with black = a clamped product (kornia's "contrast")
