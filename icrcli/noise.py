@@ -127,13 +127,13 @@ def vp_input_scale(sigma):
 
 def _check_sigma(sigma):
     try:
-        sigma = float(sigma)
+        value = float(sigma)
     except (TypeError, ValueError):
-        sigma = float("nan")
-    if not (math.isfinite(sigma) and sigma >= 0):
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
         raise UserError(f"--sigma must be a finite number >= 0 (the EDM/VE noise level on [-1, 1] data); "
                         f"got {sigma!r}. Use 0 for augmentation-only views.")
-    return sigma
+    return value
 
 
 def _log_sigmas(alpha_bar):
