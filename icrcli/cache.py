@@ -1,7 +1,7 @@
 """The content-addressed cache: `icr extract` without -o writes here; `sweep` and `timeline` find it again.
 
 Layout under cache_dir():
-  hashes.sqlite                      memo: (resolved path, size, mtime_ns, inode) -> sha256 of the contents
+  hashes.sqlite                      memo: (resolved path, size, mtime_ns, inode, ctime_ns) -> sha256
   features/<key[:2]>/<key>.h5        one finished entry per request key (config_key of everything that
                                      shapes the output: input hashes, model, layer, sigmas, views, version)
   features/<key[:2]>/<key>.h5.lock   inter-process lock, taken while the entry is being made
@@ -111,11 +111,17 @@ def _canonical(x):
 # ---------------------------------------------------------------------------------------------- hashing
 class _Stamp(NamedTuple):
     """What must be unchanged for a remembered hash to still hold. The inode catches a file replaced by one
-    with the same size and a preserved mtime (cp -p, rsync -a)."""
+    with the same size and a preserved mtime (cp -p, rsync -a); the POSIX ctime, which no tool can set back,
+    catches an edit in place whose mtime was restored (on Windows ctime is the creation time: left out)."""
     path: str
     size: int
     mtime_ns: int
     ino: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> "_Stamp":
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns if os.name == "posix" else 0)
 
 
 def _stamp(path: Path) -> _Stamp:
@@ -126,7 +132,7 @@ def _stamp(path: Path) -> _Stamp:
         raise UserError(f"cannot read {path}: {e.strerror or e}. Check the path and its permissions.") from None
     if not resolved.is_file():
         raise UserError(f"{path} is not a regular file; pass files (a folder's files for tree_sha256).")
-    return _Stamp(str(resolved), st.st_size, st.st_mtime_ns, st.st_ino)
+    return _Stamp.of(str(resolved), st)
 
 
 def _hash_file(path: str) -> str:
@@ -151,7 +157,8 @@ class _Memo:
         try:
             self.db = sqlite3.connect(folder / MEMO_NAME, timeout=_SQLITE_TIMEOUT_S, isolation_level=None)
             self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                            " mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+                            " mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+                            " sha256 TEXT NOT NULL)")
         except sqlite3.Error:
             self.close()
 
@@ -159,11 +166,11 @@ class _Memo:
         if self.db is None:
             return None
         try:
-            row = self.db.execute("SELECT size, mtime_ns, ino, sha256 FROM hashes WHERE path = ?",
+            row = self.db.execute("SELECT size, mtime_ns, ino, ctime_ns, sha256 FROM hashes WHERE path = ?",
                                   (s.path,)).fetchone()
         except sqlite3.Error:
             return None
-        return row[3] if row and tuple(row[:3]) == (s.size, s.mtime_ns, s.ino) else None
+        return row[4] if row and tuple(row[:4]) == s[1:] else None
 
     def put(self, rows: list[tuple[_Stamp, str]]) -> None:
         if self.db is None or not rows:
@@ -171,7 +178,7 @@ class _Memo:
         try:
             with self.db:   # one transaction for the batch
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)",
                                     [(*s, h) for s, h in rows])
         except sqlite3.Error:
             pass
@@ -189,8 +196,7 @@ def _settled(s: _Stamp, started_ns: int) -> bool:
         st = os.stat(s.path)
     except OSError:
         return False
-    same = (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.ino)
-    return same and s.mtime_ns < started_ns - _RACY_NS
+    return _Stamp.of(s.path, st) == s and s.mtime_ns < started_ns - _RACY_NS
 
 
 def _hashes(paths: list[Path]) -> list[str]:
@@ -220,8 +226,8 @@ def _hashes(paths: list[Path]) -> list[str]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex of a file's contents; remembered by (resolved path, size, mtime_ns, inode), so an
-    unchanged file is read once. A changed size, mtime or inode reads it again."""
+    """sha256 hex of a file's contents; remembered by (resolved path, size, mtime_ns, inode, ctime_ns), so
+    an unchanged file is read once. A change to any of these reads it again."""
     return _hashes([Path(path)])[0]
 
 
