@@ -154,6 +154,14 @@ def test_tree_hash_ignores_order_and_duplicates(cache_root, tmp_path):
     assert cache.tree_sha256(files + files[:2]) == h
 
 
+def test_tree_hash_remembers_every_file_across_memo_batches(cache_root, tmp_path, monkeypatch, count_reads):
+    monkeypatch.setattr(cache, "_MEMO_BATCH", 3)     # 4 files: one full batch written mid-way, then the rest
+    files = _tree(tmp_path / "ds")
+    h = cache.tree_sha256(files)
+    assert cache.tree_sha256(files) == h
+    assert len(count_reads) == len(files)
+
+
 def test_tree_hash_does_not_depend_on_where_the_tree_lives(cache_root, tmp_path):
     files = _tree(tmp_path / "ds")
     shutil.copytree(tmp_path / "ds", tmp_path / "elsewhere" / "copy")
