@@ -90,9 +90,9 @@ def _check(opts: ExtractOptions) -> None:
 def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: ModelOptions,
          hashes: Callable[[Path], str] | None = None) -> Plan:
     """Load the network and the data, check they fit, and fix the configuration (and its content key)."""
-    from icrcli import augment, cache, noise
+    from icrcli import augment, cache
     from icrcli.images import open_images, subset_indices
-    from icrcli.models import load_model
+    from icrcli.models import load_model, noise_convention
 
     _check(opts)
     augment.describe_policy(opts.augment)  # validates the name
@@ -109,16 +109,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
     resolve_layers(den.net, layers)
     vae = _vae(den, mopts, device)
     _check_fit(den, imgs, opts, vae)
-    nd = dict(den.noise_defaults)
-    for k in ("param", "schedule", "time_input", "time_convention"):
-        if getattr(mopts, k) is not None:
-            nd[k] = getattr(mopts, k)
-    if not nd.get("param"):
-        raise UserError("Unknown noise parametrization: pass --param edm|vp|ddpm|flow|ve.")
-    conv = noise.from_options(nd["param"], schedule_spec=nd.get("schedule"),
-                              schedule_buffer=den.schedule_buffer if mopts.schedule is None else None,
-                              time_kind=nd.get("time_input"), time_convention=nd.get("time_convention"),
-                              t_mode=opts.t_mode)
+    conv = noise_convention(den, mopts, opts.t_mode)
     hash_file = hashes or cache.file_sha256
     ckpt_path = Path(checkpoint)
     ckpt_files = sorted(p for p in ckpt_path.rglob("*") if p.is_file()) if ckpt_path.is_dir() else [ckpt_path]
@@ -224,7 +215,7 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.nda
                     x = noise.to_model_range(x, lo, hi)
                     mlo, mhi = lo, hi
                 eps = gaussian(noise_seeds(opts.seed, image_idx[sel], v), tuple(x.shape[1:]), dev)
-                x_in, t, _ = p.noise.model_inputs(x, eps, p.config["sigma"], mlo, mhi)
+                x_in, t, _ = p.noise.model_inputs(x, eps, p.config["sigma"], (mlo, mhi))
                 y = den.labels(len(x), dev)
                 feats = taps.run(lambda: den.call(x_in, t, y))
                 views.append(feats)

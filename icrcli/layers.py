@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icrcli.models import ModelOptions, load_model
+from icrcli.models import ModelOptions, load_model, noise_convention
 
 
 def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None = None) -> list[dict]:
     import torch
-    from icrcli import noise
     from icrcli.taps import trace_shapes
     den = load_model(checkpoint, mopts, "cpu")
     c = den.in_channels or 3
     r = den.resolution or 32
     x = torch.zeros(1, c, r, r)
-    nd = dict(den.noise_defaults)
-    for k in ("param", "schedule", "time_input", "time_convention"):
-        if getattr(mopts, k) is not None:
-            nd[k] = getattr(mopts, k)
-    conv = noise.from_options(nd.get("param") or "edm", schedule_spec=nd.get("schedule"),
-                              schedule_buffer=den.schedule_buffer, time_kind=nd.get("time_input"),
-                              time_convention=nd.get("time_convention"))
-    x_in, t, _ = conv.model_inputs(x, torch.randn_like(x), 0.5, -1.0, 1.0)
+    conv = noise_convention(den, mopts)
+    x_in, t, _ = conv.model_inputs(x, torch.randn_like(x), 0.5, (-1.0, 1.0))
     with torch.inference_mode():
         shapes = trace_shapes(den.net, lambda: den.call(x_in, t, den.labels(1, torch.device("cpu"))))
     rows = []

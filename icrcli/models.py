@@ -58,6 +58,24 @@ class Denoiser:
     schedule_buffer: object = None       # alphas_cumprod / betas stored in the checkpoint, if any
 
 
+def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest"):
+    """The model's NoiseConvention: the family's defaults, overridden by the user's options. Naming another
+    --param drops the family's schedule/time defaults, which belong to its own parametrization."""
+    from icrcli import noise
+    nd = dict(den.noise_defaults)
+    if opts.param is not None and opts.param != nd.get("param"):
+        nd = {"param": opts.param}
+    for k in ("schedule", "time_input", "time_convention"):
+        if getattr(opts, k) is not None:
+            nd[k] = getattr(opts, k)
+    if not nd.get("param"):
+        raise UserError("Unknown noise parametrization: pass --param edm|vp|ddpm|flow|ve.")
+    buffer = den.schedule_buffer if opts.schedule is None and nd["param"] in ("ddpm", "vp") else None
+    return noise.from_options(nd["param"], schedule_spec=nd.get("schedule") if buffer is None else None,
+                              schedule_buffer=buffer, time_kind=nd.get("time_input"),
+                              time_convention=nd.get("time_convention"), t_mode=t_mode)
+
+
 def sidecar_for(path: Path) -> Path | None:
     """`CKPT.icr.json` next to the checkpoint, else `icr.json` in its folder (one file for a run's checkpoints)."""
     for cand in (path.with_name(path.name + SIDECAR_SUFFIX), path.parent / "icr.json"):
