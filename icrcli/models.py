@@ -242,19 +242,23 @@ def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
 
 
 def _load_strict(net: torch.nn.Module, sd: dict, what: str) -> None:
-    missing, unexpected = _key_diff(net, sd)
-    if missing or unexpected:
-        raise UserError(f"The weights do not fit the {what} network: {_describe_diff(missing, unexpected)} "
+    diff = _key_diff(net, sd)
+    if any(diff):
+        raise UserError(f"The weights do not fit the {what} network: {_describe_diff(*diff)} "
                         "Check --arch/--arch-arg (or the sidecar), or --key if the file holds several networks.")
     net.load_state_dict(sd, strict=True, assign=True)
 
 
 def _key_diff(net, sd):
-    want = set(net.state_dict().keys())
-    return sorted(want - set(sd)), sorted(set(sd) - want)
+    """(missing keys, unexpected keys, shape mismatches "key (file AxB, network CxD)"); all empty iff it loads."""
+    want = net.state_dict()
+    shape = lambda t: "x".join(map(str, t.shape)) or "scalar"
+    wrong = [f"{k} (file {shape(sd[k])}, network {shape(want[k])})" for k in sorted(set(want) & set(sd))
+             if torch.is_tensor(sd[k]) and sd[k].shape != want[k].shape]
+    return sorted(set(want) - set(sd)), sorted(set(sd) - set(want)), wrong
 
 
-def _describe_diff(missing, unexpected) -> str:
+def _describe_diff(missing, unexpected, wrong=()) -> str:
     def few(keys):
         return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
     parts = []
@@ -262,6 +266,8 @@ def _describe_diff(missing, unexpected) -> str:
         parts.append(f"missing keys: {few(missing)}.")
     if unexpected:
         parts.append(f"unexpected keys: {few(unexpected)}.")
+    if wrong:
+        parts.append(f"shapes differ: {few(list(wrong))}.")
     return " ".join(parts)
 
 
@@ -320,9 +326,9 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
                         "Pass constructor arguments with --arch-arg k=v.") from None
     if not isinstance(net, torch.nn.Module):
         raise UserError(f"--arch {spec} returned {type(net).__name__}, not a torch.nn.Module.")
-    missing, unexpected = _key_diff(net, sd)
-    if missing or unexpected:
-        raise UserError(f"The checkpoint does not fit {spec}: {_describe_diff(missing, unexpected)} Hints: "
+    diff = _key_diff(net, sd)
+    if any(diff):
+        raise UserError(f"The checkpoint does not fit {spec}: {_describe_diff(*diff)} Hints: "
                         "check --arch-arg values (layer widths, depth); pick the right sub-dict with --key; "
                         "a common prefix (e.g. 'model.') in the file but not in your class means the file "
                         "wraps the network.")
