@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -77,9 +76,10 @@ def icr_score(path: Path) -> float:
 
 
 def peak_rss_mib(path: Path) -> float:
-    """Peak RSS of a fresh process that imports icr and scores the file (MiB)."""
-    code = ("import resource,sys; from icrcli.score import score_file; score_file(sys.argv[1]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    """Peak RSS of a fresh process that imports icr and scores the file (MiB). VmHWM, not ru_maxrss: Linux
+    carries ru_maxrss across exec, so a child would report this (large) benchmark process's peak."""
+    code = ("import sys; from icrcli.score import score_file; score_file(sys.argv[1]); "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
 

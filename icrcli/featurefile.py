@@ -20,9 +20,9 @@ FORMAT_NAME = "icr-features"
 FORMAT_VERSION = 1
 FEATURES_GROUP = "features"
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-# Aim for blocks of this many bytes when reading: large enough for efficient GEMMs, small enough that memory
+# Aim for blocks of this many bytes (two are held: one read ahead) when reading: large enough for efficient GEMMs, small enough that memory
 # does not depend on N.
-_BLOCK_BYTES = 32 << 20
+_BLOCK_BYTES = 16 << 20
 
 
 @dataclass
@@ -56,13 +56,24 @@ class FeatureSource:
                 yield a, np.asarray(arr[a:a + step])
             return
         import h5py
-        with h5py.File(self.path, "r") as f:
+        from concurrent.futures import ThreadPoolExecutor
+        # Two buffers: the next block is read (h5py releases the GIL in HDF5 I/O) while the caller
+        # computes on the current one, so reading overlaps the GEMMs instead of adding to them.
+        bufs = [np.empty((step, k, d), dtype=self.dtype) for _ in range(2)]
+        starts = list(range(0, n, step))
+        with h5py.File(self.path, "r") as f, ThreadPoolExecutor(1) as pool:
             ds = f[self.dataset]
-            buf = np.empty((step, k, d), dtype=self.dtype)
-            for a in range(0, n, step):
-                b = min(n, a + step)
-                out = buf[: b - a]
-                ds.read_direct(out, np.s_[a:b])
+
+            def read(j):
+                a = starts[j]
+                out = bufs[j % 2][: min(n, a + step) - a]
+                ds.read_direct(out, np.s_[a:a + len(out)])
+                return out
+
+            nxt = pool.submit(read, 0) if starts else None
+            for j, a in enumerate(starts):
+                out = nxt.result()
+                nxt = pool.submit(read, j + 1) if j + 1 < len(starts) else None
                 yield a, out
 
 

@@ -17,8 +17,7 @@ import numpy as np
 
 # Rows per GEMM when products run in float32: the float32 sum inside one call stays short and the running
 # total is float64, which keeps the error near float32's unit roundoff whatever the number of images.
-_GEMM_ROWS = 4096
-_SUB_BYTES = 1 << 20
+_GEMM_ROWS = 16384
 
 
 @dataclass
@@ -47,15 +46,16 @@ def _scatter(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def from_block(h: np.ndarray) -> ViewMoments:
-    """Moments of one block h (n, K, D), float16/32/64.
+def from_block(h: np.ndarray, work: np.ndarray | None = None) -> ViewMoments:
+    """Moments of one block h (n, K, D), float16/32/64. `work`, if given, is a float32 buffer of at least
+    h's size reused for the residuals (a fresh 32 MB array per block costs page faults).
 
-    float64 input is computed in float64 throughout. Lower precisions take the image means in float64 and
-    form the D x D products in float32, which is what lets `score` run at the speed of one float32 X^T X:
-    the residuals are centred per image, so their products carry no cancellation, and rounding s to float32
-    before subtracting only shifts each image's residuals by a constant, which enters w_xi at second order.
-    The work goes in sub-blocks of about 1 MB so that the mean, the subtraction and the GEMM reuse the
-    sub-block from cache instead of streaming the whole block through memory three times.
+    float64 input is computed in float64 throughout. Lower precisions form the D x D products in float32,
+    which is what lets `score` run at the speed of one float32 X^T X while staying exact to second order:
+    image means s are float64, and the residuals are taken about float32(s) (a subtraction of nearby
+    numbers: exact, no cancellation left for the products). The rounding delta = s - float32(s) shifts each
+    image's residuals by a constant, so it enters w_xi only as K sum_i delta_i delta_i^T, which is removed
+    whenever it is not negligible.
     """
     n, k, d = h.shape
     if h.dtype == np.float64:
@@ -63,16 +63,15 @@ def from_block(h: np.ndarray) -> ViewMoments:
         xi = (h - s[:, None, :]).reshape(n * k, d)
         mean_s = s.mean(axis=0)
         return ViewMoments(n, k, mean_s, _scatter(s - mean_s), _scatter(xi))
-    step = max(1, _SUB_BYTES // (k * d * 4))
     s = np.empty((n, d))
-    w = np.zeros((d, d))
-    buf = np.empty((min(step, n), k, d), np.float32)
-    for a in range(0, n, step):
-        hb = h[a:a + step]
-        m = len(hb)
-        sb = hb.mean(axis=1, dtype=np.float64, out=s[a:a + m])
-        xb = np.subtract(hb, sb.astype(np.float32)[:, None, :], out=buf[:m]).reshape(m * k, d)
-        w += xb.T @ xb
+    xi = np.empty(h.shape, np.float32) if work is None else work.reshape(-1)[: h.size].reshape(h.shape)
+    np.add.reduce(h, axis=1, dtype=np.float64, out=s)
+    s *= 1.0 / k
+    np.subtract(h, s.astype(np.float32)[:, None, :], out=xi, dtype=np.float32)
+    w = _scatter(xi.reshape(n * k, d))
+    delta = s - s.astype(np.float32)
+    if k * float(np.vdot(delta, delta)) > 1e-10 * float(np.trace(w)):
+        w -= k * _scatter(delta)
     mean_s = s.mean(axis=0)
     return ViewMoments(n, k, mean_s, _scatter((s - mean_s).astype(np.float32)), w)
 

@@ -67,6 +67,7 @@ def accumulate(src: FeatureSource, opts: ScoreOptions,
     g = opts.ci_groups if opts.ci else 1
     groups = [empty(k, d) for _ in range(g)]
     skipped = 0
+    work = np.empty(src.block_images(opts.block_images) * k * d, np.float32)  # residuals, reused per block
     for a, block in src.iter_blocks(opts.block_images):
         for j in range(g):
             first = (j - a) % g  # rows of this block whose image index is = j (mod g)
@@ -74,14 +75,14 @@ def accumulate(src: FeatureSource, opts: ScoreOptions,
             if not len(part):
                 continue
             with np.errstate(invalid="ignore", over="ignore"):
-                m = from_block(part)
+                m = from_block(part, work)
             # NaN/Inf anywhere in an image reaches its mean over views: check the small (n, D) summary.
             if not (np.isfinite(m.mean_s).all() and np.isfinite(m.w_xi).all()):
                 part, bad = _drop_nonfinite(part, a + first, g, src, opts)
                 skipped += bad
                 if not len(part):
                     continue
-                m = from_block(part)
+                m = from_block(part, work)
             groups[j] = merge(groups[j], m)
         if progress:
             progress(len(block))
