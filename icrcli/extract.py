@@ -174,8 +174,9 @@ class LatentSet:
         except (ValueError, OSError) as e:
             raise UserError(f"{path} is not a readable numpy file ({e}).") from None
         if self._array.ndim != 4 or self._array.dtype.kind != "f":
-            raise UserError(f"{path} holds a {self._array.dtype} array of shape {self._array.shape}; latents for "
-                            "a latent model are floats laid out (N, C, H, W), e.g. (N, 4, 32, 32).")
+            raise UserError(f"{path} holds a {self._array.dtype} array of shape {self._array.shape}, but this is a "
+                            "latent model: give it float latents laid out (N, C, H, W), e.g. (N, 4, 32, 32), or "
+                            "images together with its VAE (--vae PATH, a diffusers AutoencoderKL folder).")
         if labels is not None and labels.shape != (len(self._array),):
             raise UserError(f"{path}: {len(self._array)} latents but labels of shape {labels.shape}.")
         _, self.channels, self.height, self.width = self._array.shape
