@@ -27,6 +27,14 @@ def _diffusers():
     return diffusers
 
 
+def _load_kwargs() -> dict:
+    """from_pretrained options. Without `accelerate`, diffusers warns on every load that it falls back to
+    low_cpu_mem_usage=False; asking for that directly keeps stderr quiet and loads the same weights."""
+    import importlib.util
+    return {"local_files_only": True} | ({} if importlib.util.find_spec("accelerate") else
+                                         {"low_cpu_mem_usage": False})
+
+
 def _model_folder(path: Path) -> tuple[Path, Path | None]:
     """(folder with the denoiser's config.json, scheduler folder or None)."""
     for sub in ("unet", "transformer"):
@@ -68,7 +76,7 @@ def load_diffusers(path: Path, opts):
     if cls_name == "UNet2DConditionModel":
         raise UserError(f"{folder}: text-conditioned UNet2DConditionModel needs text embeddings; icr supports "
                         "unconditional and class-conditional diffusers models for now.")
-    net = cls.from_pretrained(folder, local_files_only=True)
+    net = cls.from_pretrained(folder, **_load_kwargs())
     num_classes = cfg.get("num_class_embeds")
 
     def labels(b, device):
@@ -114,7 +122,7 @@ def load_vae(path: str, device):
         folder = folder / "vae"
     if not (folder / "config.json").is_file():
         raise UserError(f"--vae {path}: not a diffusers AutoencoderKL folder (no config.json).")
-    vae = diffusers.AutoencoderKL.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+    vae = diffusers.AutoencoderKL.from_pretrained(folder, **_load_kwargs()).eval().requires_grad_(False)
     vae.to(device)
     scale = vae.config.get("scaling_factor", SD_LATENT_SCALE) if hasattr(vae.config, "get") else SD_LATENT_SCALE
 
