@@ -164,6 +164,7 @@ def _edm(sd, meta, opts: ModelOptions) -> Denoiser:
     target = net if any(k.startswith("model.") for k in sd) else net.model
     _load_strict(target, sd, "EDM " + config["model_type"])
     label_dim = config.get("label_dim", 0)
+    check_class_label(opts.class_label, label_dim, "EDM")
 
     def labels(b, device):
         if not label_dim:
@@ -214,12 +215,13 @@ def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
     family = cfg["family"]
     kw = cfg["kwargs"]
     num_classes = kw.get("num_classes", 1000)
+    check_class_label(opts.class_label, num_classes, {"dit": "DiT", "sit": "SiT", "repa": "REPA-SiT"}[family])
     has_null = net.y_embedder.embedding_table.weight.shape[0] > num_classes
+    if opts.class_label is None and not has_null:  # said before any output is written
+        raise UserError("This checkpoint has no null-class embedding (trained without label dropout); "
+                        "pass --class-label N to condition on a class.")
 
     def labels(b, device):
-        if opts.class_label is None and not has_null:
-            raise UserError("This checkpoint has no null-class embedding (trained without label dropout); "
-                            "pass --class-label N to condition on a class.")
         y = num_classes if opts.class_label is None else opts.class_label
         return torch.full((b,), y, dtype=torch.long, device=device)
 
@@ -239,6 +241,18 @@ def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
         data_range="-1:1", call=lambda x, t, y: net(x, t, y), labels=labels,
         description={"arch": cfg["name"] or family, "config": _jsonable(kw)},
     )
+
+
+def check_class_label(label: int | None, n_classes: int | None, what: str) -> None:
+    """--class-label must name one of the model's classes; an unconditional model takes none."""
+    if label is None:
+        return
+    if not n_classes:
+        raise UserError(f"--class-label {label}: this {what} model is unconditional (it takes no class label). "
+                        "Drop --class-label.")
+    if not 0 <= label < n_classes:
+        raise UserError(f"--class-label {label}: this {what} model has classes 0..{n_classes - 1}. Pick one of "
+                        "them, or leave --class-label out for the null class.")
 
 
 def _load_strict(net: torch.nn.Module, sd: dict, what: str) -> None:

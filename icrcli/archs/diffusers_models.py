@@ -65,7 +65,7 @@ def schedule_spec(sched_dir: Path | None) -> str | None:
 
 
 def load_diffusers(path: Path, opts):
-    from icrcli.models import Denoiser
+    from icrcli.models import Denoiser, check_class_label
     diffusers = _diffusers()
     folder, sched = _model_folder(path)
     cfg = json.loads((folder / "config.json").read_text())
@@ -78,6 +78,7 @@ def load_diffusers(path: Path, opts):
                         "unconditional and class-conditional diffusers models for now.")
     net = cls.from_pretrained(folder, **_load_kwargs())
     num_classes = cfg.get("num_class_embeds")
+    check_class_label(opts.class_label, num_classes, cls_name)
 
     def labels(b, device):
         if opts.class_label is None:
