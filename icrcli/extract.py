@@ -140,6 +140,10 @@ def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
             raise UserError(f"{den.description.get('arch')} is a latent model ({den.in_channels} channels): give "
                             "its VAE with --vae PATH (a diffusers AutoencoderKL folder) to encode images, or pass "
                             "--data as a float .npy/.npz of latents (N, 4, H, W) already scaled by 0.18215.")
+        if (h, w) != (want_res, want_res) and want_res is not None:
+            raise UserError(f"The latents are {c}x{h}x{w} but {den.description.get('arch')} takes "
+                            f"{den.in_channels}x{want_res}x{want_res} (--resize does not apply to latents). Encode "
+                            f"images of {want_res * 8}x{want_res * 8} pixels, or pass images with --vae.")
         if opts.augment not in ("none", "crop", "crop-flip"):
             raise UserError("Colour jitter has no meaning on VAE latents: with latent --data use --augment "
                             "crop-flip, crop or none (or give --vae to augment in pixel space).")
