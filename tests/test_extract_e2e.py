@@ -760,4 +760,13 @@ def test_bad_data_and_options(zoo, icr, tmp_path):
          "latent", "--vae")
     fail(icr("extract", zoo["dit"], "--data", zoo["lat"], "--sigma", "0.5", "-o", tmp_path / "f.h5"),
          "--augment")  # colour jitter on latents
+    big = tmp_path / "lat16.npy"
+    np.save(big, np.zeros((4, 4, 16, 16), np.float32))
+    fail(icr("extract", zoo["dit"], "--data", big, "--sigma", "0.5", "--augment", "none", "--resize", "-o",
+             tmp_path / "f.h5"), "4x16x16", "4x8x8")
+    fail(icr("extract", zoo["dit"], "--data", zoo["lat"], "--sigma", "0.5", "--augment", "none",
+             "--class-label", "10", "-o", tmp_path / "f.h5"), "--class-label 10", "0..9")
+    fail(icr("extract", zoo["adm"], "--data", zoo["img16"], "--sigma", "0.5", "--class-label", "12", "-o",
+             tmp_path / "f.h5"), "--class-label 12", "0..9")
+    fail(run(zoo["img32"], "--class-label", "1"), "unconditional")
     assert not (tmp_path / "f.h5").exists()
