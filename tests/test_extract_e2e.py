@@ -136,7 +136,8 @@ def zoo(tmp_path_factory):
     z["ddpmpp_ddp"] = d / "ddpmpp-ddp.pt"
     torch.save({"module." + k: v for k, v in sd.items()}, z["ddpmpp_ddp"])  # DDP(net).state_dict()
     z["ddpmpp_pkl"] = d / "ddpmpp.pkl"
-    z["ddpmpp_pkl_sd"] = write_edm_pickle(z["ddpmpp_pkl"], d / "code1", "edm", DDPMPP32, 0)
+    pickled = write_edm_pickle(z["ddpmpp_pkl"], d / "code1", "edm", DDPMPP32, 0)
+    assert pickled.keys() == sd.keys() and all(torch.equal(pickled[k], sd[k]) for k in sd)  # same seed
 
     # EDM NCSN++ (SongUNet) under VPPrecond, 16x16: a pickle (which records VPPrecond) and bare weights.
     z["ncsnpp_pkl"] = d / "ncsnpp-vp.pkl"
@@ -264,8 +265,9 @@ def spy(monkeypatch):
     return make
 
 
-def recompute(net, layer, calls, pool=True):
-    """Features of `layer` from a full forward pass of a fresh `net` on recorded calls: (calls, B, D)."""
+def recompute(net, layer, calls):
+    """Mean-pooled features of `layer` from full forward passes of a fresh `net` on recorded calls:
+    (calls, B, C) for (B, C, H, W) maps, (calls, B, D) for (B, T, D) tokens."""
     out = []
     mod = dict(net.named_modules())[layer]
     h = mod.register_forward_hook(lambda m, i, o: out.append(o[0] if isinstance(o, tuple) else o))
@@ -275,8 +277,7 @@ def recompute(net, layer, calls, pool=True):
                 net(*args, **kwargs)
     finally:
         h.remove()
-    feats = [o.flatten(2).mean(2) if o.ndim == 4 else o.mean(1) if o.ndim == 3 else o for o in out]
-    return torch.stack([f if pool else o.flatten(1) for f, o in zip(feats, out)]).numpy()
+    return torch.stack([o.mean((2, 3)) if o.ndim == 4 else o.mean(1) for o in out]).numpy()
 
 
 def loaded(net, sd):
@@ -312,7 +313,7 @@ def test_edm_songunet_every_format(zoo, icr, tmp_path, spy, fmt):
     assert x.shape == (8, 2, 16) and np.isfinite(x).all()
     assert len(s.inputs[""]) == 2  # one forward pass per view
     clean = pixels(zoo["img32"], f["index"])
-    for v, (args, _) in enumerate(s.inputs[""]):
+    for args, _ in s.inputs[""]:
         x_in, sigma = args[0], args[1]
         assert torch.all(sigma == 0.5)
         assert abs(noise_std(x_in, clean) / 0.5 - 1) < 0.05
@@ -342,11 +343,11 @@ def test_dhariwal_unet_null_class_and_class_label(zoo, icr, tmp_path, spy):
     """Class-conditional EDM models get EDM's null class (an all-zero label vector) unless --class-label."""
     s = spy()
     extract(icr, zoo["adm"], zoo["img16"], tmp_path / "null.h5", "--batch-size", "8")
-    labels = s.inputs[""][0][0][2] if len(s.inputs[""][0][0]) > 2 else s.inputs[""][0][1]["class_labels"]
+    labels = s.inputs[""][0][0][2]  # EDMPrecond(x, sigma, class_labels)
     assert labels.shape == (8, 10) and torch.all(labels == 0)
     s = spy()
     extract(icr, zoo["adm"], zoo["img16"], tmp_path / "c3.h5", "--batch-size", "8", "--class-label", "3")
-    labels = s.inputs[""][0][0][2] if len(s.inputs[""][0][0]) > 2 else s.inputs[""][0][1]["class_labels"]
+    labels = s.inputs[""][0][0][2]  # EDMPrecond(x, sigma, class_labels)
     assert torch.all(labels[:, 3] == 1) and labels.sum() == 8
     assert not np.allclose(only(tmp_path / "null.h5"), only(tmp_path / "c3.h5"), rtol=1e-3)
     assert read(tmp_path / "null.h5")["attrs"]["arch"] == "edm/edm/DhariwalUNet"
@@ -357,8 +358,7 @@ def test_dhariwal_unet_null_class_and_class_label(zoo, icr, tmp_path, spy):
 def test_transformer_training_checkpoint_uses_ema(zoo, icr, tmp_path, fam):
     """A {"model", "ema", "opt", "args"} checkpoint is read EMA-first: its features equal those of a
     safetensors file of the EMA weights, and differ from the raw weights'. Latent --data, crop-flip."""
-    args = ["--augment", "crop-flip"] + (["--arch", fam, "--arch-arg", "num_heads=2"] if fam != "dit" else
-                                         ["--arch-arg", "num_heads=2"])
+    args = ["--augment", "crop-flip", "--arch", fam, "--arch-arg", "num_heads=2"]  # what the args told
     ckpt, ema, raw = tmp_path / "ckpt.h5", tmp_path / "ema.h5", tmp_path / "raw.h5"
     r = extract(icr, zoo[fam], zoo["lat"], ckpt, "--augment", "crop-flip")
     assert r["layers"] == ["blocks.0"]  # the middle block of two
@@ -448,6 +448,14 @@ def test_user_arch_by_file_and_by_module(zoo, icr, tmp_path, spy):
     (_, t), _ = s.inputs[""][0]
     assert torch.allclose(t, torch.full_like(t, 0.5 / 1.5))
     assert list(read(d)["features"]) == ["body.1"]
+    # --data-range 0:1: the images enter in [0, 1] and the noise is sigma * (1 - 0) / 2 there.
+    s = spy()
+    e = tmp_path / "unit.h5"
+    extract(icr, zoo["user"], zoo["img16"], e, "--arch", "user_arch:build", *common, "--data-range", "0:1",
+            "--augment", "none")
+    (x_in, t), _ = s.inputs[""][0]
+    clean = (pixels(zoo["img16"], read(e)["index"]) + 1) / 2
+    assert abs(noise_std(x_in, clean) / 0.25 - 1) < 0.05 and torch.all(t == 0.25)
     scored(icr, a)
 
 
