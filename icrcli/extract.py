@@ -133,8 +133,8 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
 def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
     """Images must match the model's input (pixels, or latents after the VAE) unless --resize."""
     c, h, w = imgs.channels, imgs.height, imgs.width
-    want_c = 3 if vae is not None else den.in_channels
-    want_res = den.resolution * 8 if (vae is not None and den.resolution) else den.resolution
+    want_c = vae.in_channels if vae is not None else den.in_channels
+    want_res = den.resolution * vae.factor if (vae is not None and den.resolution) else den.resolution
     if den.latent and vae is None:
         if imgs.kind not in ("npy", "npz") or c != den.in_channels:
             raise UserError(f"{den.description.get('arch')} is a latent model ({den.in_channels} channels): give "
@@ -261,7 +261,7 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.nda
             for v in range(opts.views):
                 x = augment.augment(x01, augment.view_seeds(opts.seed, image_idx[sel], v), opts.augment)
                 if p.vae is not None:
-                    x = p.vae(x * 2 - 1)            # pixel views -> latents (posterior mean * 0.18215)
+                    x = p.vae(x * 2 - 1)            # pixel views -> latents (posterior mean x latent scale)
                     mlo, mhi = -1.0, 1.0
                 elif latent_data:
                     mlo, mhi = -1.0, 1.0            # latents are already in model units
@@ -282,8 +282,8 @@ def _fit(x01, den, p: Plan, opts: ExtractOptions):
     """--resize: channels and size to what the model (or its VAE) takes."""
     import torch.nn.functional as F
     from icrcli.images import to_channels
-    want_c = 3 if p.vae is not None else den.in_channels
-    res = den.resolution * 8 if (p.vae is not None and den.resolution) else den.resolution
+    want_c = p.vae.in_channels if p.vae is not None else den.in_channels
+    res = den.resolution * p.vae.factor if (p.vae is not None and den.resolution) else den.resolution
     if want_c is not None and x01.shape[1] != want_c:
         x01 = to_channels(x01, want_c)
     if res is not None and tuple(x01.shape[-2:]) != (res, res):

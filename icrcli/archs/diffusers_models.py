@@ -125,8 +125,18 @@ def load_vae(path: str, device):
         raise UserError(f"--vae {path}: not a diffusers AutoencoderKL folder (no config.json).")
     vae = diffusers.AutoencoderKL.from_pretrained(folder, **_load_kwargs()).eval().requires_grad_(False)
     vae.to(device)
-    scale = vae.config.get("scaling_factor", SD_LATENT_SCALE) if hasattr(vae.config, "get") else SD_LATENT_SCALE
+    return VaeEncoder(vae)
 
-    def encode(x):
-        return vae.encode(x).latent_dist.mean * scale
-    return encode
+
+class VaeEncoder:
+    """x in [-1, 1] (B, 3, H, W) -> latents (B, C, H/f, W/f): posterior mean times the latent scale."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        cfg = vae.config
+        self.scale = float(getattr(cfg, "scaling_factor", None) or SD_LATENT_SCALE)
+        self.factor = 2 ** (len(cfg.block_out_channels) - 1)  # one 2x downsampling per extra block
+        self.in_channels = int(cfg.in_channels)
+
+    def __call__(self, x):
+        return self.vae.encode(x).latent_dist.mean * self.scale
