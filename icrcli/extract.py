@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -250,7 +251,7 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.nda
     out = {name: [] for name in p.layers}
     amp = (torch.autocast(dev.type, dtype=getattr(torch, opts.dtype)) if opts.dtype != "float32"
            else torch.autocast(dev.type, enabled=False))
-    with torch.inference_mode(), Taps(den.net, p.layers, opts.pool) as taps, amp:
+    with torch.inference_mode(), Taps(den.net, p.layers, opts.pool) as taps, amp, _ieee_fp32(opts.dtype):
         for a in range(0, len(rows), opts.batch_size):
             sel = slice(a, a + opts.batch_size)
             x01 = torch.from_numpy(pixels[sel]).to(dev)
@@ -276,6 +277,23 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.nda
             for name in p.layers:
                 out[name].append(torch.stack([f[name] for f in views], dim=1).cpu().numpy())
     return {name: np.concatenate(v).astype(np.float32) for name, v in out.items()}
+
+
+@contextmanager
+def _ieee_fp32(dtype: str):
+    """--dtype float32 means IEEE float32: cuDNN convolutions default to TF32 (a 10-bit mantissa), which makes
+    features depend on the batch size at the 1e-3 level. Turned off for the extraction, then restored."""
+    import torch
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    old = [f.allow_tf32 for f in flags]
+    if dtype == "float32":
+        for f in flags:
+            f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, v in zip(flags, old):
+            f.allow_tf32 = v
 
 
 def _fit(x01, den, p: Plan, opts: ExtractOptions):
