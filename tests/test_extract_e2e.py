@@ -34,11 +34,14 @@ EDM32 = "model.dec.16x16_block1"  # the paper's tap, the default for a 32x32 EDM
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models run faster on one thread than on two here."""
-    n = torch.get_num_threads()
+    """Tiny models run faster on one thread than on two here. On a GPU, the test's own forward passes
+    compute in IEEE float32 as `icr extract --dtype float32` does (cuDNN's default is TF32)."""
+    n, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
     torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False
     yield
     torch.set_num_threads(n)
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 @pytest.fixture(autouse=True)
@@ -269,6 +272,7 @@ def recompute(net, layer, calls):
     """Mean-pooled features of `layer` from full forward passes of a fresh `net` on recorded calls:
     (calls, B, C) for (B, C, H, W) maps, (calls, B, D) for (B, T, D) tokens."""
     out = []
+    net.to(calls[0][0][0].device if calls[0][0] else next(iter(calls[0][1].values())).device)
     mod = dict(net.named_modules())[layer]
     h = mod.register_forward_hook(lambda m, i, o: out.append(o[0] if isinstance(o, tuple) else o))
     try:
@@ -277,7 +281,7 @@ def recompute(net, layer, calls):
                 net(*args, **kwargs)
     finally:
         h.remove()
-    return torch.stack([o.mean((2, 3)) if o.ndim == 4 else o.mean(1) for o in out]).numpy()
+    return torch.stack([o.mean((2, 3)) if o.ndim == 4 else o.mean(1) for o in out]).cpu().numpy()
 
 
 def loaded(net, sd):
@@ -294,7 +298,7 @@ def pixels(path, index):
 
 def noise_std(x_in, x, scale=1.0):
     """Std of what the model saw minus the clean view, in the model's units before its input scaling."""
-    return float((x_in / scale - x).std())
+    return float((x_in.cpu() / scale - x).std())
 
 
 # ------------------------------------------------------------------------------------------------------------
