@@ -759,7 +759,13 @@ def test_bad_data_and_options(zoo, icr, tmp_path):
     for i in range(3):
         Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
     (folder / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    fail(run(folder), "zz-broken.png")
+    fail(run(folder), "zz-broken.png")  # found while probing the folder
+    big = tmp_path / "many"  # 20 images: the header probe reads 16 of them, not 04.png; decoding does
+    big.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((32, 32, 3), 10 * i, np.uint8)).save(big / f"{i:02d}.png")
+    (big / "04.png").write_bytes((big / "04.png").read_bytes()[:60])
+    fail(run(big, "--images", "20", "--chunk-images", "8"), "04.png")
     empty = tmp_path / "empty"
     empty.mkdir()
     fail(run(empty), "no images", "empty")
