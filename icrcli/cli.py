@@ -298,7 +298,8 @@ def extract(
                 f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
     with console.progress("extracting", len(p.indices)) as advance:
         summary = run(p, opts, out, advance,
-                      on_resume=lambda n: console.say(f"resuming: {n} images already done"))
+                      on_resume=lambda n: console.say(f"resuming: {n} images already done"),
+                      on_wait=lambda: console.say(f"waiting for another icr run writing {out} ..."))
     console.write_json(summary, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
 

@@ -385,7 +385,8 @@ def _existing(out: Path, key: str, overwrite: bool) -> bool:
 
 
 def run(p: Plan, opts: ExtractOptions, out: Path,
-        progress: Callable[[int], None] | None = None, on_resume: Callable[[int], None] | None = None) -> dict:
+        progress: Callable[[int], None] | None = None, on_resume: Callable[[int], None] | None = None,
+        on_wait: Callable[[], None] | None = None) -> dict:
     """Extract into `out` (resuming if possible). Returns a summary dict for the JSON report."""
     from icrcli import cache
     out = Path(out)
@@ -393,7 +394,7 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
     if _existing(out, p.key, opts.overwrite):
         return _summary(p, out, cached=True, seconds=0.0)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with cache.exclusive(out):
+    with cache.exclusive(out, on_wait=on_wait):
         if _existing(out, p.key, opts.overwrite):  # a concurrent run of the same request finished it
             return _summary(p, out, cached=True, seconds=time.perf_counter() - t0)
         parts = out.with_name(out.name + ".parts")
@@ -457,8 +458,12 @@ def _assemble(p: Plan, opts: ExtractOptions, out: Path, parts: Path, chunks: lis
             part = first if c == chunks[0] else _read_part(_part_path(parts, c), p.layers)
             yield {"start": c * opts.chunk_images, **part}
 
-    with cache.atomic_write(out) as tmp:
-        write_feature_file(tmp, dims, len(p.indices), opts.views, "float32", attrs, gen(), opts.chunk_images)
+    try:
+        with cache.atomic_write(out) as tmp:
+            write_feature_file(tmp, dims, len(p.indices), opts.views, "float32", attrs, gen(), opts.chunk_images)
+    except OSError as e:
+        raise UserError(f"Writing {out} failed ({e.strerror or e}): is the disk full? Every computed chunk is kept "
+                        f"in {parts}; free some space and run the same command again to finish.") from None
 
 
 def _summary(p: Plan, out: Path, cached: bool, seconds: float) -> dict:
