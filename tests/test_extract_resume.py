@@ -95,3 +95,34 @@ def test_interrupt_writes_partial_file_then_resumes(setup, tmp_path, monkeypatch
     ref = d / "ref.h5"
     if ref.exists():  # written by the kill -9 test with the same request
         assert out.read_bytes() == ref.read_bytes()
+
+
+def test_disk_full_keeps_chunks_and_resumes(setup, tmp_path, monkeypatch, icr):
+    import errno
+    d = setup
+    monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    import icrcli.extract as ex
+    real = np.savez
+    calls = {"n": 0}
+
+    def full(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex.np, "savez", full)
+    out = tmp_path / "f.h5"
+    args = ["extract", d / "net.safetensors", "--data", d / "imgs.npy", "--sigma", "0.4", "--images", "48",
+            "--chunk-images", "4", "--batch-size", "2", "--views", "3", "-o", out, "-q"]
+    r = icr(*args)
+    assert r.code == 2 and "disk full" in r.err and "Traceback" not in r.err
+    parts = out.with_name(out.name + ".parts")
+    assert sorted(p.name for p in parts.glob("chunk-*")) == ["chunk-000000.npz", "chunk-000001.npz"]
+    assert not list(parts.glob("*.tmp"))
+    monkeypatch.setattr(ex.np, "savez", real)
+    assert icr(*args).code == 0
+    ref = d / "ref.h5"
+    if ref.exists():
+        assert out.read_bytes() == ref.read_bytes()
