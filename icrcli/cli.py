@@ -299,7 +299,8 @@ def extract(
     with console.progress("extracting", len(p.indices)) as advance:
         summary = run(p, opts, out, advance,
                       on_resume=lambda n: console.say(f"resuming: {n} images already done"),
-                      on_wait=lambda: console.say(f"waiting for another icr run writing {out} ..."))
+                      on_wait=lambda: console.say(f"waiting for another icr run writing {out} ..."),
+                      on_warn=lambda msg: console.say(f"warning: {msg}"))
     console.write_json(summary, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
 

@@ -386,7 +386,7 @@ def _existing(out: Path, key: str, overwrite: bool) -> bool:
 
 def run(p: Plan, opts: ExtractOptions, out: Path,
         progress: Callable[[int], None] | None = None, on_resume: Callable[[int], None] | None = None,
-        on_wait: Callable[[], None] | None = None) -> dict:
+        on_wait: Callable[[], None] | None = None, on_warn: Callable[[str], None] | None = None) -> dict:
     """Extract into `out` (resuming if possible). Returns a summary dict for the JSON report."""
     from icrcli import cache
     out = Path(out)
@@ -419,6 +419,8 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
                     nxt = pool.submit(load, todo[j + 1]) if j + 1 < len(todo) else None
                     rows = rows_of(c)
                     feats = compute_rows(p, opts, rows, pixels)
+                    if j == 0 and on_warn:
+                        _warn_large(feats, on_warn)
                     lab = labels[p.indices[rows]] if labels is not None else None
                     _write_part(_part_path(parts, c), feats, p.indices[rows], lab)
                     if progress:
@@ -429,6 +431,15 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
         _assemble(p, opts, out, parts, list(range(n_chunks)))
         shutil.rmtree(parts)
     return _summary(p, out, cached=False, seconds=time.perf_counter() - t0)
+
+
+def _warn_large(feats: dict, warn: Callable[[str], None]) -> None:
+    from icrcli.taps import LARGE_DIM
+    for name, f in feats.items():
+        d = f.shape[-1]
+        if d > LARGE_DIM:
+            warn(f"layer {name} gives D = {d} features per view: `icr score` needs two {d}x{d} float64 "
+                 f"matrices ({2 * d * d * 8 / 2**30:.1f} GiB) and a D^3 eigensolve. Consider --pool mean.")
 
 
 def _load_pixels(p: Plan, rows: np.ndarray) -> np.ndarray:
