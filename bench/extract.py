@@ -33,7 +33,13 @@ LAYER = "model.dec.16x16_block1"
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-test" / "cifar10_test_jpg.tar"
 
 
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare(net, inputs, sigma, truncated: bool) -> float:
+    _sync(sigma.device)
     t = time.perf_counter()
     with torch.inference_mode():
         if truncated:
@@ -43,6 +49,7 @@ def bare(net, inputs, sigma, truncated: bool) -> float:
         else:
             for x in inputs:
                 net(x, sigma[: len(x)])
+    _sync(sigma.device)
     return time.perf_counter() - t
 
 
@@ -52,6 +59,8 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 (extract and bare passes)")
     a = ap.parse_args()
     torch.manual_seed(0)
     net = build_edm("edm", img_resolution=32, img_channels=3, augment_dim=9, **EDM_PRESETS["ddpmpp"]).eval()
@@ -64,36 +73,49 @@ def main() -> None:
         data = CIFAR if CIFAR.exists() else tmp / "imgs.npy"
         if not CIFAR.exists():
             np.save(data, np.random.default_rng(0).integers(0, 256, (a.images, 32, 32, 3), dtype=np.uint8))
-        opts = ExtractOptions(sigma=0.29, images=a.images, views=a.views, batch_size=a.batch_size, device="cpu",
-                              chunk_images=a.batch_size)
+        opts = ExtractOptions(sigma=0.29, images=a.images, views=a.views, batch_size=a.batch_size, device=a.device,
+                              chunk_images=a.batch_size, dtype=a.dtype)
         t = time.perf_counter()
         p = plan(ckpt, data, opts, ModelOptions())
         t_plan = time.perf_counter() - t
         # Same number of forward passes and batch shapes as the extraction: images x views.
-        inputs = [torch.randn(min(a.batch_size, a.images - i), 3, 32, 32)
+        dev = p.device
+        inputs = [torch.randn(min(a.batch_size, a.images - i), 3, 32, 32, device=dev)
                   for i in range(0, a.images, a.batch_size) for _ in range(a.views)]
-        sigma = torch.full((a.batch_size,), 0.29)
+        sigma = torch.full((a.batch_size,), 0.29, device=dev)
         net = p.denoiser.net
-        bare(net, inputs[:1], sigma, True)  # warm-up
+        amp = torch.autocast(dev.type, dtype=getattr(torch, a.dtype), enabled=a.dtype != "float32")
+        if dev.type == "cuda" and a.dtype == "float32":  # what extract does: IEEE float32, no TF32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        bare_amp = lambda *args: _with(amp, bare, *args)
+        bare_amp(net, inputs[:2], sigma, True)  # warm-up
+        bare_amp(net, inputs[:2], sigma, False)
         te, tt, tf = [], [], []
         for r in range(a.repeat):
-            tt.append(bare(net, inputs, sigma, True))
+            tt.append(bare_amp(net, inputs, sigma, True))
             opts.overwrite = True
             t = time.perf_counter()
             run(p, opts, tmp / f"f{r}.h5")
             te.append(time.perf_counter() - t)
-            tf.append(bare(net, inputs, sigma, False))
+            tf.append(bare_amp(net, inputs, sigma, False))
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.type == "cuda" else ""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n_fwd = a.images * a.views
     print(f"EDM CIFAR-10 DDPM++ ({n_params / 1e6:.1f}M params), tap {LAYER}, {a.images} images x {a.views} views, "
-          f"batch {a.batch_size}, {torch.get_num_threads()} threads, data {data.name}")
+          f"batch {a.batch_size}, {a.dtype}, device {dev} ({torch.cuda.get_device_name() if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
+          f"data {data.name}")
     print(f"plan (load, hash, check):   {t_plan:.2f} s")
     print(f"icr extract (run):          {min(te):.2f} s  ({n_fwd / min(te):.1f} views/s)")
     print(f"truncated forward:          {min(tt):.2f} s")
     print(f"full forward:               {min(tf):.2f} s  ({min(tf) / len(inputs):.2f} s per batch)")
     print(f"extract / truncated forward = {min(te) / min(tt):.3f}   (goal <= 1.15)")
     print(f"extract / full forward      = {min(te) / min(tf):.3f}   (goal well below 1)")
-    print(f"peak RSS: {rss:.0f} MiB")
+    print(f"peak RSS: {rss:.0f} MiB{gpu}")
+
+
+def _with(ctx, fn, *args):
+    with ctx:
+        return fn(*args)
 
 
 if __name__ == "__main__":
