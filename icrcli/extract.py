@@ -63,6 +63,8 @@ class Plan:
     key: str
     device: object
     vae: object = None
+    aug_hw: tuple = ()       # (H, W) at which views are augmented
+    noise_chw: tuple = ()    # (C, H, W) of the model input the noise is added to
 
 
 def _device(name: str):
@@ -128,7 +130,21 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
         "arch": den.description.get("arch"), "vae": _vae_id(mopts.vae, hash_file) if vae else None,
         "chunk_images": opts.chunk_images,
     }
-    return Plan(den, imgs, idx, layers, conv, config, cache.config_key(config), device, vae)
+    return Plan(den, imgs, idx, layers, conv, config, cache.config_key(config), device, vae,
+                *_view_shapes(den, imgs, vae))
+
+
+def _view_shapes(den, imgs, vae) -> tuple[tuple, tuple]:
+    """(H, W) where views are augmented and (C, H, W) where the noise is added, as _fit and the VAE make them."""
+    c, h, w = imgs.channels, imgs.height, imgs.width
+    if den.latent and vae is None:
+        return (h, w), (c, h, w)
+    want_c = vae.in_channels if vae is not None else den.in_channels
+    res = den.resolution * vae.factor if (vae is not None and den.resolution) else den.resolution
+    c, h, w = want_c or c, res or h, res or w
+    if vae is not None:
+        return (h, w), (vae.latent_channels, h // vae.factor, w // vae.factor)
+    return (h, w), (c, h, w)
 
 
 def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
@@ -238,29 +254,39 @@ def gaussian(seeds: np.ndarray, shape: tuple, device) -> "torch.Tensor":
     return out.to(device)
 
 
-def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray]:
+def prepare_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray) -> dict:
+    """The host-side work for `rows`: decoded pixels, and per view the augmentation parameters and the noise,
+    each drawn from its (image, view) seed. Runs in the loader thread, overlapping the previous chunk's
+    forward passes."""
+    from icrcli import augment
+    idx = p.indices[rows]
+    views = [(augment.draw_params(augment.view_seeds(opts.seed, idx, v), opts.augment, *p.aug_hw),
+              gaussian(noise_seeds(opts.seed, idx, v), p.noise_chw, "cpu")) for v in range(opts.views)]
+    return {"pixels": _load_pixels(p, rows), "views": views}
+
+
+def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, prepared: dict) -> dict[str, np.ndarray]:
     """Features {layer: (len(rows), K, D) float32} for the images at `rows` of the subset."""
     import torch
     from icrcli import augment, noise
-    from icrcli.images import to_channels
     from icrcli.taps import Taps
 
     den, dev = p.denoiser, p.device
-    image_idx = p.indices[rows]
     lo, hi = noise.parse_data_range(p.config["data_range"])
+    latent_data = den.latent and p.vae is None
     out = {name: [] for name in p.layers}
     amp = (torch.autocast(dev.type, dtype=getattr(torch, opts.dtype)) if opts.dtype != "float32"
            else torch.autocast(dev.type, enabled=False))
     with torch.inference_mode(), Taps(den.net, p.layers, opts.pool) as taps, amp, _ieee_fp32(opts.dtype):
         for a in range(0, len(rows), opts.batch_size):
             sel = slice(a, a + opts.batch_size)
-            x01 = torch.from_numpy(pixels[sel]).to(dev)
-            latent_data = den.latent and p.vae is None
+            x01 = torch.from_numpy(prepared["pixels"][sel]).to(dev, non_blocking=True)
             if not latent_data:
                 x01 = _fit(x01, den, p, opts)
             views = []
-            for v in range(opts.views):
-                x = augment.augment(x01, augment.view_seeds(opts.seed, image_idx[sel], v), opts.augment)
+            for params, eps in prepared["views"]:
+                x = augment.apply_params(x01, {k: v[sel] for k, v in params.items()}, opts.augment) \
+                    if params else x01
                 if p.vae is not None:
                     x = p.vae(x * 2 - 1)            # pixel views -> latents (posterior mean x latent scale)
                     mlo, mhi = -1.0, 1.0
@@ -269,14 +295,14 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, pixels: np.nda
                 else:
                     x = noise.to_model_range(x, lo, hi)
                     mlo, mhi = lo, hi
-                eps = gaussian(noise_seeds(opts.seed, image_idx[sel], v), tuple(x.shape[1:]), dev)
-                x_in, t, _ = p.noise.model_inputs(x, eps, p.config["sigma"], (mlo, mhi))
+                x_in, t, _ = p.noise.model_inputs(x, eps[sel].to(dev, non_blocking=True), p.config["sigma"],
+                                                  (mlo, mhi))
                 y = den.labels(len(x), dev)
                 feats = taps.run(lambda: den.call(x_in, t, y))
                 views.append(feats)
-            for name in p.layers:
-                out[name].append(torch.stack([f[name] for f in views], dim=1).cpu().numpy())
-    return {name: np.concatenate(v).astype(np.float32) for name, v in out.items()}
+            for name in p.layers:  # stays on the device until the chunk is done: no sync per batch
+                out[name].append(torch.stack([f[name] for f in views], dim=1))
+    return {name: torch.cat(v).cpu().numpy().astype(np.float32) for name, v in out.items()}
 
 
 @contextmanager
@@ -412,13 +438,13 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
             with ThreadPoolExecutor(1) as pool:  # decode the next chunk's images while this one computes
                 todo = list(range(len(done), n_chunks))
                 rows_of = lambda c: np.arange(c * step, min(n, (c + 1) * step))
-                load = lambda c: _load_pixels(p, rows_of(c))
+                load = lambda c: prepare_rows(p, opts, rows_of(c))
                 nxt = pool.submit(load, todo[0]) if todo else None
                 for j, c in enumerate(todo):
-                    pixels = nxt.result()
+                    prepared = nxt.result()
                     nxt = pool.submit(load, todo[j + 1]) if j + 1 < len(todo) else None
                     rows = rows_of(c)
-                    feats = compute_rows(p, opts, rows, pixels)
+                    feats = compute_rows(p, opts, rows, prepared)
                     if j == 0 and on_warn:
                         _warn_large(feats, on_warn)
                     lab = labels[p.indices[rows]] if labels is not None else None

@@ -137,6 +137,7 @@ class VaeEncoder:
         self.scale = float(getattr(cfg, "scaling_factor", None) or SD_LATENT_SCALE)
         self.factor = 2 ** (len(cfg.block_out_channels) - 1)  # one 2x downsampling per extra block
         self.in_channels = int(cfg.in_channels)
+        self.latent_channels = int(cfg.latent_channels)
 
     def __call__(self, x):
         return self.vae.encode(x).latent_dist.mean * self.scale
