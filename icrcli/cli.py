@@ -172,6 +172,11 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class TMode(str, Enum):
+    nearest = "nearest"
+    interp = "interp"
+
+
 class TimeConvention(str, Enum):
     repa = "repa"
     sit = "sit"
@@ -265,6 +270,9 @@ def extract(
     param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None,
     time_convention: TimeConv = None, data_range: DataRange = None, prediction: Prediction = None,
     call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
+    t_mode: Annotated[TMode, typer.Option(help="Discrete-time models: the nearest step, or a fractional step "
+                                          "(needs --time-input index-float).", rich_help_panel=_MODEL_HELP)]
+    = TMode.nearest,
     quiet: Quiet = False,
     debug: Debug = False,
 ):
@@ -289,7 +297,7 @@ def extract(
     opts = ExtractOptions(sigma=sigma, layers=list(layer or []), views=views, images=images,
                           augment=augment.value, seed=seed, batch_size=batch_size, device=device,
                           dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
-                          overwrite=overwrite)
+                          t_mode=t_mode.value, overwrite=overwrite)
     mopts = _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention,
                            data_range, prediction, call, class_label, vae)
     p = plan(checkpoint, data, opts, mopts)

@@ -256,7 +256,7 @@ def _time_value(kind, index, T, t, sigma):
         i = _need(kind, "index", index)
         if abs(i - round(i)) > 1e-9:
             raise UserError(f"Time kind 'index' feeds an integer timestep but the timestep is {i:g} (t_mode "
-                            f"'interp'). Use --time-kind index-float, or the 'nearest' timestep mode.")
+                            f"'interp'). Use --time-input index-float, or --t-mode nearest.")
         return int(round(i)), torch.int64
     if kind == "index-float":
         return float(_need(kind, "index", index)), torch.float32
