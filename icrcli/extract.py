@@ -13,19 +13,17 @@ feature file is assembled in one pass, in row order, so it is byte-identical to 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import time
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from icrcli import __version__
+from icrcli import __version__, chunks, latents
 from icrcli.errors import UserError
 from icrcli.featurefile import FORMAT_VERSION, write_feature_file
 from icrcli.models import ModelOptions
@@ -103,7 +101,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
     den = load_model(checkpoint, mopts, device)
     vae = _vae(den, mopts, device)
     latent_file = den.latent and vae is None and str(data).lower().endswith((".npy", ".npz"))
-    imgs = open_latents(data) if latent_file else open_images(data)
+    imgs = latents.open_latents(data) if latent_file else open_images(data)
     if len(imgs) < 2:
         raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
     idx = subset_indices(len(imgs), opts.images, opts.seed)
@@ -171,55 +169,6 @@ def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
                         "Pass --resize to resize (and convert grey<->colour), or use matching data.")
 
 
-class LatentSet:
-    """VAE latents (N, C, H, W) from a float .npy/.npz (key latents/x/data/images, labels/y/targets), read as
-    they are: images.ImageSet would map floats onto [0, 1] pixels, which latents are not."""
-    KEYS = ("latents", "x", "data", "images")
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        try:
-            if self.path.suffix.lower() == ".npy":
-                self._array, labels = np.load(self.path, mmap_mode="r", allow_pickle=False), None
-                self.kind = "npy"
-            else:
-                with np.load(self.path, allow_pickle=False) as z:
-                    key = next((k for k in self.KEYS if k in z.files), None)
-                    if key is None:
-                        raise UserError(f"{path}: no array named {', '.join(self.KEYS)} (it has "
-                                        f"{', '.join(z.files)}). Save the latents under 'latents'.")
-                    self._array = z[key]
-                    lkey = next((k for k in ("labels", "y", "targets") if k in z.files), None)
-                    labels = z[lkey].astype(np.int64) if lkey else None
-                self.kind = "npz"
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path} is not a readable numpy file ({e}).") from None
-        if self._array.ndim != 4 or self._array.dtype.kind != "f":
-            raise UserError(f"{path} holds a {self._array.dtype} array of shape {self._array.shape}, but this is a "
-                            "latent model: give it float latents laid out (N, C, H, W), e.g. (N, 4, 32, 32), or "
-                            "images together with its VAE (--vae PATH, a diffusers AutoencoderKL folder).")
-        if labels is not None and labels.shape != (len(self._array),):
-            raise UserError(f"{path}: {len(self._array)} latents but labels of shape {labels.shape}.")
-        _, self.channels, self.height, self.width = self._array.shape
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self._array)
-
-    def get(self, indices) -> np.ndarray:
-        """(len(indices), C, H, W) float32."""
-        return np.ascontiguousarray(self._array[np.asarray(indices)], dtype=np.float32)
-
-    def source_files(self) -> list[Path]:
-        return [self.path]
-
-
-def open_latents(path) -> LatentSet:
-    if not Path(path).is_file():
-        raise UserError(f"'{path}' does not exist. Give a .npy/.npz of latents (N, C, H, W).")
-    return LatentSet(Path(path))
-
-
 def _vae(den, mopts: ModelOptions, device):
     if not mopts.vae:
         return None
@@ -243,7 +192,7 @@ def noise_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:
     return view_seeds(seed ^ 0x5EED_0F_A015E, image_indices, view)
 
 
-def gaussian(seeds: np.ndarray, shape: tuple, device) -> "torch.Tensor":
+def gaussian(seeds: np.ndarray, shape: tuple, device):
     """One standard normal tensor of `shape` per seed, drawn on the CPU so it is the same on every device."""
     import torch
     g = torch.Generator()
@@ -339,57 +288,6 @@ def _fit(x01, den, p: Plan, opts: ExtractOptions):
 # ------------------------------------------------------------------------------------------------------------
 # Resumable driver.
 
-def _part_path(parts: Path, c: int) -> Path:
-    return parts / f"chunk-{c:06d}.npz"
-
-
-def _write_part(path: Path, feats: dict, index: np.ndarray, labels) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, index=index, labels=labels if labels is not None else np.array([]),
-                     **{f"f_{i}": v for i, v in enumerate(feats.values())})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"Writing {path} failed ({e.strerror}): is the disk full? The chunks finished so far are "
-                        f"kept in {path.parent}; free some space and run the same command again to resume.") \
-            from None
-
-
-def _read_part(path: Path, layers: list[str]) -> dict:
-    with np.load(path) as z:
-        labels = z["labels"] if z["labels"].size else None
-        return {"index": z["index"], "labels": labels,
-                "features": {name: z[f"f_{i}"] for i, name in enumerate(layers)}}
-
-
-def _done_chunks(parts: Path, n_chunks: int) -> list[int]:
-    done = []
-    for c in range(n_chunks):
-        if not _part_path(parts, c).exists():
-            break
-        done.append(c)
-    return done
-
-
-def _prepare_parts(parts: Path, config: dict, key: str, overwrite: bool) -> None:
-    meta = parts / "config.json"
-    if parts.exists() and meta.exists():
-        old = json.loads(meta.read_text())
-        if old.get("key") == key and not overwrite:
-            return
-        if not overwrite:
-            raise UserError(f"{parts} holds an unfinished extraction with a different configuration. Re-run "
-                            "that command to finish it, choose another -o, or pass --overwrite to discard it.")
-    if parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True)
-    meta.write_text(json.dumps({"key": key, "config": config}, indent=1, default=str))
-
-
 def _existing(out: Path, key: str, overwrite: bool) -> bool:
     """True if `out` is already the finished result of this exact request."""
     if not out.exists() or overwrite:
@@ -424,11 +322,11 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
         if _existing(out, p.key, opts.overwrite):  # a concurrent run of the same request finished it
             return _summary(p, out, cached=True, seconds=time.perf_counter() - t0)
         parts = out.with_name(out.name + ".parts")
-        _prepare_parts(parts, p.config, p.key, opts.overwrite)
+        chunks.prepare(parts, p.config, p.key, opts.overwrite)
         n = len(p.indices)
         step = opts.chunk_images
         n_chunks = -(-n // step)
-        done = _done_chunks(parts, n_chunks)
+        done = chunks.done_chunks(parts, n_chunks)
         if done and on_resume:
             on_resume(min(n, len(done) * step))
         if progress and done:
@@ -448,11 +346,11 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
                     if j == 0 and on_warn:
                         _warn_large(feats, on_warn)
                     lab = labels[p.indices[rows]] if labels is not None else None
-                    _write_part(_part_path(parts, c), feats, p.indices[rows], lab)
+                    chunks.write_part(chunks.part_path(parts, c), feats, p.indices[rows], lab)
                     if progress:
                         progress(len(rows))
         except KeyboardInterrupt:
-            _assemble(p, opts, out, parts, _done_chunks(parts, n_chunks))
+            _assemble(p, opts, out, parts, chunks.done_chunks(parts, n_chunks))
             raise
         _assemble(p, opts, out, parts, list(range(n_chunks)))
         shutil.rmtree(parts)
@@ -475,12 +373,12 @@ def _load_pixels(p: Plan, rows: np.ndarray) -> np.ndarray:
     return p.images.get_float(p.indices[rows])
 
 
-def _assemble(p: Plan, opts: ExtractOptions, out: Path, parts: Path, chunks: list[int]) -> None:
+def _assemble(p: Plan, opts: ExtractOptions, out: Path, parts: Path, finished: list[int]) -> None:
     """Write the feature file from the finished chunks (all of them: complete; a prefix: marked incomplete)."""
     from icrcli import cache
-    if not chunks:
+    if not finished:
         return
-    first = _read_part(_part_path(parts, chunks[0]), p.layers)
+    first = chunks.read_part(chunks.part_path(parts, finished[0]), p.layers)
     dims = {name: v.shape[-1] for name, v in first["features"].items()}
     attrs = {
         "config_key": p.key, "config": p.config, "sigma": p.config["sigma"], "seed": opts.seed,
@@ -491,8 +389,8 @@ def _assemble(p: Plan, opts: ExtractOptions, out: Path, parts: Path, chunks: lis
     }
 
     def gen():
-        for c in chunks:
-            part = first if c == chunks[0] else _read_part(_part_path(parts, c), p.layers)
+        for c in finished:
+            part = first if c == finished[0] else chunks.read_part(chunks.part_path(parts, c), p.layers)
             yield {"start": c * opts.chunk_images, **part}
 
     try:

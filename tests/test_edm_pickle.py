@@ -6,7 +6,6 @@ decorates small networks, `pickle.dump` writes an EDM-style snapshot dict, and t
 are removed again before icr reads the file, as on a user's machine without the EDM code.
 """
 import importlib.util
-import io
 import os
 import pickle
 import sys

@@ -1,7 +1,6 @@
 """A user's own denoiser, as `icr extract --arch` loads it: by file path (`tests/user_arch.py:TinyDenoiser`)
 or by module name (`user_arch:build`, with tests/ on sys.path). Used by tests/test_extract_e2e.py."""
 
-import torch
 from torch import nn
 
 
