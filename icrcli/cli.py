@@ -30,9 +30,19 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summa
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 
 
-class Estimator(str, Enum):
-    paper = "paper"
-    plugin = "plugin"
+def _choices(name: str, values: str) -> type[Enum]:
+    """A str Enum of the values, for typer. Spelled out here rather than imported from the modules that own them
+    (noise.PARAMS, augment.POLICIES, ...) so --help stays instant; tests/test_cli_choices.py keeps them in sync."""
+    return Enum(name, [(v, v) for v in values.split()], type=str)
+
+
+Estimator = _choices("Estimator", "paper plugin")
+Param = _choices("Param", "edm vp ddpm flow ve")
+Augment = _choices("Augment", "paper crop crop-flip simclr none")
+Pool = _choices("Pool", "mean none")
+DType = _choices("DType", "float32 bfloat16 float16")
+TMode = _choices("TMode", "nearest interp")
+TimeConvention = _choices("TimeConvention", "repa sit")
 
 
 def _version(value: bool):
@@ -60,7 +70,7 @@ def score(
     dataset: Annotated[Optional[str], typer.Option(help="HDF5 dataset path (default: the only (N, K, D) one).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several layers.")] = None,
     estimator: Annotated[Estimator, typer.Option(help="paper: finite-K corrected (App. B.6); plugin: raw "
-                                                 "within/between split.")] = Estimator.paper,
+                                                 "within/between split.")] = Estimator("paper"),
     tau: Annotated[Optional[float], typer.Option(min=0.0, help="Absolute ridge on Sigma_xi (overrides --tau-rel).")] = None,
     tau_rel: Annotated[float, typer.Option(min=0.0, help="Ridge relative to trace(Sigma_xi)/D.")] = 1e-3,
     ci: Annotated[bool, typer.Option("--ci", help="Add a jackknife interval: icr_ci, icr_se.")] = False,
@@ -145,43 +155,6 @@ def info(
         typer.echo(render(d))
 
 
-class Param(str, Enum):
-    edm = "edm"
-    vp = "vp"
-    ddpm = "ddpm"
-    flow = "flow"
-    ve = "ve"
-
-
-class Augment(str, Enum):
-    paper = "paper"
-    crop = "crop"
-    crop_flip = "crop-flip"
-    simclr = "simclr"
-    none = "none"
-
-
-class Pool(str, Enum):
-    mean = "mean"
-    none = "none"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class TMode(str, Enum):
-    nearest = "nearest"
-    interp = "interp"
-
-
-class TimeConvention(str, Enum):
-    repa = "repa"
-    sit = "sit"
-
-
 def _kv(pairs: list[str] | None) -> dict:
     """--arch-arg k=v pairs; values parsed as JSON when they are JSON (numbers, lists, true/false)."""
     import json
@@ -252,13 +225,13 @@ def extract(
     views: Annotated[int, typer.Option(min=2, help="Views K per image.")] = 2,
     images: Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every "
                                         "sigma.")] = 4096,
-    augment: Annotated[Augment, typer.Option(help="Augmentation before the noise.")] = Augment.paper,
+    augment: Annotated[Augment, typer.Option(help="Augmentation before the noise.")] = Augment("paper"),
     seed: Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[DType, typer.Option(help="Compute precision (autocast); features are stored as "
-                                         "float32.")] = DType.float32,
-    pool: Annotated[Pool, typer.Option(help="mean over positions/tokens, or none (flatten).")] = Pool.mean,
+                                         "float32.")] = DType("float32"),
+    pool: Annotated[Pool, typer.Option(help="mean over positions/tokens, or none (flatten).")] = Pool("mean"),
     resize: Annotated[bool, typer.Option("--resize", help="Resize images (and grey<->colour) to fit the "
                                          "model.")] = False,
     chunk_images: Annotated[int, typer.Option(min=1, help="Images per resumable chunk.")] = 256,
@@ -272,7 +245,7 @@ def extract(
     call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
     t_mode: Annotated[TMode, typer.Option(help="Discrete-time models: the nearest step, or a fractional step "
                                           "(needs --time-input index-float).", rich_help_panel=_MODEL_HELP)]
-    = TMode.nearest,
+    = TMode("nearest"),
     quiet: Quiet = False,
     debug: Debug = False,
 ):

@@ -1,0 +1,24 @@
+"""The CLI spells its choices out (so --help needs no torch); they must equal what the modules accept."""
+
+from icrcli import augment, cli, estimators, extract, noise, taps
+
+
+def _values(enum) -> set[str]:
+    return {m.value for m in enum}
+
+
+def test_cli_choices_match_the_modules():
+    assert _values(cli.Estimator) == set(estimators.ESTIMATORS)
+    assert _values(cli.Param) == set(noise.PARAMS)
+    assert _values(cli.Augment) == set(augment.POLICIES)
+    assert _values(cli.Pool) == set(taps.POOLS)
+    assert _values(cli.DType) == set(extract.DTYPES)
+    assert _values(cli.TimeConvention) == set(noise.FLOW_CONVENTIONS)
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys; from icrcli.cli import app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
