@@ -126,6 +126,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
         "noise": conv.describe(), "data_range": mopts.data_range or den.data_range,
         "class_label": mopts.class_label, "model": den.description.get("config"),
         "arch": den.description.get("arch"), "vae": _vae_id(mopts.vae, hash_file) if vae else None,
+        "weights": den.description.get("weights"), "call": mopts.call,  # which sub-dict, and how it is called
         "chunk_images": opts.chunk_images,
     }
     return Plan(den, imgs, idx, layers, conv, config, cache.config_key(config), device, vae,
