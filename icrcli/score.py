@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,9 +56,26 @@ def check_source(src: FeatureSource, opts: ScoreOptions) -> None:
     if d > MAX_DIM:
         raise UserError(f"{src.path} has D = {d} features per view; dense D x D covariances would need "
                         f"{2 * d * d * 8 / 2**30:.0f} GiB. Pool the features (icr extract --pool mean).")
+    if opts.ci and _jackknife_bytes(d, opts.ci_groups) > _physical_memory() / 2:
+        raise UserError(f"--ci with {opts.ci_groups} groups at D = {d} keeps about "
+                        f"{_jackknife_bytes(d, opts.ci_groups) / 2**30:.1f} GiB of D x D statistics, more than half "
+                        "of this machine's memory. Lower --ci-groups (10 still gives a usable interval), or pool the "
+                        "features to fewer dimensions.")
     if opts.ci and n < 2 * opts.ci_groups:
         raise UserError(f"--ci with {opts.ci_groups} groups needs at least {2 * opts.ci_groups} images, "
                         f"the file has {n}. Lower --ci-groups.")
+
+
+def _jackknife_bytes(d: int, groups: int) -> int:
+    """Per-group moments plus the prefix/suffix merges of the jackknife: about 3G + 2 pairs of D x D float64."""
+    return (3 * groups + 2) * 2 * d * d * 8
+
+
+def _physical_memory() -> float:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
 
 
 def accumulate(src: FeatureSource, opts: ScoreOptions,

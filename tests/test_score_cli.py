@@ -150,3 +150,11 @@ def test_version_and_help(icr):
     assert r.code == 0 and __version__ in r.out
     r = icr("score", "--help")
     assert r.code == 0 and "Examples" in r.out and "--tau-rel" in r.out
+
+
+def test_ci_refuses_more_memory_than_the_machine_has(icr, feats, monkeypatch):
+    import icrcli.score as sc
+    p, _ = feats
+    monkeypatch.setattr(sc, "_physical_memory", lambda: 2 * sc._jackknife_bytes(6, 20) - 1)
+    _bad(icr, p, "--ci", match="Lower --ci-groups")
+    assert icr("score", p, "--ci", "--ci-groups", "10", "-q").code == 0
