@@ -174,13 +174,11 @@ def _kv(pairs: list[str] | None) -> dict:
 _MODEL_HELP = "Model"
 
 
-def _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention, data_range,
-                   prediction, call, class_label, vae):
+def _model_options(arch_arg=None, **given):
+    """ModelOptions from the model panel's options: enums to their values, --arch-arg pairs to a dict."""
     from icrcli.models import ModelOptions
-    return ModelOptions(arch=arch, arch_args=_kv(arch_arg), key=key, trust_pickle=trust_pickle,
-                        param=param.value if param else None, schedule=schedule, time_input=time_input,
-                        time_convention=time_convention.value if time_convention else None,
-                        data_range=data_range, prediction=prediction, call=call, class_label=class_label, vae=vae)
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
+    return ModelOptions(arch_args=_kv(arch_arg), **values)
 
 
 Arch = Annotated[Optional[str], typer.Option(help="edm|dit|sit|repa, or your own: my.module:build_fn or "
@@ -197,6 +195,8 @@ Schedule = Annotated[Optional[str], typer.Option(help="Discrete schedule, e.g. l
                                                  "cosine:1000.", rich_help_panel=_MODEL_HELP)]
 TimeInput = Annotated[Optional[str], typer.Option(help="How time is fed: index, index-float, index/T, t, sigma, "
                                                   "log-sigma, c-noise-edm, c-noise-ve, 999t.",
+                                                  rich_help_panel=_MODEL_HELP)]
+TimeShape = Annotated[Optional[str], typer.Option(help="Shape of the time tensor: (B,), scalar, (B,1).",
                                                   rich_help_panel=_MODEL_HELP)]
 TimeConv = Annotated[Optional[TimeConvention], typer.Option(help="Flow models: repa (t=0 clean) or sit "
                                                             "(t=1 clean).", rich_help_panel=_MODEL_HELP)]
@@ -240,7 +240,7 @@ def extract(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Feature file to write (default: the "
                                                    "content-addressed cache, $ICR_CACHE_DIR).")] = None,
     arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
-    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None,
+    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None, time_shape: TimeShape = None,
     time_convention: TimeConv = None, data_range: DataRange = None, prediction: Prediction = None,
     call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
     t_mode: Annotated[TMode, typer.Option(help="Discrete-time models: the nearest step, or a fractional step "
@@ -271,8 +271,10 @@ def extract(
                           augment=augment.value, seed=seed, batch_size=batch_size, device=device,
                           dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
                           t_mode=t_mode.value, overwrite=overwrite)
-    mopts = _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention,
-                           data_range, prediction, call, class_label, vae)
+    mopts = _model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
+                           schedule=schedule, time_input=time_input, time_shape=time_shape,
+                           time_convention=time_convention, data_range=data_range, prediction=prediction, call=call,
+                           class_label=class_label, vae=vae)
     p = plan(checkpoint, data, opts, mopts)
     out = output or cached_path(p.key)
     console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
@@ -292,7 +294,7 @@ def layers(
     depth: Annotated[Optional[int], typer.Option(min=1, help="Show modules down to this nesting depth.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
     arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
-    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None,
+    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None, time_shape: TimeShape = None,
     time_convention: TimeConv = None, data_range: DataRange = None, call: Call = None,
     class_label: ClassLabel = None,
     debug: Debug = False,
@@ -307,8 +309,10 @@ def layers(
     """
     from icrcli import console
     from icrcli.layers import list_layers, render
-    mopts = _model_options(arch, arch_arg, key, trust_pickle, param, schedule, time_input, time_convention,
-                           data_range, None, call, class_label, None)
+    mopts = _model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
+                           schedule=schedule, time_input=time_input, time_shape=time_shape,
+                           time_convention=time_convention, data_range=data_range, call=call,
+                           class_label=class_label)
     rows = list_layers(checkpoint, mopts, depth)
     if json_out:
         console.write_json(rows, "-")

@@ -34,6 +34,7 @@ class ModelOptions:
     param: str | None = None            # edm | vp | ddpm | flow | ve
     schedule: str | None = None         # e.g. linear:1e-4:0.02:1000
     time_input: str | None = None       # see icrcli.noise time kinds
+    time_shape: str | None = None       # "(B,)" (default) | "scalar" | "(B,1)"
     time_convention: str | None = None  # flow models: repa (t=0 clean) | sit (t=1 clean)
     data_range: str | None = None       # -1:1 | 0:1 | -0.5:0.5
     prediction: str | None = None       # eps | x0 | v | score | denoised (recorded; features do not need it)
@@ -73,7 +74,8 @@ def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest")
     buffer = den.schedule_buffer if opts.schedule is None and nd["param"] in ("ddpm", "vp") else None
     return noise.from_options(nd["param"], schedule_spec=nd.get("schedule") if buffer is None else None,
                               schedule_buffer=buffer, time_kind=nd.get("time_input"),
-                              time_convention=nd.get("time_convention"), t_mode=t_mode)
+                              time_convention=nd.get("time_convention"), t_mode=t_mode,
+                              time_shape=opts.time_shape or "(B,)")
 
 
 def sidecar_for(path: Path) -> Path | None:
