@@ -39,6 +39,7 @@ from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_contrast, adjust_hue, adjust_saturation_with_gray_subtraction
 
 from icrcli.errors import UserError
+from icrcli.rng import splitmix64 as _splitmix64
 
 _PAD_CROP = {"op": "pad_crop", "pad_fraction": 0.125, "fill": 0.0,
              "padding": "round(side * 0.125) px on each side (4 px at 32x32); offset uniform over all positions"}
@@ -81,15 +82,6 @@ def _ops(name: str) -> list[dict]:
 # ----------------------------------------------------------------------------- seeds
 
 _M64 = (1 << 64) - 1
-
-
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser (Steele, Lea & Flood 2014): a bijective, well-mixed hash of uint64."""
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
 
 
 def view_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:

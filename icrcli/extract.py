@@ -127,7 +127,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
         "class_label": mopts.class_label, "model": den.description.get("config"),
         "arch": den.description.get("arch"), "vae": _vae_id(mopts.vae, hash_file) if vae else None,
         "weights": den.description.get("weights"), "call": mopts.call,  # which sub-dict, and how it is called
-        "chunk_images": opts.chunk_images,
+        "chunk_images": opts.chunk_images, "noise_rng": NOISE_RNG,
     }
     return Plan(den, imgs, idx, layers, conv, config, cache.config_key(config), device, vae,
                 *_view_shapes(den, imgs, vae))
@@ -193,15 +193,15 @@ def noise_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:
     return view_seeds(seed ^ 0x5EED_0F_A015E, image_indices, view)
 
 
+# The generator behind every view's noise; recorded in the configuration, so a change of generator is a new key.
+NOISE_RNG = "splitmix64-box-muller-float32"
+
+
 def gaussian(seeds: np.ndarray, shape: tuple, device):
-    """One standard normal tensor of `shape` per seed, drawn on the CPU so it is the same on every device."""
+    """One standard normal tensor of `shape` per seed, computed on the CPU so it is the same on every device."""
     import torch
-    g = torch.Generator()
-    out = torch.empty((len(seeds), *shape))
-    for i, s in enumerate(seeds):
-        g.manual_seed(int(s))
-        out[i] = torch.randn(shape, generator=g)
-    return out.to(device)
+    from icrcli.rng import normal
+    return torch.from_numpy(normal(seeds, shape)).to(device)
 
 
 def prepare_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray) -> dict:
