@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from icrcli.errors import UserError
-from icrcli.featurefile import FEATURES_GROUP, _h5_candidates, open_features
+from icrcli.featurefile import FEATURES_GROUP, FORMAT_NAME, _h5_candidates, open_features
 
 
 def describe(path: str | Path) -> dict:
@@ -14,7 +14,6 @@ def describe(path: str | Path) -> dict:
         src = open_features(path)
         return {"path": str(path), "kind": "npy", "datasets": {"<array>": _ds(src)}, "complete": True,
                 "provenance": {}}
-    src = None
     import h5py
     if not path.exists() or not h5py.is_hdf5(path):
         open_features(path)  # raises the standard message
@@ -27,7 +26,7 @@ def describe(path: str | Path) -> dict:
         src = open_features(path, name)
         datasets[name] = _ds(src)
     layers = [n[len(FEATURES_GROUP) + 1:] for n in names if n.startswith(FEATURES_GROUP + "/")]
-    return {"path": str(path), "kind": "icr-features" if src.attrs.get("format") == "icr-features" else "hdf5",
+    return {"path": str(path), "kind": FORMAT_NAME if src.attrs.get("format") == FORMAT_NAME else "hdf5",
             "layers": layers, "datasets": datasets, "complete": src.complete,
             "rows_done": src.attrs.get("rows_done"), "provenance": src.attrs}
 

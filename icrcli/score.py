@@ -14,7 +14,7 @@ from icrcli.errors import UserError
 from icrcli.estimators import covariances
 from icrcli.featurefile import FeatureSource, layer_dataset, open_features
 from icrcli.jackknife import jackknife
-from icrcli.moments import ViewMoments, empty, from_block, merge
+from icrcli.moments import ViewMoments, empty, from_block, merge, merge_all
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
@@ -30,7 +30,7 @@ class ScoreOptions:
     confidence: float = 0.95
     skip_nonfinite: bool = False
     allow_partial: bool = False
-    block_images: int | None = None   # images per read; None picks ~32 MB blocks
+    block_images: int | None = None   # images per read; None picks ~16 MB blocks
     top: int = 0                      # Fisher directions to return
 
 
@@ -104,9 +104,7 @@ def accumulate(src: FeatureSource, opts: ScoreOptions,
             groups[j] = merge(groups[j], m)
         if progress:
             progress(len(block))
-    total = groups[0]
-    for m in groups[1:]:
-        total = merge(total, m)
+    total = merge_all(groups)
     if total.n < 2:
         raise UserError(f"{src.path}: fewer than two images left after skipping {skipped} with NaN/Inf values.")
     return Accumulated(groups, total, skipped)
@@ -123,12 +121,17 @@ def _drop_nonfinite(part: np.ndarray, first_index: int, stride: int, src: Featur
     return part[good], int((~good).sum())
 
 
-def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tuple[dict, eigensolve.Spectrum]:
-    """ICR, spectrum and companion statistics of accumulated moments."""
+def _spectrum(m: ViewMoments, opts: ScoreOptions, vectors: bool):
+    """(covariances, relative tau or None, spectrum) of accumulated moments."""
     cov = covariances(m, opts.estimator)
     tau, rel = eigensolve.resolve_tau(cov.sigma_xi, opts.tau, opts.tau_rel)
-    spec = eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=vectors)
-    lam = spec.eigenvalues
+    return cov, rel, eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=vectors)
+
+
+def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tuple[dict, eigensolve.Spectrum]:
+    """ICR, spectrum and companion statistics of accumulated moments."""
+    cov, rel, spec = _spectrum(m, opts, vectors)
+    tau, lam = spec.tau, spec.eigenvalues
     return {
         "icr": eigensolve.icr(lam),
         "mean_lambda": float(lam.mean()),
@@ -151,9 +154,7 @@ def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tup
 
 
 def icr_of(m: ViewMoments, opts: ScoreOptions) -> float:
-    cov = covariances(m, opts.estimator)
-    tau, _ = eigensolve.resolve_tau(cov.sigma_xi, opts.tau, opts.tau_rel)
-    return eigensolve.icr(eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=False).eigenvalues)
+    return eigensolve.icr(_spectrum(m, opts, vectors=False)[2].eigenvalues)
 
 
 def score_source(src: FeatureSource, opts: ScoreOptions,
