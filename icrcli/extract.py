@@ -64,6 +64,11 @@ class Plan:
     aug_hw: tuple = ()       # (H, W) at which views are augmented
     noise_chw: tuple = ()    # (C, H, W) of the model input the noise is added to
 
+    @property
+    def latent_data(self) -> bool:
+        """The data are latents fed as they are (a latent model without its VAE)."""
+        return self.denoiser.latent and self.vae is None
+
 
 def _device(name: str):
     import torch
@@ -113,11 +118,9 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
     _check_fit(den, imgs, opts, vae)
     conv = noise_convention(den, mopts, opts.t_mode)
     hash_file = hashes or cache.file_sha256
-    ckpt_path = Path(checkpoint)
-    ckpt_files = sorted(p for p in ckpt_path.rglob("*") if p.is_file()) if ckpt_path.is_dir() else [ckpt_path]
     config = {
         "format_version": FORMAT_VERSION,
-        "checkpoint_sha256": cache.tree_sha256(ckpt_files) if len(ckpt_files) > 1 else hash_file(ckpt_path),
+        "checkpoint_sha256": _content_sha256(checkpoint, hash_file),
         "data_sha256": cache.tree_sha256(imgs.source_files()),
         "indices_sha256": hashlib.sha256(np.ascontiguousarray(idx, dtype="<i8").tobytes()).hexdigest(),
         "n_images": int(len(idx)), "n_views": opts.views, "sigma": float(opts.sigma), "seed": opts.seed,
@@ -125,7 +128,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
         "layers": layers, "pool": opts.pool, "dtype": opts.dtype, "resize": opts.resize,
         "noise": conv.describe(), "data_range": mopts.data_range or den.data_range,
         "class_label": mopts.class_label, "model": den.description.get("config"),
-        "arch": den.description.get("arch"), "vae": _vae_id(mopts.vae, hash_file) if vae else None,
+        "arch": den.description.get("arch"), "vae": _content_sha256(mopts.vae, hash_file) if vae else None,
         "weights": den.description.get("weights"), "call": mopts.call,  # which sub-dict, and how it is called
         "chunk_images": opts.chunk_images, "noise_rng": NOISE_RNG,
     }
@@ -133,13 +136,19 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
                 *_view_shapes(den, imgs, vae))
 
 
+def _pixels_wanted(den, vae) -> tuple[int | None, int | None]:
+    """(channels, side) of the images the model takes, through its VAE if it has one; None where unknown."""
+    if vae is None:
+        return den.in_channels, den.resolution
+    return vae.in_channels, den.resolution * vae.factor if den.resolution else None
+
+
 def _view_shapes(den, imgs, vae) -> tuple[tuple, tuple]:
     """(H, W) where views are augmented and (C, H, W) where the noise is added, as _fit and the VAE make them."""
     c, h, w = imgs.channels, imgs.height, imgs.width
     if den.latent and vae is None:
         return (h, w), (c, h, w)
-    want_c = vae.in_channels if vae is not None else den.in_channels
-    res = den.resolution * vae.factor if (vae is not None and den.resolution) else den.resolution
+    want_c, res = _pixels_wanted(den, vae)
     c, h, w = want_c or c, res or h, res or w
     if vae is not None:
         return (h, w), (vae.latent_channels, h // vae.factor, w // vae.factor)
@@ -149,8 +158,7 @@ def _view_shapes(den, imgs, vae) -> tuple[tuple, tuple]:
 def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
     """Images must match the model's input (pixels, or latents after the VAE) unless --resize."""
     c, h, w = imgs.channels, imgs.height, imgs.width
-    want_c = vae.in_channels if vae is not None else den.in_channels
-    want_res = den.resolution * vae.factor if (vae is not None and den.resolution) else den.resolution
+    want_c, want_res = _pixels_wanted(den, vae)
     if den.latent and vae is None:
         if imgs.kind not in ("npy", "npz") or c != den.in_channels:
             raise UserError(f"{den.description.get('arch')} is a latent model ({den.in_channels} channels): give "
@@ -177,11 +185,11 @@ def _vae(den, mopts: ModelOptions, device):
     return load_vae(mopts.vae, device)
 
 
-def _vae_id(path, hash_file) -> str:
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+def _content_sha256(path, hash_file: Callable[[Path], str]) -> str:
+    """A file's hash, or a folder's (diffusers model, VAE): the tree hash of every file in it."""
     from icrcli import cache
-    return cache.tree_sha256(files)
+    p = Path(path)
+    return cache.tree_sha256(sorted(f for f in p.rglob("*") if f.is_file())) if p.is_dir() else hash_file(p)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -223,7 +231,7 @@ def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, prepared: dict
 
     den, dev = p.denoiser, p.device
     lo, hi = noise.parse_data_range(p.config["data_range"])
-    latent_data = den.latent and p.vae is None
+    latent_data = p.latent_data
     out = {name: [] for name in p.layers}
     amp = (torch.autocast(dev.type, dtype=getattr(torch, opts.dtype)) if opts.dtype != "float32"
            else torch.autocast(dev.type, enabled=False))
@@ -276,8 +284,7 @@ def _fit(x01, den, p: Plan, opts: ExtractOptions):
     """--resize: channels and size to what the model (or its VAE) takes."""
     import torch.nn.functional as F
     from icrcli.images import to_channels
-    want_c = p.vae.in_channels if p.vae is not None else den.in_channels
-    res = den.resolution * p.vae.factor if (p.vae is not None and den.resolution) else den.resolution
+    want_c, res = _pixels_wanted(den, p.vae)
     if want_c is not None and x01.shape[1] != want_c:
         x01 = to_channels(x01, want_c)
     if res is not None and tuple(x01.shape[-2:]) != (res, res):
@@ -368,8 +375,7 @@ def _warn_large(feats: dict, warn: Callable[[str], None]) -> None:
 
 
 def _load_pixels(p: Plan, rows: np.ndarray) -> np.ndarray:
-    den = p.denoiser
-    if den.latent and p.vae is None:
+    if p.latent_data:
         return np.asarray(p.images.get(p.indices[rows]), dtype=np.float32)
     return p.images.get_float(p.indices[rows])
 

@@ -164,7 +164,7 @@ def _edm(sd, meta, opts: ModelOptions) -> Denoiser:
     with torch.device("meta"):
         net = edm.build_edm(**config)
     target = net if any(k.startswith("model.") for k in sd) else net.model
-    _load_strict(target, sd, "EDM " + config["model_type"])
+    _load_strict(target, sd, f"the EDM {config['model_type']} network")
     label_dim = config.get("label_dim", 0)
     check_class_label(opts.class_label, label_dim, "EDM")
 
@@ -213,7 +213,7 @@ def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
             "in a sidecar CKPT.icr.json (see README).")
     with torch.device("meta"):
         net = dit.build_transformer(cfg)
-    _load_strict(net, sd, cfg["name"] or cfg["family"])
+    _load_strict(net, sd, f"the {cfg['name'] or cfg['family']} network")
     family = cfg["family"]
     kw = cfg["kwargs"]
     num_classes = kw.get("num_classes", 1000)
@@ -257,12 +257,17 @@ def check_class_label(label: int | None, n_classes: int | None, what: str) -> No
                         "them, or leave --class-label out for the null class.")
 
 
-def _load_strict(net: torch.nn.Module, sd: dict, what: str) -> None:
+_BUILTIN_HINT = "Check --arch/--arch-arg (or the sidecar), or --key if the file holds several networks."
+
+
+def _load_strict(net: torch.nn.Module, sd: dict, what: str, hint: str = _BUILTIN_HINT, assign: bool = True) -> None:
+    """Load `sd` into `net` exactly, or say by name which keys and shapes do not fit. assign=True hands the
+    checkpoint's tensors to a network built on the meta device; a user's network (built for real, in its own
+    dtype) gets them copied in."""
     diff = _key_diff(net, sd)
     if any(diff):
-        raise UserError(f"The weights do not fit the {what} network: {_describe_diff(*diff)} "
-                        "Check --arch/--arch-arg (or the sidecar), or --key if the file holds several networks.")
-    net.load_state_dict(sd, strict=True, assign=True)
+        raise UserError(f"The weights do not fit {what}: {_describe_diff(*diff)} {hint}")
+    net.load_state_dict(sd, strict=True, assign=assign)
 
 
 def _key_diff(net, sd):
@@ -342,13 +347,9 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
                         "Pass constructor arguments with --arch-arg k=v.") from None
     if not isinstance(net, torch.nn.Module):
         raise UserError(f"--arch {spec} returned {type(net).__name__}, not a torch.nn.Module.")
-    diff = _key_diff(net, sd)
-    if any(diff):
-        raise UserError(f"The checkpoint does not fit {spec}: {_describe_diff(*diff)} Hints: "
-                        "check --arch-arg values (layer widths, depth); pick the right sub-dict with --key; "
-                        "a common prefix (e.g. 'model.') in the file but not in your class means the file "
-                        "wraps the network.")
-    net.load_state_dict(sd, strict=True)
+    _load_strict(net, sd, spec, "Hints: check --arch-arg values (layer widths, depth); pick the right sub-dict "
+                                "with --key; a common prefix (e.g. 'model.') in the file but not in your class "
+                                "means the file wraps the network.", assign=False)
     if not opts.param:
         raise UserError("A user architecture needs its noise parametrization: --param edm|vp|ddpm|flow|ve "
                         "(and --schedule / --time-input / --time-convention as applicable; see README).")
