@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from icrcli.archs.edm import EDM_PRESETS, build_edm
-from icrcli.extract import ExtractOptions, plan, run
-from icrcli.models import ModelOptions
-from icrcli.taps import Taps
+from icrcli.models.archs.edm import EDM_PRESETS, build_edm
+from icrcli.features.extract import ExtractOptions, plan, run
+from icrcli.models.resolve import ModelOptions
+from icrcli.models.taps import Taps
 
 LAYER = "model.dec.16x16_block1"
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-test" / "cifar10_test_jpg.tar"

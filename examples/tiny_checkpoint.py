@@ -9,7 +9,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from icrcli.archs.edm import build_edm
+from icrcli.models.archs.edm import build_edm
 
 torch.manual_seed(0)
 net = build_edm("edm", "SongUNet", img_resolution=32, img_channels=3, model_channels=32, channel_mult=[1, 2, 2],

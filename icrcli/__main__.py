@@ -1,3 +1,3 @@
-from icrcli.cli import main
+from icrcli.cli.main import main
 
 main()

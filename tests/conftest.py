@@ -21,7 +21,7 @@ class Ran:
 @pytest.fixture
 def icr(capsys, monkeypatch):
     """Run the real console entry point in-process: icr("score", "f.h5") -> Ran(code, stdout, stderr)."""
-    from icrcli.cli import main
+    from icrcli.cli.main import main
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["icr", *map(str, args)])

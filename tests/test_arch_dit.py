@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from icrcli.archs import dit
+from icrcli.models.archs import dit
 from icrcli.errors import UserError
 
 # ----------------------------------------------------------------------------------------------

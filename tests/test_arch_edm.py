@@ -1,4 +1,4 @@
-"""Tests for icrcli.archs.edm: key names/shapes of the public EDM configurations, forward passes,
+"""Tests for icrcli.models.archs.edm: key names/shapes of the public EDM configurations, forward passes,
 the preconditioners' formulas (EDM paper Table 1), the default tap layer and config inference."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from icrcli.archs.edm import (
+from icrcli.models.archs.edm import (
     EDM_PRESETS, NETWORKS, PRECONDS, DhariwalUNet, EDMPrecond, SongUNet, build_edm, default_layer,
     edm_from_state_dict, infer_edm_config,
 )

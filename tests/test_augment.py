@@ -1,4 +1,4 @@
-"""icrcli.augment: per-sample determinism, exact geometry, torchvision-convention colour ops, ranges."""
+"""icrcli.data.augment: per-sample determinism, exact geometry, torchvision-convention colour ops, ranges."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icrcli.augment import (POLICIES, apply_params, augment, describe_policy, draw_params, pad_px,
+from icrcli.data.augment import (POLICIES, apply_params, augment, describe_policy, draw_params, pad_px,
                             view_seeds)
 from icrcli.errors import UserError
 
@@ -112,7 +112,7 @@ def test_resized_crop_matches_interpolating_the_crop():
     x = _images(3, 3, 20, 24)
     box = {"crop_top": np.array([2, 0, 5]), "crop_left": np.array([3, 0, 11]),
            "crop_h": np.array([9, 20, 6]), "crop_w": np.array([14, 24, 13])}
-    from icrcli.augment import _apply_resized_crop, _RESIZED_CROP
+    from icrcli.data.augment import _apply_resized_crop, _RESIZED_CROP
     y = _apply_resized_crop(x, box, _RESIZED_CROP)
     for b in range(3):
         t, l, h, w = (int(box[k][b]) for k in ("crop_top", "crop_left", "crop_h", "crop_w"))

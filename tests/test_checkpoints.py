@@ -1,4 +1,4 @@
-"""Tests for icrcli.checkpoints.load_checkpoint: formats, nested training checkpoints, errors."""
+"""Tests for icrcli.models.checkpoints.load_checkpoint: formats, nested training checkpoints, errors."""
 import argparse
 import os
 import pickle
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from icrcli.checkpoints import Checkpoint, load_checkpoint
+from icrcli.models.checkpoints import Checkpoint, load_checkpoint
 from icrcli.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Tests for icrcli.edm_pickle: EDM network pickles load without running their embedded code.
+"""Tests for icrcli.models.edm_pickle: EDM network pickles load without running their embedded code.
 
 The pickles are built here the way NVlabs EDM builds them: a fake `torch_utils.persistence` and
 `dnnlib` package (a compact re-implementation of the persistence decorator's pickling side)
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from icrcli.edm_pickle import is_edm_pickle, load_edm_pickle
+from icrcli.models.edm_pickle import is_edm_pickle, load_edm_pickle
 from icrcli.errors import UserError
 
 DNNLIB_INIT = "from .util import EasyDict\n"
@@ -300,8 +300,8 @@ def test_corrupt_edm_pickle_is_a_user_error(tmp_path):
 
 def test_pickled_edmprecond_loads_strictly_into_icr_edm_port(tmp_path):
     """A snapshot of a tiny EDMPrecond(SongUNet), pickled as EDM does (every network class
-    persistent), rebuilds in icrcli.archs.edm from the recovered kwargs and computes the same."""
-    edm = pytest.importorskip("icrcli.archs.edm")
+    persistent), rebuilds in icrcli.models.archs.edm from the recovered kwargs and computes the same."""
+    edm = pytest.importorskip("icrcli.models.archs.edm")
     kwargs = dict(edm.EDM_PRESETS["ddpmpp"], img_resolution=8, img_channels=3, label_dim=0,
                   model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
                   augment_dim=9, dropout=0.13)

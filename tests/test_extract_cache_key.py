@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from icrcli.extract import ExtractOptions, plan
-from icrcli.models import ModelOptions
+from icrcli.features.extract import ExtractOptions, plan
+from icrcli.models.resolve import ModelOptions
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("key")
-    from icrcli.archs.edm import build_edm
+    from icrcli.models.archs.edm import build_edm
     torch.manual_seed(0)
     nets = [build_edm("edm", "SongUNet", img_resolution=16, img_channels=3, model_channels=8,
                       channel_mult=[1, 2], num_blocks=1, attn_resolutions=[]) for _ in range(2)]

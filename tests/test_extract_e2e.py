@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import SHARED_DATA
-from icrcli.archs import dit, edm
+from icrcli.models.archs import dit, edm
 
 TESTS = Path(__file__).resolve().parent
 N_IMG = 12  # images in the synthetic sets; runs take --images 8 of them
@@ -253,7 +253,7 @@ class Spy:
 @pytest.fixture
 def spy(monkeypatch):
     """spy(watch=[...], count=[...]) -> a Spy attached to every network the next extractions load."""
-    import icrcli.models as models
+    import icrcli.models.resolve as models
     real = models.load_model
 
     def make(watch=(), count=()):
@@ -632,7 +632,7 @@ def test_low_precision_compute_stores_float32(zoo, icr, tmp_path):
 # Caching.
 
 def test_cache_hit_changed_option_and_foreign_output(zoo, icr, tmp_path, cache_dir, monkeypatch):
-    import icrcli.extract as ex
+    import icrcli.features.extract as ex
     real = ex.compute_rows
     args = ["extract", zoo["ddpmpp"], "--data", zoo["img32"], "--sigma", "0.5", "--images", "8", "-q"]
     first = ok(icr(*args))

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
-    from icrcli.archs.edm import build_edm
+    from icrcli.models.archs.edm import build_edm
     torch.manual_seed(0)
     net = build_edm("edm", "SongUNet", img_resolution=16, img_channels=3, model_channels=8,
                     channel_mult=[1, 2], num_blocks=1, attn_resolutions=[])
@@ -79,7 +79,7 @@ def test_interrupt_writes_partial_file_then_resumes(setup, tmp_path, monkeypatch
     d = setup
     monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
     torch.set_num_threads(1)
-    import icrcli.extract as ex
+    import icrcli.features.extract as ex
     real = ex.compute_rows
     monkeypatch.setattr(ex, "compute_rows", _fails_on_call(real, 4, KeyboardInterrupt()))
     out = tmp_path / "f.h5"
@@ -106,7 +106,7 @@ def test_disk_full_keeps_chunks_and_resumes(setup, tmp_path, monkeypatch, icr):
     d = setup
     monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
     torch.set_num_threads(1)
-    import icrcli.extract as ex
+    import icrcli.features.extract as ex
     real = np.savez
     monkeypatch.setattr(ex.np, "savez", _fails_on_call(real, 3, OSError(errno.ENOSPC, "No space left on device")))
     out = tmp_path / "f.h5"

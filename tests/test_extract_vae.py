@@ -20,7 +20,7 @@ def files(tmp_path_factory):
                                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
                                   norm_num_groups=4, sample_size=16, scaling_factor=0.5)
     vae.save_pretrained(d / "vae")
-    from icrcli.archs.dit import DiT
+    from icrcli.models.archs.dit import DiT
     net = DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=5)
     for p in net.parameters():  # adaLN-Zero init makes blocks the identity; randomise so features depend on t
         p.data.normal_(0, 0.1)
@@ -45,8 +45,8 @@ def test_vae_features_match_independent_recomputation(files, icr, tmp_path, monk
         config = f.attrs["config"]
     assert feats.shape == (6, 2, 32) and '"vae"' in config
 
-    from icrcli.augment import augment, view_seeds
-    from icrcli.extract import gaussian, noise_seeds
+    from icrcli.data.augment import augment, view_seeds
+    from icrcli.features.extract import gaussian, noise_seeds
     x01 = torch.from_numpy(np.load(d / "imgs.npy")[index]).permute(0, 3, 1, 2).float() / 255
     ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     t = int(np.argmin(np.abs(np.log(np.sqrt((1 - ab) / ab)) - np.log(0.416))))

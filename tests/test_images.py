@@ -1,4 +1,4 @@
-"""icrcli.images: every source format round-trips pixels and labels exactly; errors name the file."""
+"""icrcli.data.images: every source format round-trips pixels and labels exactly; errors name the file."""
 
 import gzip
 import json
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from icrcli.errors import UserError
-from icrcli.images import labels_from_dirs, open_images, subset_indices, to_channels
+from icrcli.data.images import labels_from_dirs, open_images, subset_indices, to_channels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RNG = np.random.default_rng(0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from icrcli.errors import UserError
-from icrcli.models import (Denoiser, ModelOptions, import_target, merge_sidecar, noise_convention, parse_call,
+from icrcli.models.resolve import (Denoiser, ModelOptions, import_target, merge_sidecar, noise_convention, parse_call,
                            sidecar_for)
-from icrcli.taps import Taps, pool, resolve_layers
+from icrcli.models.taps import Taps, pool, resolve_layers
 
 
 def _den(**noise_defaults):

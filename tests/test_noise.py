@@ -1,4 +1,4 @@
-"""icrcli.noise against closed forms, the originals' formulas (DiT, IDDPM, diffusers, EDM, REPA, SiT)."""
+"""icrcli.models.noise against closed forms, the originals' formulas (DiT, IDDPM, diffusers, EDM, REPA, SiT)."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from icrcli import noise
+from icrcli.models import noise
 from icrcli.errors import UserError
 
 
@@ -119,7 +119,7 @@ def test_vp_sigma_matches_edm_formula_and_inverts():
 
 
 def test_vp_time_is_vpprecond_c_noise():
-    from icrcli.archs.edm import VPPrecond
+    from icrcli.models.archs.edm import VPPrecond
     self_ = SimpleNamespace(beta_d=19.9, beta_min=0.1)
     x = torch.zeros(1, 3, 4, 4)
     _, time, info = noise.from_options("vp").model_inputs(x, torch.randn_like(x), 0.29)

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.stats
 
-from icrcli.rng import normal, splitmix64, uniform
+from icrcli.data.rng import normal, splitmix64, uniform
 
 
 def test_splitmix64_reference_values():

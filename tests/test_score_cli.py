@@ -112,7 +112,7 @@ def test_singular_sigma_xi_with_zero_tau(icr, tmp_path, feats):
 
 
 def test_partial_file_refused_unless_allowed(icr, tmp_path, feats):
-    from icrcli.featurefile import write_feature_file
+    from icrcli.features.featurefile import write_feature_file
     _, h = feats
     parts = [{"start": 0, "features": {"blk": h[:120]}, "index": np.arange(120), "labels": None}]
     write_feature_file(tmp_path / "p.h5", {"blk": 6}, 200, 2, "float32", {"sigma": 0.5}, iter(parts), 32)
@@ -124,7 +124,7 @@ def test_partial_file_refused_unless_allowed(icr, tmp_path, feats):
 
 
 def test_info(icr, tmp_path, feats):
-    from icrcli.featurefile import write_feature_file
+    from icrcli.features.featurefile import write_feature_file
     _, h = feats
     parts = [{"start": 0, "features": {"a": h, "b": h[..., :3]}, "index": np.arange(200),
               "labels": np.arange(200) % 10}]
@@ -153,7 +153,7 @@ def test_version_and_help(icr):
 
 
 def test_ci_refuses_more_memory_than_the_machine_has(icr, feats, monkeypatch):
-    import icrcli.score as sc
+    import icrcli.stats.score as sc
     p, _ = feats
     monkeypatch.setattr(sc, "_physical_memory", lambda: 2 * sc._jackknife_bytes(6, 20) - 1)
     _bad(icr, p, "--ci", match="Lower --ci-groups")

@@ -5,11 +5,11 @@ import pytest
 import scipy.linalg
 import scipy.stats
 
-from icrcli import eigensolve
-from icrcli.estimators import covariances
-from icrcli.featurefile import open_features
-from icrcli.moments import from_block, merge, merge_all
-from icrcli.score import ScoreOptions, score_file, score_source
+from icrcli.stats import eigensolve
+from icrcli.stats.estimators import covariances
+from icrcli.features.featurefile import open_features
+from icrcli.stats.moments import from_block, merge, merge_all
+from icrcli.stats.score import ScoreOptions, score_file, score_source
 
 import reference as ref
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icrcli.moments import ViewMoments
+from icrcli.stats.moments import ViewMoments
 
 ESTIMATORS = ("paper", "plugin")
 

@@ -1,7 +1,7 @@
 """`icr extract`: checkpoint + images -> multi-view features (N images, K views, D) in a feature file.
 
 A view of image i is  x = a(x0_i) + sigma * eps  (augmentation first, then noise: paper Sec. 3, footnote 1),
-mapped to the model's own input by its noise convention (icrcli.noise). Every (image index, view) draws its
+mapped to the model's own input by its noise convention (icrcli.models.noise). Every (image index, view) draws its
 augmentation and its noise from its own seed, so the features depend on neither batch size nor chunking
 nor resumption.
 
@@ -23,10 +23,12 @@ from typing import Callable
 
 import numpy as np
 
-from icrcli import __version__, chunks, latents
+from icrcli import __version__
+from icrcli.features import chunks
+from icrcli.data import latents
 from icrcli.errors import UserError
-from icrcli.featurefile import FORMAT_VERSION, write_feature_file
-from icrcli.models import ModelOptions
+from icrcli.features.featurefile import FORMAT_VERSION, write_feature_file
+from icrcli.models.resolve import ModelOptions
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -96,9 +98,10 @@ def _check(opts: ExtractOptions) -> None:
 def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: ModelOptions,
          hashes: Callable[[Path], str] | None = None) -> Plan:
     """Load the network and the data, check they fit, and fix the configuration (and its content key)."""
-    from icrcli import augment, cache
-    from icrcli.images import open_images, subset_indices
-    from icrcli.models import load_model, noise_convention
+    from icrcli import cache
+    from icrcli.data import augment
+    from icrcli.data.images import open_images, subset_indices
+    from icrcli.models.resolve import load_model, noise_convention
 
     _check(opts)
     augment.describe_policy(opts.augment)  # validates the name
@@ -113,7 +116,7 @@ def plan(checkpoint: str | Path, data: str | Path, opts: ExtractOptions, mopts: 
     layers = list(opts.layers) or ([den.default_layer] if den.default_layer else [])
     if not layers:
         raise UserError("This architecture has no default layer: name one with --layer (see `icr layers CKPT`).")
-    from icrcli.taps import resolve_layers
+    from icrcli.models.taps import resolve_layers
     resolve_layers(den.net, layers)
     _check_fit(den, imgs, opts, vae)
     conv = noise_convention(den, mopts, opts.t_mode)
@@ -181,7 +184,7 @@ def _check_fit(den, imgs, opts: ExtractOptions, vae) -> None:
 def _vae(den, mopts: ModelOptions, device):
     if not mopts.vae:
         return None
-    from icrcli.archs.diffusers_models import load_vae
+    from icrcli.models.archs.diffusers_models import load_vae
     return load_vae(mopts.vae, device)
 
 
@@ -197,7 +200,7 @@ def _content_sha256(path, hash_file: Callable[[Path], str]) -> str:
 
 def noise_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:
     """Seeds for the Gaussian noise of (image, view), a stream apart from the augmentation's seeds."""
-    from icrcli.augment import view_seeds
+    from icrcli.data.augment import view_seeds
     return view_seeds(seed ^ 0x5EED_0F_A015E, image_indices, view)
 
 
@@ -208,7 +211,7 @@ NOISE_RNG = "splitmix64-box-muller-float32"
 def gaussian(seeds: np.ndarray, shape: tuple, device):
     """One standard normal tensor of `shape` per seed, computed on the CPU so it is the same on every device."""
     import torch
-    from icrcli.rng import normal
+    from icrcli.data.rng import normal
     return torch.from_numpy(normal(seeds, shape)).to(device)
 
 
@@ -216,7 +219,7 @@ def prepare_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray) -> dict:
     """The host-side work for `rows`: decoded pixels, and per view the augmentation parameters and the noise,
     each drawn from its (image, view) seed. Runs in the loader thread, overlapping the previous chunk's
     forward passes."""
-    from icrcli import augment
+    from icrcli.data import augment
     idx = p.indices[rows]
     views = [(augment.draw_params(augment.view_seeds(opts.seed, idx, v), opts.augment, *p.aug_hw),
               gaussian(noise_seeds(opts.seed, idx, v), p.noise_chw, "cpu")) for v in range(opts.views)]
@@ -226,8 +229,9 @@ def prepare_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray) -> dict:
 def compute_rows(p: Plan, opts: ExtractOptions, rows: np.ndarray, prepared: dict) -> dict[str, np.ndarray]:
     """Features {layer: (len(rows), K, D) float32} for the images at `rows` of the subset."""
     import torch
-    from icrcli import augment, noise
-    from icrcli.taps import Taps
+    from icrcli.data import augment
+    from icrcli.models import noise
+    from icrcli.models.taps import Taps
 
     den, dev = p.denoiser, p.device
     lo, hi = noise.parse_data_range(p.config["data_range"])
@@ -283,7 +287,7 @@ def _ieee_fp32(dtype: str):
 def _fit(x01, den, p: Plan, opts: ExtractOptions):
     """--resize: channels and size to what the model (or its VAE) takes."""
     import torch.nn.functional as F
-    from icrcli.images import to_channels
+    from icrcli.data.images import to_channels
     want_c, res = _pixels_wanted(den, p.vae)
     if want_c is not None and x01.shape[1] != want_c:
         x01 = to_channels(x01, want_c)
@@ -366,7 +370,7 @@ def run(p: Plan, opts: ExtractOptions, out: Path,
 
 
 def _warn_large(feats: dict, warn: Callable[[str], None]) -> None:
-    from icrcli.taps import LARGE_DIM
+    from icrcli.models.taps import LARGE_DIM
     for name, f in feats.items():
         d = f.shape[-1]
         if d > LARGE_DIM:

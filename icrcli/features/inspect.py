@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from icrcli.errors import UserError
-from icrcli.featurefile import FEATURES_GROUP, FORMAT_NAME, _h5_candidates, open_features
+from icrcli.features.featurefile import FEATURES_GROUP, FORMAT_NAME, _h5_candidates, open_features
 
 
 def describe(path: str | Path) -> dict:

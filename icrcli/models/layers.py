@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icrcli.models import ModelOptions, load_model, noise_convention
+from icrcli.models.resolve import ModelOptions, load_model, noise_convention
 
 
 def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None = None) -> list[dict]:
     import torch
-    from icrcli.taps import trace_shapes
+    from icrcli.models.taps import trace_shapes
     den = load_model(checkpoint, mopts, "cpu")
     c = den.in_channels or 3
     r = den.resolution or 32

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import scipy.stats
 
-from icrcli.moments import ViewMoments, empty, merge
+from icrcli.stats.moments import ViewMoments, empty, merge
 
 
 def leave_one_out(groups: list[ViewMoments]) -> list[ViewMoments]:

@@ -33,7 +33,7 @@ class ModelOptions:
     trust_pickle: bool = False
     param: str | None = None            # edm | vp | ddpm | flow | ve
     schedule: str | None = None         # e.g. linear:1e-4:0.02:1000
-    time_input: str | None = None       # see icrcli.noise time kinds
+    time_input: str | None = None       # see icrcli.models.noise time kinds
     time_shape: str | None = None       # "(B,)" (default) | "scalar" | "(B,1)"
     time_convention: str | None = None  # flow models: repa (t=0 clean) | sit (t=1 clean)
     data_range: str | None = None       # -1:1 | 0:1 | -0.5:0.5
@@ -62,7 +62,7 @@ class Denoiser:
 def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest"):
     """The model's NoiseConvention: the family's defaults, overridden by the user's options. Naming another
     --param drops the family's schedule/time defaults, which belong to its own parametrization."""
-    from icrcli import noise
+    from icrcli.models import noise
     nd = dict(den.noise_defaults)
     if opts.param is not None and opts.param != nd.get("param"):
         nd = {"param": opts.param}
@@ -114,7 +114,7 @@ def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str 
                         "or a diffusers model folder.")
     opts, side = merge_sidecar(path, opts)
     if path.is_dir():
-        from icrcli.archs.diffusers_models import load_diffusers
+        from icrcli.models.archs.diffusers_models import load_diffusers
         den = load_diffusers(path, opts)
     else:
         den = _from_checkpoint(path, opts)
@@ -124,7 +124,7 @@ def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str 
 
 
 def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
-    from icrcli.checkpoints import load_checkpoint
+    from icrcli.models.checkpoints import load_checkpoint
     ckpt = load_checkpoint(path, key=opts.key, trust_pickle=opts.trust_pickle, map_location="cpu")
     sd, meta = ckpt.state_dict, ckpt.meta
     desc = {"checkpoint": str(path), "format": ckpt.format, "weights": ckpt.source,
@@ -146,12 +146,12 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
 
 
 def _looks_edm(sd) -> bool:
-    from icrcli.archs.edm import infer_edm_config
+    from icrcli.models.archs.edm import infer_edm_config
     return infer_edm_config(sd) is not None
 
 
 def _edm(sd, meta, opts: ModelOptions) -> Denoiser:
-    from icrcli.archs import edm
+    from icrcli.models.archs import edm
     config = edm.infer_edm_config(sd)
     if config is None:
         raise UserError("--arch edm: the weights are not an EDM SongUNet/DhariwalUNet state dict.")
@@ -197,7 +197,7 @@ def _edm_precond(class_name: str | None, given: str | None, inferred: str) -> st
 
 
 def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
-    from icrcli.archs import dit
+    from icrcli.models.archs import dit
     args = dict(meta.get("args") or {})
     if arch in ("dit", "sit", "repa"):
         args["family"] = arch

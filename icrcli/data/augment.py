@@ -39,7 +39,7 @@ from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_contrast, adjust_hue, adjust_saturation_with_gray_subtraction
 
 from icrcli.errors import UserError
-from icrcli.rng import splitmix64 as _splitmix64
+from icrcli.data.rng import splitmix64 as _splitmix64
 
 _PAD_CROP = {"op": "pad_crop", "pad_fraction": 0.125, "fill": 0.0,
              "padding": "round(side * 0.125) px on each side (4 px at 32x32); offset uniform over all positions"}

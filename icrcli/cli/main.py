@@ -102,8 +102,8 @@ def score(
 
       icr score feats.h5 -q | jq .icr
     """
-    from icrcli import console
-    from icrcli.score import ScoreOptions, open_source, score_source
+    from icrcli.cli import console
+    from icrcli.stats.score import ScoreOptions, open_source, score_source
 
     console.set_quiet(quiet)
     _guard_output(output, features)
@@ -146,8 +146,8 @@ def info(
 
       icr info feats.h5 --json | jq .layers
     """
-    from icrcli import console
-    from icrcli.inspect import describe, render
+    from icrcli.cli import console
+    from icrcli.features.inspect import describe, render
     d = describe(features)
     if json_out:
         console.write_json(d, "-")
@@ -176,7 +176,7 @@ _MODEL_HELP = "Model"
 
 def _model_options(arch_arg=None, **given):
     """ModelOptions from the model panel's options: enums to their values, --arch-arg pairs to a dict."""
-    from icrcli.models import ModelOptions
+    from icrcli.models.resolve import ModelOptions
     values = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
     return ModelOptions(arch_args=_kv(arch_arg), **values)
 
@@ -262,9 +262,9 @@ def extract(
 
       icr score $(icr extract ckpt.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
     """
-    from icrcli import console
+    from icrcli.cli import console
     from icrcli.cache import cached_path
-    from icrcli.extract import ExtractOptions, plan, run
+    from icrcli.features.extract import ExtractOptions, plan, run
 
     console.set_quiet(quiet)
     opts = ExtractOptions(sigma=sigma, layers=list(layer or []), views=views, images=images,
@@ -307,8 +307,8 @@ def layers(
 
       icr layers ckpt.pt --json | jq -r '.[] | select(.default) | .name'
     """
-    from icrcli import console
-    from icrcli.layers import list_layers, render
+    from icrcli.cli import console
+    from icrcli.models.layers import list_layers, render
     mopts = _model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
                            time_convention=time_convention, data_range=data_range, call=call,

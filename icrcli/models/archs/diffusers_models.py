@@ -65,7 +65,7 @@ def schedule_spec(sched_dir: Path | None) -> str | None:
 
 
 def load_diffusers(path: Path, opts):
-    from icrcli.models import Denoiser, check_class_label
+    from icrcli.models.resolve import Denoiser, check_class_label
     diffusers = _diffusers()
     folder, sched = _model_folder(path)
     cfg = json.loads((folder / "config.json").read_text())

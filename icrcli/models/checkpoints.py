@@ -3,7 +3,7 @@
 Formats, recognised by content rather than extension:
   safetensors            -> safetensors.torch.load_file (preferred: no code, no pickle)
   torch zip / legacy     -> torch.load(weights_only=True), argparse.Namespace allowed
-  NVlabs EDM pickle      -> icrcli.edm_pickle (restricted unpickler, embedded code never runs)
+  NVlabs EDM pickle      -> icrcli.models.edm_pickle (restricted unpickler, embedded code never runs)
   other pickles          -> the same restricted unpickler (tensors, dicts, lists only)
 `trust_pickle=True` falls back to full unpickling, which runs whatever code the file names.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from icrcli.edm_pickle import (RestrictedUnpickler, UnsafeGlobalError, is_edm_pickle,
+from icrcli.models.edm_pickle import (RestrictedUnpickler, UnsafeGlobalError, is_edm_pickle,
                                load_edm_pickle)
 from icrcli.errors import UserError
 

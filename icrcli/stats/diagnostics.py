@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from icrcli.moments import ViewMoments
+from icrcli.stats.moments import ViewMoments
 
 # LiDAR's constants (Thilak et al., "LiDAR: Sensing Linear Probing Performance in Joint Embedding SSL
 # Architectures", ICLR 2024, Sec. 3): ridge delta on the within-class covariance, epsilon in the entropy.

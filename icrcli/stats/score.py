@@ -9,12 +9,14 @@ from typing import Callable
 
 import numpy as np
 
-from icrcli import __version__, diagnostics, eigensolve
+from icrcli import __version__
+from icrcli.stats import diagnostics
+from icrcli.stats import eigensolve
 from icrcli.errors import UserError
-from icrcli.estimators import covariances
-from icrcli.featurefile import FeatureSource, layer_dataset, open_features
-from icrcli.jackknife import jackknife
-from icrcli.moments import ViewMoments, empty, from_block, merge, merge_all
+from icrcli.stats.estimators import covariances
+from icrcli.features.featurefile import FeatureSource, layer_dataset, open_features
+from icrcli.stats.jackknife import jackknife
+from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
