@@ -1,7 +1,7 @@
 """The CLI spells its choices out (so --help needs no torch); they must equal what the modules accept."""
 
 from icrcli.data import augment
-from icrcli.cli import main as cli
+from icrcli.cli import options as cli
 from icrcli.stats import estimators
 from icrcli.features import extract
 from icrcli.models import noise

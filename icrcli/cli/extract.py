@@ -1,0 +1,91 @@
+"""`icr extract`: checkpoint + images -> feature file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from icrcli.cli.app import app
+from icrcli.cli.options import (Arch, ArchArg, Call, ClassLabel, DataRange, DType, Debug, Key, MODEL_HELP,
+                                ParamOpt, Pool, Augment, Prediction, Quiet, Schedule, TimeConv, TimeInput,
+                                TimeShape, TMode, TrustPickle, Vae, model_options)
+
+
+@app.command()
+def extract(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint: .safetensors, .pt/.pth/.ckpt, EDM .pkl, or a "
+                                               "diffusers folder.")],
+    data: Annotated[Path, typer.Option(help="Images: folder (class sub-folders = labels), .zip/.tar, .npy/.npz, "
+                                       "CIFAR pickles, MNIST IDX, NVlabs dataset zip.")],
+    sigma: Annotated[float, typer.Option(help="Noise level, EDM/VE units on data in [-1, 1] (0 = augmentation "
+                                         "only).")],
+    layer: Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeatable; default: the "
+                                                       "architecture's, see `icr layers`).")] = None,
+    views: Annotated[int, typer.Option(min=2, help="Views K per image.")] = 2,
+    images: Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every "
+                                        "sigma.")] = 4096,
+    augment: Annotated[Augment, typer.Option(help="Augmentation before the noise.")] = Augment("paper"),
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[DType, typer.Option(help="Compute precision (autocast); features are stored as "
+                                         "float32.")] = DType("float32"),
+    pool: Annotated[Pool, typer.Option(help="mean over positions/tokens, or none (flatten).")] = Pool("mean"),
+    resize: Annotated[bool, typer.Option("--resize", help="Resize images (and grey<->colour) to fit the "
+                                         "model.")] = False,
+    chunk_images: Annotated[int, typer.Option(min=1, help="Images per resumable chunk.")] = 256,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of another "
+                                            "configuration.")] = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Feature file to write (default: the "
+                                                   "content-addressed cache, $ICR_CACHE_DIR).")] = None,
+    arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
+    param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None, time_shape: TimeShape = None,
+    time_convention: TimeConv = None, data_range: DataRange = None, prediction: Prediction = None,
+    call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
+    t_mode: Annotated[TMode, typer.Option(help="Discrete-time models: the nearest step, or a fractional step "
+                                          "(needs --time-input index-float).", rich_help_panel=MODEL_HELP)]
+    = TMode("nearest"),
+    quiet: Quiet = False,
+    debug: Debug = False,
+):
+    """Extract multi-view features from a frozen diffusion network into a feature file.
+
+    Prints a JSON summary ({"features": PATH, ...}) on stdout. A killed run resumes when the same command
+    is run again; the same request again returns the cached file at once.
+
+    Examples:
+
+      icr extract edm-cifar10-32x32-uncond-vp.pkl --data cifar10/ --sigma 0.29 -o feats.h5
+
+      icr extract ckpt.pt --data imgs.zip --sigma 0.5 --views 4 --layer model.dec.16x16_block1
+
+      icr score $(icr extract ckpt.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
+    """
+    from icrcli.cli import console
+    from icrcli.cache import cached_path
+    from icrcli.features.extract import ExtractOptions, plan, run
+
+    console.set_quiet(quiet)
+    opts = ExtractOptions(sigma=sigma, layers=list(layer or []), views=views, images=images,
+                          augment=augment.value, seed=seed, batch_size=batch_size, device=device,
+                          dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
+                          t_mode=t_mode.value, overwrite=overwrite)
+    mopts = model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
+                           schedule=schedule, time_input=time_input, time_shape=time_shape,
+                           time_convention=time_convention, data_range=data_range, prediction=prediction, call=call,
+                           class_label=class_label, vae=vae)
+    p = plan(checkpoint, data, opts, mopts)
+    out = output or cached_path(p.key)
+    console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
+                f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
+    with console.progress("extracting", len(p.indices)) as advance:
+        summary = run(p, opts, out, advance,
+                      on_resume=lambda n: console.say(f"resuming: {n} images already done"),
+                      on_wait=lambda: console.say(f"waiting for another icr run writing {out} ..."),
+                      on_warn=lambda msg: console.say(f"warning: {msg}"))
+    console.write_json(summary, "-")
+    console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
+
+

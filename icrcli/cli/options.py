@@ -1,0 +1,96 @@
+"""Option declarations shared by several commands, declared once. Choices are spelled out here rather than
+imported from the modules that own them (noise.PARAMS, augment.POLICIES, ...) so --help stays instant;
+tests/test_cli_choices.py keeps them equal."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Output = Annotated[str, typer.Option("-o", "--output", help="Write the JSON result here; '-' is stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+
+
+def choices(name: str, values: str) -> type[Enum]:
+    """A str Enum of the values, for typer. Spelled out here rather than imported from the modules that own them
+    (noise.PARAMS, augment.POLICIES, ...) so --help stays instant; tests/test_cli_choices.py keeps them in sync."""
+    return Enum(name, [(v, v) for v in values.split()], type=str)
+
+
+Estimator = choices("Estimator", "paper plugin")
+Param = choices("Param", "edm vp ddpm flow ve")
+Augment = choices("Augment", "paper crop crop-flip simclr none")
+Pool = choices("Pool", "mean none")
+DType = choices("DType", "float32 bfloat16 float16")
+TMode = choices("TMode", "nearest interp")
+TimeConvention = choices("TimeConvention", "repa sit")
+
+
+
+def guard_output(out: str, *inputs: Path) -> None:
+    from icrcli.errors import UserError
+    if out != "-" and any(Path(out).resolve() == p.resolve() for p in inputs):
+        raise UserError(f"-o {out} is the input file; icr never writes over its input. Choose another path.")
+
+
+def _kv(pairs: list[str] | None) -> dict:
+    """--arch-arg k=v pairs; values parsed as JSON when they are JSON (numbers, lists, true/false)."""
+    import json
+    from icrcli.errors import UserError
+    out = {}
+    for pair in pairs or []:
+        k, eq, v = pair.partition("=")
+        if not eq or not k:
+            raise UserError(f"--arch-arg {pair!r}: expected key=value, e.g. --arch-arg model_channels=128.")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+MODEL_HELP = "Model"
+
+
+def model_options(arch_arg=None, **given):
+    """ModelOptions from the model panel's options: enums to their values, --arch-arg pairs to a dict."""
+    from icrcli.models.resolve import ModelOptions
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
+    return ModelOptions(arch_args=_kv(arch_arg), **values)
+
+
+Arch = Annotated[Optional[str], typer.Option(help="edm|dit|sit|repa, or your own: my.module:build_fn or "
+                                             "path/to/model.py:ClassName.", rich_help_panel=MODEL_HELP)]
+ArchArg = Annotated[Optional[list[str]], typer.Option(help="Constructor argument k=v (repeatable).",
+                                                      rich_help_panel=MODEL_HELP)]
+Key = Annotated[Optional[str], typer.Option(help="Sub-dict of a training checkpoint (default: EMA first).",
+                                            rich_help_panel=MODEL_HELP)]
+TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Load pickles that need code by running it "
+                                           "(only for files you trust).", rich_help_panel=MODEL_HELP)]
+ParamOpt = Annotated[Optional[Param], typer.Option("--param", help="Noise parametrization (default: from the "
+                                                   "architecture).", rich_help_panel=MODEL_HELP)]
+Schedule = Annotated[Optional[str], typer.Option(help="Discrete schedule, e.g. linear:1e-4:0.02:1000, "
+                                                 "cosine:1000.", rich_help_panel=MODEL_HELP)]
+TimeInput = Annotated[Optional[str], typer.Option(help="How time is fed: index, index-float, index/T, t, sigma, "
+                                                  "log-sigma, c-noise-edm, c-noise-ve, 999t.",
+                                                  rich_help_panel=MODEL_HELP)]
+TimeShape = Annotated[Optional[str], typer.Option(help="Shape of the time tensor: (B,), scalar, (B,1).",
+                                                  rich_help_panel=MODEL_HELP)]
+TimeConv = Annotated[Optional[TimeConvention], typer.Option(help="Flow models: repa (t=0 clean) or sit "
+                                                            "(t=1 clean).", rich_help_panel=MODEL_HELP)]
+DataRange = Annotated[Optional[str], typer.Option(help="Pixel range the model was trained on: -1:1, 0:1, "
+                                                  "-0.5:0.5.", rich_help_panel=MODEL_HELP)]
+Prediction = Annotated[Optional[str], typer.Option(help="What the network predicts (eps, x0, v, score, "
+                                                   "denoised); recorded.", rich_help_panel=MODEL_HELP)]
+Call = Annotated[Optional[str], typer.Option(help="Call signature: x,t | x,t,y | sample=x,timestep=t.",
+                                             rich_help_panel=MODEL_HELP)]
+ClassLabel = Annotated[Optional[int], typer.Option(min=0, help="Condition on this class (default: the null "
+                                                   "class, as the paper).", rich_help_panel=MODEL_HELP)]
+Vae = Annotated[Optional[str], typer.Option(help="diffusers AutoencoderKL folder for latent models.",
+                                            rich_help_panel=MODEL_HELP)]
+
+

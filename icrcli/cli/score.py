@@ -1,0 +1,82 @@
+"""`icr score`: ICR of a feature file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from icrcli.cli.app import app
+from icrcli.cli.options import Debug, Estimator, Output, Quiet, guard_output
+
+
+@app.command()
+def score(
+    features: Annotated[Path, typer.Argument(help="Feature file from `icr extract`, an HDF5 file with an "
+                                             "(N, K, D) dataset, or a .npy array (N, K, D).")],
+    dataset: Annotated[Optional[str], typer.Option(help="HDF5 dataset path (default: the only (N, K, D) one).")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several layers.")] = None,
+    estimator: Annotated[Estimator, typer.Option(help="paper: finite-K corrected (App. B.6); plugin: raw "
+                                                 "within/between split.")] = Estimator("paper"),
+    tau: Annotated[Optional[float], typer.Option(min=0.0, help="Absolute ridge on Sigma_xi (overrides --tau-rel).")] = None,
+    tau_rel: Annotated[float, typer.Option(min=0.0, help="Ridge relative to trace(Sigma_xi)/D.")] = 1e-3,
+    ci: Annotated[bool, typer.Option("--ci", help="Add a jackknife interval: icr_ci, icr_se.")] = False,
+    ci_groups: Annotated[int, typer.Option(min=2, help="Jackknife groups of images.")] = 20,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval coverage.")] = 0.95,
+    skip_nonfinite: Annotated[bool, typer.Option("--skip-nonfinite", help="Drop images with NaN/Inf features "
+                                                 "(reported as n_skipped_nonfinite).")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Score a file whose extraction did "
+                                                "not finish (the rows written so far).")] = False,
+    directions: Annotated[Optional[Path], typer.Option(help="Save the top Fisher directions to this .npy, "
+                                                       "shape (top, D).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
+    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
+    output: Output = "-",
+    quiet: Quiet = False,
+    debug: Debug = False,
+):
+    """Compute ICR, its generalized spectrum and companion statistics from multi-view features.
+
+    Streams the file in blocks of whole images (memory does not grow with N).
+
+    Examples:
+
+      icr score feats.h5                      # JSON to stdout
+
+      icr score feats.h5 --ci -o icr.json     # with a 95% jackknife interval
+
+      icr score feats.npy --estimator plugin --tau 0
+
+      icr score feats.h5 -q | jq .icr
+    """
+    from icrcli.cli import console
+    from icrcli.stats.score import ScoreOptions, open_source, score_source
+
+    console.set_quiet(quiet)
+    guard_output(output, features)
+    if directions is not None:
+        guard_output(str(directions), features)
+    opts = ScoreOptions(estimator=estimator.value, tau=tau, tau_rel=None if tau is not None else tau_rel,
+                        ci=ci, ci_groups=ci_groups, confidence=confidence, skip_nonfinite=skip_nonfinite,
+                        allow_partial=allow_partial, block_images=block_images,
+                        top=top if directions is not None else 0)
+    src = open_source(features, dataset, layer)
+    with console.progress(f"scoring {features.name}", src.shape[0]) as advance:
+        result, dirs = score_source(src, opts, advance)
+    if dirs is not None:
+        import numpy as np
+        np.save(directions, dirs)
+        result["directions"] = str(directions)
+    console.write_json(result, output)
+    console.say(_summary(result))
+
+
+def _summary(r: dict) -> str:
+    ci = f" [{r['icr_ci'][0]:.4f}, {r['icr_ci'][1]:.4f}]" if "icr_ci" in r else ""
+    skipped = f", skipped {r['n_skipped_nonfinite']} non-finite" if r.get("n_skipped_nonfinite") else ""
+    return (f"ICR {r['icr']:.4f}{ci}  (N={r['n_images']}, K={r['n_views']}, D={r['dim']}, {r['estimator']} "
+            f"estimator, tau={r['tau']:.3g}{skipped}); mean lambda {r['mean_lambda']:.4g}, "
+            f"effective rank {r['effective_rank']:.1f}, LiDAR {r['lidar']:.1f}")
+
+
