@@ -1,0 +1,167 @@
+"""Plots of saved scan results (matplotlib, the optional extra `icr[plot]`). Each function takes a result dict as
+`icr sweep` / `icr timeline` write it and never recomputes, so `icr plot RESULT.json` redraws any result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from icrcli.errors import UserError
+
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("Plots need matplotlib: pip install 'icr[plot]' (or pip install matplotlib).") from None
+    matplotlib.use("Agg")  # files only: never open a window, work on headless CI machines
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _check_path(path: Path) -> None:
+    if path.suffix.lower() not in FORMATS:
+        raise UserError(f"--plot {path}: the file name must end in {', '.join(FORMATS)} (the format follows it).")
+
+
+def _x_positions(sigmas: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Sigma on a log axis; sigma = 0 (augmentation only) drawn half a decade left of the smallest level."""
+    pos = sigmas[sigmas > 0]
+    zero_at = float(pos.min()) / 10 ** 0.5 if pos.size else 1.0
+    return np.where(sigmas > 0, sigmas, zero_at), (zero_at if (sigmas == 0).any() else None)
+
+
+def _by_layer(levels: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in levels:
+        out.setdefault(r.get("layer") or "", []).append(r)
+    return {k: sorted(v, key=lambda r: r["sigma"]) for k, v in out.items()}
+
+
+def plot_sweep(result: dict, path: str | Path) -> Path:
+    """ICR against sigma (log axis), one line per layer, interval band, minimum marked; probe accuracy on a second
+    axis when the sweep has it; plus a layer x sigma heatmap panel when there are several layers."""
+    path = Path(path)
+    _check_path(path)
+    plt = _pyplot()
+    layers = _by_layer(result["levels"])
+    grid = len(layers) > 1
+    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(11 if grid else 6.4, 4.2), squeeze=False)
+    ax = axes[0][0]
+    acc_ax = None
+    for name, recs in layers.items():
+        s = np.array([r["sigma"] for r in recs], float)
+        x, zero_at = _x_positions(s)
+        y = np.array([r["icr"] for r in recs], float)
+        line, = ax.plot(x, y, "o-", ms=4, label=f"ICR {name}" if grid else "ICR")
+        ci = [r.get("icr_ci") for r in recs]
+        if all(ci):
+            lo, hi = np.array(ci, float).T
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        j = int(np.nanargmin(y))
+        ax.plot([x[j]], [y[j]], "*", ms=14, color=line.get_color(), mec="black")
+        acc = [r.get("probe_test_accuracy") for r in recs]
+        if any(a is not None for a in acc):
+            acc_ax = acc_ax or ax.twinx()
+            acc_ax.plot(x, [np.nan if a is None else a for a in acc], "s--", ms=3, color=line.get_color(),
+                        alpha=0.7, label=f"probe {name}" if grid else "probe accuracy")
+    ax.set_xscale("log")
+    if zero_at is not None:
+        ticks = [t for t in ax.get_xticks() if t > zero_at * 2]
+        ax.set_xticks([zero_at, *ticks], ["0", *[f"{t:g}" for t in ticks]])
+        ax.set_xlim(zero_at / 2, x.max() * 2)
+    ax.set_xlabel("σ (EDM units, data in [-1, 1])")
+    ax.set_ylabel("ICR (lower is cleaner)")
+    if acc_ax is not None:
+        acc_ax.set_ylabel("linear-probe test accuracy")
+    ax.set_title(_title(result), fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    if grid:
+        _heatmap(axes[0][1], result, layers)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(ax, result: dict, layers: dict[str, list[dict]]) -> None:
+    sigmas = sorted({r["sigma"] for r in result["levels"]})
+    names = list(layers)
+    z = np.full((len(names), len(sigmas)), np.nan)
+    for i, name in enumerate(names):
+        for r in layers[name]:
+            z[i, sigmas.index(r["sigma"])] = r["icr"]
+    im = ax.imshow(z, aspect="auto", cmap="viridis_r", origin="lower")
+    ax.set_xticks(range(len(sigmas)), [f"{s:.3g}" for s in sigmas], rotation=60, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    i, j = np.unravel_index(np.nanargmin(z), z.shape)
+    ax.plot([j], [i], "*", ms=14, color="white", mec="black")
+    ax.set_xlabel("σ")
+    ax.set_title("ICR by layer and σ (★ best)", fontsize=9)
+    ax.figure.colorbar(im, ax=ax, label="ICR")
+
+
+def plot_timeline(result: dict, path: str | Path) -> Path:
+    """ICR against training step (one series per sigma), with trace_s and trace_xi below; the memorization ratio
+    on a second axis when the timeline has it."""
+    path = Path(path)
+    _check_path(path)
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    series: dict[tuple, list[dict]] = {}
+    for p in result["points"]:
+        series.setdefault((p["sigma"], p.get("layer") or ""), []).append(p)
+    mem_ax = None
+    for (sigma, layer), pts in series.items():
+        pts = sorted(pts, key=lambda p: p["step"])
+        st = np.array([p["step"] for p in pts], float)
+        y = np.array([p["icr"] for p in pts], float)
+        line, = ax.plot(st, y, "o-", ms=4, label=f"ICR σ={sigma:g}")
+        ci = [p.get("icr_ci") for p in pts]
+        if all(ci):
+            lo, hi = np.array(ci, float).T
+            ax.fill_between(st, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        j = int(np.nanargmin(y))
+        ax.plot([st[j]], [y[j]], "*", ms=14, color=line.get_color(), mec="black")
+        bx.plot(st, [p["trace_s"] for p in pts], "o-", ms=3, color=line.get_color(), label=f"trace Σ_s σ={sigma:g}")
+        bx.plot(st, [p["trace_xi"] for p in pts], "s--", ms=3, color=line.get_color(), alpha=0.7,
+                label=f"trace Σ_ξ σ={sigma:g}")
+        mem = [p.get("memorization_ratio") for p in pts]
+        if any(m is not None for m in mem):
+            mem_ax = mem_ax or ax.twinx()
+            mem_ax.plot(st, [np.nan if m is None else m for m in mem], "^:", color="crimson",
+                        label="memorization ratio")
+            mem_ax.set_ylabel("memorization ratio", color="crimson")
+    ax.set_ylabel("ICR (lower is cleaner)")
+    ax.set_title(_title(result), fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    bx.set_xlabel("training step")
+    bx.set_ylabel("trace")
+    bx.set_yscale("log")
+    bx.legend(fontsize=7)
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _title(result: dict) -> str:
+    what = result.get("checkpoint") or result.get("folder") or ""
+    return f"{result.get('kind', '')}: {Path(str(what)).name}" if what else result.get("kind", "")
+
+
+def plot_result(result: dict, path: str | Path) -> Path:
+    """Redraw a saved sweep or timeline result."""
+    kind = result.get("kind") if isinstance(result, dict) else None
+    if kind == "sweep":
+        return plot_sweep(result, path)
+    if kind == "timeline":
+        return plot_timeline(result, path)
+    raise UserError(f"not a sweep or timeline result (its \"kind\" is {kind!r}); `icr plot` redraws the JSON "
+                    "that `icr sweep` or `icr timeline` wrote.")

@@ -1,0 +1,1 @@
+"""Programs over the pieces below: sweep over sigma, timeline over checkpoints, probe and memorization checks."""
