@@ -94,3 +94,80 @@ Vae = Annotated[Optional[str], typer.Option(help="diffusers AutoencoderKL folder
                                             rich_help_panel=MODEL_HELP)]
 
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Option groups: declared once, added to any command by a decorator, handed to it as one value by name.
+
+VIEWS_HELP = "Views"
+Layer = Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeatable; default: the architecture's, "
+                                                    "see `icr layers`).", rich_help_panel=VIEWS_HELP)]
+Views = Annotated[int, typer.Option(min=2, help="Views K per image.", rich_help_panel=VIEWS_HELP)]
+Images = Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every sigma.",
+                                     rich_help_panel=VIEWS_HELP)]
+AugmentOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation before the noise.",
+                                             rich_help_panel=VIEWS_HELP)]
+Seed = Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.",
+                                   rich_help_panel=VIEWS_HELP)]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Compute precision (autocast); features are stored as "
+                                         "float32.", rich_help_panel=VIEWS_HELP)]
+PoolOpt = Annotated[Pool, typer.Option("--pool", help="mean over positions/tokens, or none (flatten).",
+                                       rich_help_panel=VIEWS_HELP)]
+Resize = Annotated[bool, typer.Option("--resize", help="Resize images (and grey<->colour) to fit the model.",
+                                      rich_help_panel=VIEWS_HELP)]
+ChunkImages = Annotated[int, typer.Option(min=1, help="Images per resumable chunk.", rich_help_panel=VIEWS_HELP)]
+TModeOpt = Annotated[TMode, typer.Option("--t-mode", help="Discrete-time models: the nearest step, or a fractional "
+                                         "step (needs --time-input index-float).", rich_help_panel=VIEWS_HELP)]
+BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.", rich_help_panel=VIEWS_HELP)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=VIEWS_HELP)]
+
+_MODEL_GROUP = [("arch", Arch, None), ("arch_arg", ArchArg, None), ("key", Key, None),
+                ("trust_pickle", TrustPickle, False), ("param", ParamOpt, None), ("schedule", Schedule, None),
+                ("time_input", TimeInput, None), ("time_shape", TimeShape, None),
+                ("time_convention", TimeConv, None), ("data_range", DataRange, None),
+                ("prediction", Prediction, None), ("call", Call, None), ("class_label", ClassLabel, None),
+                ("vae", Vae, None)]
+_VIEW_GROUP = [("layer", Layer, None), ("views", Views, 2), ("images", Images, 4096),
+               ("augment", AugmentOpt, Augment("paper")), ("seed", Seed, 0), ("dtype", DTypeOpt, DType("float32")),
+               ("pool", PoolOpt, Pool("mean")), ("resize", Resize, False), ("chunk_images", ChunkImages, 256),
+               ("t_mode", TModeOpt, TMode("nearest")), ("batch_size", BatchSize, 256), ("device", Device, "auto")]
+
+
+def _plain(values: dict) -> dict:
+    return {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
+
+
+def _with_group(group: str, declared: list[tuple], build):
+    """Decorator: append the group's options to a command's signature (typer reads it) and call the command
+    with `group=build(**their values)` instead, so each option is declared once and reaches its owner by name."""
+    import functools
+    import inspect
+
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in declared]
+
+    def deco(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for n, p in sig.parameters.items() if n != group]
+
+        @functools.wraps(fn)
+        def wrapper(**kw):
+            kw[group] = build(**{n: kw.pop(n) for n, _, _ in declared})
+            return fn(**kw)
+
+        params = own + extra
+        del wrapper.__wrapped__  # typer must see the new signature, not the original's
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+    return deco
+
+
+def with_model_options(fn):
+    """The 14 model options, handed to the command as `mopts` (an icrcli.models.resolve.ModelOptions)."""
+    return _with_group("mopts", _MODEL_GROUP, model_options)(fn)
+
+
+def with_view_options(fn):
+    """What views are drawn and how they run (layers, K, N, augmentation, seed, dtype, pool, ..., batch size,
+    device), handed to the command as `vopts`, a plain dict of values keyed by option name."""
+    return _with_group("vopts", _VIEW_GROUP, lambda **v: _plain(v))(fn)
