@@ -20,7 +20,7 @@ def plot(
     quiet: Quiet = False,
     debug: Debug = False,
 ):
-    """Redraw a saved sweep or timeline result as a plot (needs matplotlib: pip install 'icr[plot]').
+    """Redraw a saved sweep or timeline result as a plot (needs matplotlib: pip install 'icr\\[plot]').
 
     Examples:
 
