@@ -330,3 +330,33 @@ def test_pickled_edmprecond_loads_strictly_into_icr_edm_port(tmp_path):
     rebuilt.load_state_dict(state_dict, strict=True)
     with torch.no_grad():
         assert torch.allclose(rebuilt(x, sigma), expected, atol=1e-6)
+
+
+def _global(module, name):
+    """A protocol-2 pickle that is just the global `module.name`."""
+    return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n."
+
+
+@pytest.mark.parametrize("payload", [
+    _global("torch", "_dynamo"),                                     # a plain pickle
+    b"\x80\x02ctorch_utils.persistence\n_reconstruct_persistent_obj\n0" + _global("torch", "_dynamo")[2:],  # EDM
+], ids=["pickle", "edm-pickle"])
+def test_refused_torch_global_imports_nothing(tmp_path, payload):
+    """Refusing `torch._dynamo` must not import it first (torch imports such submodules lazily on getattr)."""
+    import subprocess
+    path = tmp_path / "m.pkl"
+    path.write_bytes(payload)
+    script = textwrap.dedent(f"""
+        import sys
+        from icrcli.errors import UserError
+        from icrcli.models.checkpoints import load_checkpoint
+        assert "torch._dynamo" not in sys.modules
+        try:
+            load_checkpoint({str(path)!r})
+        except UserError as e:
+            print("refused:", e)
+        print("imported:", sorted(m for m in ("torch._dynamo", "torch.onnx", "torch._inductor") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "refused:" in out and "`torch._dynamo`" in out
+    assert "imported: []" in out

@@ -104,6 +104,10 @@ _ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,
 }
+# torch dtypes pickle as globals (torch.float16). The table is read from torch's own namespace once, so a
+# name the pickle gives is only looked up here: `getattr(torch, name)` would import any lazily loaded
+# submodule the file names (torch._dynamo, torch.onnx, ...) before refusing it.
+_TORCH_DTYPES = {name: value for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
 # numpy scalars (EDM stores np.sqrt(0.5) as skip_scale) pickle via numpy's own rebuilders, found
 # under numpy.core before numpy 2 and numpy._core since.
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
@@ -130,8 +134,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         if module.startswith("torch.nn.modules.") and name.isidentifier():
             return _torch_module_stub(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)  # dtypes pickle as globals, e.g. torch.float16
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _TORCH_DTYPES[name]
         raise UnsafeGlobalError(
             f"{self._path} needs the Python global `{module}.{name}`, which icr will not load from "
             "a pickle: rebuilding it means running code named by the file (icr reads tensors, "
