@@ -361,3 +361,167 @@ def test_real_csv_tables():
     assert (len(m), m.height, m.width) == (5000, 28, 28) and np.bincount(m.labels).tolist() == [500] * 10
     d = open_images(DATA / "digits" / "digits.csv.gz")
     assert (len(d), d.channels, d.height, d.width) == (1797, 1, 8, 8) and d.get(range(len(d))).max() == 255
+
+
+# ----------------------------------------------------------------------------- archive members: caps
+
+def _zip_with_zeros(path: Path, zeros: int, lie_as: int | None = None) -> Path:
+    """a.png (a real image) and b.png: `zeros` zero bytes deflated (a zip bomb in miniature). lie_as: write
+    that uncompressed size into b.png's local and central headers instead of the true one."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.png", _png_bytes(RGB[0]))
+        z.writestr("b.png", bytes(zeros))
+        offset = z.getinfo("b.png").header_offset
+    if lie_as is not None:
+        raw = bytearray(path.read_bytes())
+        struct.pack_into("<I", raw, offset + 22, lie_as)            # local header: uncompressed size
+        central = raw.index(b"PK\x01\x02")
+        while raw[central + 46:central + 51] != b"b.png":
+            central = raw.index(b"PK\x01\x02", central + 4)
+        struct.pack_into("<I", raw, central + 24, lie_as)           # central directory: uncompressed size
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def _peak_bytes(fn) -> int:
+    """Peak of Python-allocated memory while fn() runs (zlib's output buffers included)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_zip_member_over_the_cap_is_refused_on_its_declared_size(tmp_path, monkeypatch):
+    from icrcli.data import images
+    monkeypatch.setattr(images, "MAX_MEMBER_BYTES", 1 << 20)
+    bomb = _zip_with_zeros(tmp_path / "bomb.zip", 16 << 20)
+    assert bomb.stat().st_size < 100_000                                    # 16 MiB of zeros, deflated
+
+    def open_it():
+        with pytest.raises(UserError, match=r"'b\.png' in '.*bomb\.zip' holds 16777216 bytes, more than the "
+                                            r"1048576 bytes icr reads per archive member.*ICR_MAX_MEMBER_BYTES"):
+            open_images(bomb)
+    assert _peak_bytes(open_it) < 1 << 20                                   # refused before reading the member
+    monkeypatch.setenv(images.MEMBER_ENV, str(32 << 20))                     # raised by the user: then it is read
+    with pytest.raises(UserError, match="cannot decode image 'b.png'"):
+        open_images(bomb)
+
+
+def test_zip_member_whose_header_lies_is_never_read_past_its_size(tmp_path, monkeypatch):
+    from icrcli.data import images
+    monkeypatch.setattr(images, "MAX_MEMBER_BYTES", 1 << 20)
+    bomb = _zip_with_zeros(tmp_path / "liar.zip", 16 << 20, lie_as=1000)
+
+    def open_it():
+        with pytest.raises(UserError, match=r"cannot read 'b\.png' from '.*liar\.zip' \(BadZipFile"):
+            open_images(bomb)
+    assert _peak_bytes(open_it) < 4 << 20           # a read piece or two, not the 16 MiB the member holds
+
+
+def test_read_capped_stops_at_the_cap_whatever_the_stream_holds():
+    from icrcli.data.images import _READ_PIECE, read_capped
+
+    class Endless:
+        """A member stream that never ends, counting what is taken from it."""
+        taken, largest = 0, 0
+
+        def read(self, n):
+            self.taken += n
+            self.largest = max(self.largest, n)
+            return bytes(n)
+
+    cap = 3 * _READ_PIECE + 5
+    f = Endless()
+    with pytest.raises(UserError, match="'m.png' in 'x.zip' holds more than"):
+        read_capped(f, cap, "m.png", "x.zip")
+    assert f.taken == cap + 1 and f.largest <= _READ_PIECE                # never more than the cap held
+    assert read_capped(__import__("io").BytesIO(b"abc"), 3, "m", "x") == b"abc"   # at the cap: fine
+
+
+def test_targz_member_over_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from icrcli.data import images
+    monkeypatch.setattr(images, "MAX_MEMBER_BYTES", 1 << 20)
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in (("a.png", _png_bytes(RGB[0])), ("b.png", bytes(16 << 20))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, __import__("io").BytesIO(data))
+
+    def open_it():
+        with pytest.raises(UserError, match=r"'b\.png' in '.*bomb\.tar\.gz' holds 16777216 bytes"):
+            open_images(path)
+    assert _peak_bytes(open_it) < 4 << 20           # gzip's and tarfile's own buffers, not the 16 MiB member
+
+
+def test_bad_member_env_value_is_a_user_error(tmp_path, monkeypatch):
+    from icrcli.data import images
+    monkeypatch.setenv(images.MEMBER_ENV, "lots")
+    with pytest.raises(UserError, match="ICR_MAX_MEMBER_BYTES='lots': expected a positive number"):
+        open_images(_zip_with_zeros(tmp_path / "z.zip", 10))
+
+
+# ----------------------------------------------------------------------------- undecodable images
+
+def _folder_with_bad(tmp_path: Path) -> Path:
+    for i, name in enumerate(["a.png", "c.png", "e.png"]):
+        Image.fromarray(RGB[i]).save(tmp_path / name)
+    (tmp_path / "b.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "d.png").write_bytes(_png_bytes(RGB[3])[:40])             # truncated mid-stream
+    return tmp_path
+
+
+def test_undecodable_images_are_refused_by_default_and_reported_with_skip(tmp_path):
+    from icrcli.data.images import UndecodableImage
+    folder = _folder_with_bad(tmp_path)
+    with pytest.raises(UndecodableImage, match="cannot decode image 'b.png'.*--skip-bad-images") as e:
+        open_images(folder)
+    assert e.value.name == "b.png" and isinstance(e.value, UserError)
+    s = open_images(folder, skip_bad_images=True)
+    kept, bad = s.decodable(range(len(s)))
+    assert kept.tolist() == [0, 2, 4] and kept.dtype == np.int64
+    assert [(i, n) for i, n, _ in bad] == [(1, "b.png"), (3, "d.png")]
+    assert all("cannot decode image" in why for _, _, why in bad)
+    np.testing.assert_array_equal(s.get(kept), RGB[:3].transpose(0, 3, 1, 2))
+    assert s.decodable([4, 0])[0].tolist() == [4, 0]                       # order kept, as given
+
+
+def test_damaged_zip_member_is_reported_as_undecodable(tmp_path):
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):
+            z.writestr(f"{i}.png", _png_bytes(RGB[i]))
+        offset = z.getinfo("1.png").header_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 60] ^= 0xFF                                                # inside 1.png's deflate stream
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=r"'1\.png'"):
+        open_images(path).get([0, 1, 2])
+    s = open_images(path, skip_bad_images=True)
+    kept, bad = s.decodable([0, 1, 2])
+    assert kept.tolist() == [0, 2] and [n for _, n, _ in bad] == ["1.png"]
+
+
+def test_skip_bad_images_needs_one_good_image_and_still_refuses_mixed_sizes(tmp_path):
+    (tmp_path / "x").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "x" / name).write_bytes(b"not an image")
+    with pytest.raises(UserError, match="none of the 2 images in '.*x' can be decoded"):
+        open_images(tmp_path / "x", skip_bad_images=True)
+    (tmp_path / "y").mkdir()
+    Image.fromarray(GREY[0]).save(tmp_path / "y" / "a.png")
+    Image.fromarray(RGB[0]).save(tmp_path / "y" / "b.png")
+    (tmp_path / "y" / "c.png").write_bytes(b"junk")
+    with pytest.raises(UserError, match="mixes image sizes"):
+        s = open_images(tmp_path / "y", skip_bad_images=True)
+        s.decodable(range(len(s)))
+
+
+def test_arrays_are_always_decodable(tmp_path):
+    np.save(tmp_path / "a.npy", RGB)
+    kept, bad = open_images(tmp_path / "a.npy", skip_bad_images=True).decodable([5, 1])
+    assert kept.tolist() == [5, 1] and bad == []

@@ -11,6 +11,12 @@ seeked cheaply.
 
 Grey stays grey (1 channel) and colour stays colour (3 channels; alpha is dropped for decoded images,
 kept for arrays); `to_channels` converts when a model needs another count.
+
+Untrusted archives: no archive member is read past MAX_MEMBER_BYTES (64 MiB; $ICR_MAX_MEMBER_BYTES), checked
+on its declared size and again while reading, since a declared size can lie; a compressed tar holds at most
+MAX_HELD_BYTES of encoded images in memory. A file that cannot be read or decoded is named in a UserError
+(`UndecodableImage`); `open_images(..., skip_bad_images=True)` and `ImageSet.decodable(indices)` let a
+caller drop such files instead.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pickle
 import tarfile
 import threading
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
@@ -42,6 +49,13 @@ SUPPORTED = (
     "test, or their folder), MNIST-style IDX (*-idx3-ubyte[.gz] with its idx1 labels), and .csv[.gz] "
     "digit tables (square pixel count, label last)"
 )
+MAX_MEMBER_BYTES = 64 << 20    # per archive member: a 64 MiB encoded image is already far beyond any dataset's
+MEMBER_ENV = "ICR_MAX_MEMBER_BYTES"
+MAX_HELD_BYTES = 4 << 30       # encoded bytes a compressed tar may keep in memory in all
+_READ_PIECE = 1 << 20          # a member is read in pieces this big, so a lying one stops near the cap
+# What reading a damaged archive member can raise: zip/tar format errors, a bad deflate stream, a short file.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, zlib.error, OSError, EOFError,
+                   ValueError, KeyError, NotImplementedError, RuntimeError)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights PIL and torchvision use for RGB -> L
 
@@ -83,6 +97,11 @@ class ImageSet:
     def source_files(self) -> list[Path]:
         """The files whose bytes define the data (for content hashing), in a fixed order."""
         return list(self._files)
+
+    def decodable(self, indices: Sequence[int]) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+        """(kept, bad): the int64 indices among `indices` whose images decode, in order, and one
+        (index, file name, reason) per image that does not. Arrays always decode."""
+        return np.asarray(indices, dtype=np.int64).reshape(-1), []
 
     def describe(self) -> str:
         """One line: source, count, shape, dtype, labels."""
@@ -190,8 +209,9 @@ def _value_scale(array: np.ndarray, path: Path):
 def _open_npy(path: Path) -> ImageSet:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise UserError(f"'{path}' is not a readable .npy array ({e}). Save it with numpy.save.") from e
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"'{path}' is not a readable .npy array ({e or 'empty file'}). Save it with numpy.save.") \
+            from e
     return ArrayImageSet(path, "npy", array, detect_layout(array.shape, path))
 
 
@@ -199,8 +219,8 @@ def _open_npz(path: Path) -> ImageSet:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise UserError(f"'{path}' is not a readable .npz archive ({e}).") from e
+    except _ARCHIVE_ERRORS as e:
+        raise UserError(f"'{path}' is not a readable .npz archive ({e or type(e).__name__}).") from e
     key = next((k for k in ("images", "x", "data") if k in arrays), None)
     if key is None:
         candidates = [k for k, a in arrays.items() if a.ndim in (3, 4)]
@@ -239,6 +259,9 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # any malformed pickle lands here; the message names the file
         raise UserError(f"'{path}' is not a CIFAR python batch (a pickled dict with b'data' and "
                         f"b'labels'/b'fine_labels'): {e}") from e
+    if data.size % 3072 or labels.shape != (data.size // 3072,):
+        raise UserError(f"'{path}' holds {data.size} pixel values and {labels.size} labels; a CIFAR batch holds "
+                        "3072 values (3x32x32) per image and one label per image. The file is damaged.")
     # Krizhevsky (2009) layout: each row is 1024 R, then 1024 G, then 1024 B values, row-major 32x32.
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -276,9 +299,9 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         else:
             with open(path, "rb") as f:
                 raw = f.read(4 + 4 * ndim)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"'{path}' cannot be read as (gzipped) IDX: {e}") from e
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
+    if len(raw) < 4 + 4 * ndim or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
         raise UserError(f"'{path}' is not a uint8 IDX file with {ndim} dimensions (bad magic number).")
     head = 4 + 4 * ndim
     shape = tuple(int(v) for v in np.frombuffer(raw[4:head], dtype=">i4"))
@@ -318,12 +341,12 @@ def _open_csv(path: Path) -> ImageSet:
     """Rows of P = S*S integer pixels then a label; pixels 0-16 (UCI digits) are scaled to 0-255."""
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)  # non-integers fail here
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zlib.error) as e:
         raise UserError(f"'{path}' is not a clean numeric CSV table ({e}). Expected rows of S*S "
                         "pixels followed by an integer label, with no header.") from e
     n_pix = table.shape[1] - 1
     side = int(round(n_pix ** 0.5))
-    if table.size == 0 or side * side != n_pix or table.min() < 0:
+    if table.size == 0 or n_pix < 1 or side * side != n_pix or table.min() < 0:
         raise UserError(f"'{path}' has {table.shape[1]} columns; expected S*S non-negative integer pixels "
                         "and an integer label last.")
     pixels = table[:, :-1]
@@ -339,24 +362,81 @@ def _open_csv(path: Path) -> ImageSet:
 
 # ----------------------------------------------------------------------------- encoded images
 
-class EncodedImageSet(ImageSet):
-    """Image files (in a folder or an archive) listed up front and decoded with Pillow on demand."""
+class UndecodableImage(UserError):
+    """One image file (or archive member) that cannot be read or decoded; `.name` says which."""
 
-    def __init__(self, path: Path, kind: str, names: list[str], read: Callable[[str], bytes], **kw):
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def member_cap() -> int:
+    """Bytes one archive member may hold: $ICR_MAX_MEMBER_BYTES, else MAX_MEMBER_BYTES."""
+    env = os.environ.get(MEMBER_ENV, "").strip()
+    if not env:
+        return MAX_MEMBER_BYTES
+    try:
+        cap = int(env)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise UserError(f"${MEMBER_ENV}={env!r}: expected a positive number of bytes, e.g. {MAX_MEMBER_BYTES}.")
+    return cap
+
+
+def _too_big(name: str, where, size: str, cap: int) -> UndecodableImage:
+    return UndecodableImage(name, f"'{name}' in '{where}' holds {size} bytes, more than the {cap} bytes icr reads "
+                            f"per archive member (an image is far smaller; this looks like a zip bomb). Remove "
+                            f"it, or raise ${MEMBER_ENV} if it is a genuine image.")
+
+
+def read_capped(f, cap: int, name: str, where) -> bytes:
+    """All of the stream `f`, read in pieces; UndecodableImage as soon as more than `cap` bytes arrive, so
+    at most cap + one piece is ever held whatever the member's header claims."""
+    buf = bytearray()
+    while piece := f.read(min(_READ_PIECE, cap + 1 - len(buf))):
+        buf += piece
+        if len(buf) > cap:
+            raise _too_big(name, where, f"more than {cap}", cap)
+    return bytes(buf)
+
+
+class EncodedImageSet(ImageSet):
+    """Image files (in a folder or an archive) listed up front and decoded with Pillow on demand.
+
+    skip_bad: an undecodable file among those probed for the shape is passed over rather than refused
+    (the caller then drops undecodable images with `decodable`)."""
+
+    def __init__(self, path: Path, kind: str, names: list[str], read: Callable[[str], bytes],
+                 skip_bad: bool = False, **kw):
         self.path, self._names, self._read_bytes = path, names, read
+        self._skip_bad = skip_bad
         chw = self._probe()
         super().__init__(path, kind, len(names), chw, np.uint8, **kw)
 
     def _probe(self) -> tuple[int, int, int]:
         """Channels and size from up to 16 evenly spaced headers: colour if any of them is colour."""
         picks = np.unique(np.linspace(0, len(self._names) - 1, min(16, len(self._names))).astype(int))
-        images = [(self._names[i], self._open(self._names[i])) for i in picks]
+        images = [(self._names[i], im) for i in picks if (im := self._probe_one(self._names[i])) is not None]
+        if not images:  # only with skip_bad: every probe failed, so look for any image that decodes
+            images = next(([(n, im)] for n in self._names if (im := self._probe_one(n)) is not None), [])
+        if not images:
+            raise UserError(f"none of the {len(self._names)} images in '{self.path}' can be decoded "
+                            f"(e.g. '{self._names[0]}'). Check the files.")
         (name0, im0), grey = images[0], all(im.mode in _GREY_MODES for _, im in images)
         for name, im in images[1:]:
             if im.size != im0.size:
                 raise self._mixed(name0, im0.size, name, im.size)
         self._first = (name0, im0.size)
         return (1 if grey else 3), im0.size[1], im0.size[0]
+
+    def _probe_one(self, name: str):
+        try:
+            return self._open(name)
+        except UndecodableImage:
+            if not self._skip_bad:
+                raise
+            return None
 
     def _mixed(self, name0, size0, name, size) -> UserError:
         return UserError(f"'{self.path}' mixes image sizes: '{name0}' is "
@@ -365,13 +445,30 @@ class EncodedImageSet(ImageSet):
 
     def _open(self, name: str):
         from PIL import Image
+        raw = self._read_bytes(name)    # UndecodableImage when the file or member cannot be read
         try:
-            im = Image.open(io.BytesIO(self._read_bytes(name)))
+            im = Image.open(io.BytesIO(raw))
             im.load()
             return im
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"cannot decode image '{name}' in '{self.path}': {e}. "
-                            "Remove or re-encode that file.") from e
+        except Exception as e:  # Pillow raises many types on damaged data (OSError, SyntaxError, struct.error, ...)
+            raise UndecodableImage(name, f"cannot decode image '{name}' in '{self.path}': {e}. Remove or re-encode "
+                                   "that file, or pass --skip-bad-images to leave out such files.") from e
+
+    def decodable(self, indices: Sequence[int]) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+        """(kept, bad) as ImageSet.decodable, by decoding each image once (in the decode threads). An image
+        of another size is not "bad": it still stops the run."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+
+        def check(i: int) -> str | None:
+            try:
+                self._decode(self._names[i])
+            except UndecodableImage as e:
+                return str(e)
+            return None
+
+        reasons = list(_pool().map(check, idx.tolist()))
+        bad = [(int(i), self._names[i], r) for i, r in zip(idx, reasons) if r is not None]
+        return idx[[r is None for r in reasons]], bad
 
     def _decode(self, name: str) -> np.ndarray:
         im = self._open(name)
@@ -436,19 +533,23 @@ def _labels_from_json(raw: bytes, names: list[str], where: str):
         raise UserError(f"'{where}': dataset.json is not valid JSON with a 'labels' entry ({e}).") from e
     if table is None:
         return None, "dataset.json has no labels"
-    lookup = {str(f).replace("\\", "/"): lab for f, lab in table}
+    try:
+        lookup = {str(f).replace("\\", "/"): lab for f, lab in table}
+    except (TypeError, ValueError) as e:
+        raise UserError(f"'{where}': dataset.json 'labels' is not a list of [file name, label] pairs ({e}). "
+                        "Regenerate dataset.json or remove it.") from e
     missing = [n for n in names if n not in lookup]
     if missing:
         raise UserError(f"'{where}': dataset.json gives no label for '{missing[0]}' "
                         f"({len(missing)} images unlabelled). Regenerate dataset.json or remove it.")
     labels = [lookup[n] for n in names]
-    if not all(isinstance(v, int) for v in labels):
+    if not all(isinstance(v, int) and abs(v) < 2 ** 62 for v in labels):
         return None, "dataset.json labels are not integer classes; ignored"
     return np.array(labels, dtype=np.int64), "labels from dataset.json"
 
 
 def _encoded_set(path: Path, kind: str, all_names: list[str], read: Callable[[str], bytes],
-                 files: list[Path] | None = None) -> ImageSet:
+                 files: list[Path] | None = None, skip_bad: bool = False) -> ImageSet:
     names = sorted(n for n in all_names if _is_image_name(n))
     if not names:
         raise UserError(f"no images (.png/.jpg/.jpeg/.bmp/.webp) found in '{path}'. Supported inputs: "
@@ -459,14 +560,15 @@ def _encoded_set(path: Path, kind: str, all_names: list[str], read: Callable[[st
     else:
         (labels, classes), note = labels_from_dirs(names), ""
         note = "labels from sub-folder names" if classes else ""
-    return EncodedImageSet(path, kind, names, read, labels=labels, class_names=classes, files=files, note=note)
+    return EncodedImageSet(path, kind, names, read, skip_bad=skip_bad, labels=labels, class_names=classes,
+                           files=files, note=note)
 
 
-def _open_folder(path: Path) -> ImageSet:
+def _open_folder(path: Path, skip_bad: bool = False) -> ImageSet:
     files = sorted(p for p in path.rglob("*") if p.is_file())
     rel = {p.relative_to(path).as_posix(): p for p in files}
     keep = [p for n, p in sorted(rel.items()) if _is_image_name(n) or n == "dataset.json"]
-    return _encoded_set(path, "folder", list(rel), _FolderReader(rel), files=keep)
+    return _encoded_set(path, "folder", list(rel), _FolderReader(rel), files=keep, skip_bad=skip_bad)
 
 
 class _FolderReader:
@@ -476,7 +578,11 @@ class _FolderReader:
         self.rel = rel
 
     def __call__(self, name: str) -> bytes:
-        return self.rel[name].read_bytes()
+        try:
+            return self.rel[name].read_bytes()
+        except OSError as e:
+            raise UndecodableImage(name, f"cannot read '{self.rel[name]}': {e.strerror or e}. Check the file "
+                                   "and its permissions.") from e
 
 
 class _ArchiveReader:
@@ -505,40 +611,94 @@ class _ArchiveReader:
         return [_tar_name(m) for m in self.handle().getmembers() if m.isfile()]
 
     def __call__(self, name: str) -> bytes:
+        cap = member_cap()
         with self._lock:
-            h = self.handle()
-            if self.kind == "zip":
-                return h.read(name)
-            if self._members is None:
-                self._members = {_tar_name(m): m for m in h.getmembers() if m.isfile()}
-            return h.extractfile(self._members[name]).read()
+            try:
+                h = self.handle()
+                if self.kind == "zip":
+                    info = h.getinfo(name)
+                    if info.file_size > cap:     # refused on the header, before reading a byte
+                        raise _too_big(name, self.path, str(info.file_size), cap)
+                    with h.open(info) as f:
+                        return read_capped(f, cap, name, self.path)
+                if self._members is None:
+                    self._members = {_tar_name(m): m for m in h.getmembers() if m.isfile()}
+                m = self._members[name]
+                if m.size > cap:
+                    raise _too_big(name, self.path, str(m.size), cap)
+                return read_capped(h.extractfile(m), cap, name, self.path)
+            except UndecodableImage:
+                raise
+            except _ARCHIVE_ERRORS as e:
+                raise UndecodableImage(name, f"cannot read '{name}' from '{self.path}' ({type(e).__name__}: "
+                                       f"{e}); the archive is damaged. Re-create it, or pass --skip-bad-images "
+                                       "to leave out such members.") from e
 
 
 def _tar_name(member: tarfile.TarInfo) -> str:
     return member.name[2:] if member.name.startswith("./") else member.name
 
 
-def _open_zip(path: Path) -> ImageSet:
+def _open_zip(path: Path, skip_bad: bool = False) -> ImageSet:
     reader = _ArchiveReader(path, "zip")
     try:
         names = reader.names()
-    except (zipfile.BadZipFile, OSError) as e:
+    except _ARCHIVE_ERRORS as e:
         raise UserError(f"'{path}' is not a readable zip archive ({e}).") from e
-    return _encoded_set(path, "zip", names, reader)
+    return _encoded_set(path, "zip", names, reader, skip_bad=skip_bad)
 
 
-def _open_tar(path: Path) -> ImageSet:
+def _open_tar(path: Path, skip_bad: bool = False) -> ImageSet:
     try:
         if tarfile.is_tarfile(path) and _tar_is_plain(path):
             reader = _ArchiveReader(path, "tar")
-            return _encoded_set(path, "tar", reader.names(), reader)
-        # Compressed: one streaming pass keeping the encoded bytes (small next to decoded pixels).
-        with tarfile.open(path, "r:*") as tf:
-            blobs = {_tar_name(m): tf.extractfile(m).read() for m in tf if m.isfile()
-                     and (_is_image_name(_tar_name(m)) or _tar_name(m) == "dataset.json")}
-    except (tarfile.TarError, OSError, EOFError) as e:
+            names = reader.names()
+        else:
+            names, reader = _read_compressed_tar(path, skip_bad)
+    except UserError:
+        raise
+    except _ARCHIVE_ERRORS as e:
         raise UserError(f"'{path}' is not a readable tar archive ({e}).") from e
-    return _encoded_set(path, "tar", list(blobs), blobs.__getitem__)
+    return _encoded_set(path, "tar", names, reader, skip_bad=skip_bad)
+
+
+def _read_compressed_tar(path: Path, skip_bad: bool) -> tuple[list[str], Callable[[str], bytes]]:
+    """One streaming pass keeping the encoded bytes (small next to decoded pixels), each member capped.
+    A member that cannot be read is remembered and reported (UndecodableImage) when it is asked for."""
+    cap, held = member_cap(), 0
+    blobs: dict[str, bytes | UndecodableImage] = {}
+    with tarfile.open(path, "r:*") as tf:
+        for m in tf:
+            name = _tar_name(m)
+            if not (m.isfile() and (_is_image_name(name) or name == "dataset.json")):
+                continue
+            try:
+                if m.size > cap:
+                    raise _too_big(name, path, str(m.size), cap)
+                blobs[name] = read_capped(tf.extractfile(m), cap, name, path)
+            except UndecodableImage as e:
+                if not skip_bad:
+                    raise
+                blobs[name] = e
+                continue
+            held += len(blobs[name])
+            if held > MAX_HELD_BYTES:
+                raise UserError(f"'{path}' holds more than {MAX_HELD_BYTES} bytes of images; a compressed tar is "
+                                "kept in memory. Unpack it, or make an uncompressed .tar (read on demand).")
+    return list(blobs), _Blobs(blobs)
+
+
+class _Blobs:
+    """The members of a compressed tar, kept in memory; a member that could not be read raises its error."""
+
+    def __init__(self, blobs: dict):
+        self.blobs = blobs
+
+    def __call__(self, name: str) -> bytes:
+        got = self.blobs[name]
+        if isinstance(got, UndecodableImage):
+            raise got
+        return got
 
 
 def _tar_is_plain(path: Path) -> bool:
@@ -551,22 +711,25 @@ def _tar_is_plain(path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- dispatch
 
-def open_images(path: str | Path) -> ImageSet:
-    """Open any supported image source (see SUPPORTED) as an ImageSet; UserError if it cannot be used."""
+def open_images(path: str | Path, skip_bad_images: bool = False) -> ImageSet:
+    """Open any supported image source (see SUPPORTED) as an ImageSet; UserError if it cannot be used.
+
+    skip_bad_images: undecodable image files do not stop the opening (arrays are unaffected); drop them
+    with `ImageSet.decodable` before reading."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"'{path}' does not exist. Give the path of an image folder or dataset file.")
     if path.is_dir():
-        return _open_dir(path)
+        return _open_dir(path, skip_bad_images)
     name = path.name.lower()
     if name.endswith(".npy"):
         return _open_npy(path)
     if name.endswith(".npz"):
         return _open_npz(path)
     if name.endswith(".zip"):
-        return _open_zip(path)
+        return _open_zip(path, skip_bad_images)
     if name.endswith(TAR_SUFFIXES):
-        return _open_tar(path)
+        return _open_tar(path, skip_bad_images)
     if _is_idx(name):
         return _open_idx(path)
     if name.endswith((".csv", ".csv.gz")):
@@ -576,7 +739,7 @@ def open_images(path: str | Path) -> ImageSet:
     raise UserError(f"'{path}' is not a supported image source. Supported inputs: {SUPPORTED}.")
 
 
-def _open_dir(path: Path) -> ImageSet:
+def _open_dir(path: Path, skip_bad: bool = False) -> ImageSet:
     """A CIFAR python folder, a folder with one IDX image file, else a folder of images."""
     batches = _cifar_batches(path)
     if batches:
@@ -588,7 +751,7 @@ def _open_dir(path: Path) -> ImageSet:
             raise UserError(f"'{path}' holds several IDX image files ({', '.join(p.name for p in idx3)}). "
                             "Point at one of them.")
         return _open_idx(idx3[0] if len(idx3) == 1 else train[0])
-    return _open_folder(path)
+    return _open_folder(path, skip_bad)
 
 
 # ----------------------------------------------------------------------------- helpers for callers
