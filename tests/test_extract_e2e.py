@@ -633,7 +633,7 @@ def test_low_precision_compute_stores_float32(zoo, icr, tmp_path):
 
 def test_cache_hit_changed_option_and_foreign_output(zoo, icr, tmp_path, cache_dir, monkeypatch):
     import icrcli.features.extract as ex
-    real = ex.compute_rows
+    real = ex.compute_levels
     args = ["extract", zoo["ddpmpp"], "--data", zoo["img32"], "--sigma", "0.5", "--images", "8", "-q"]
     first = ok(icr(*args))
     path = Path(first["features"])
@@ -643,14 +643,14 @@ def test_cache_hit_changed_option_and_foreign_output(zoo, icr, tmp_path, cache_d
 
     def boom(*a, **k):
         raise AssertionError("recomputed a cached request")
-    monkeypatch.setattr(ex, "compute_rows", boom)
+    monkeypatch.setattr(ex, "compute_levels", boom)
     t0 = time.perf_counter()
     again = ok(icr(*args))
     assert again["cached"] is True and again["features"] == str(path)
     assert time.perf_counter() - t0 < 5
     np.testing.assert_array_equal(only(path), feats)
 
-    monkeypatch.setattr(ex, "compute_rows", real)
+    monkeypatch.setattr(ex, "compute_levels", real)
     changed = ok(icr("extract", zoo["ddpmpp"], "--data", zoo["img32"], "--sigma", "0.25", "--images", "8", "-q"))
     assert changed["cached"] is False
     assert changed["config_key"] != first["config_key"] and changed["features"] != first["features"]

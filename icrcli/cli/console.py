@@ -8,13 +8,23 @@ import math
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
+
+from icrcli.features import report
 
 _state = {"quiet": False}
 
@@ -52,6 +62,73 @@ def progress(description: str, total: int, unit: str = "images"):
     with Progress(*cols, console=console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+class _SinceStart(ProgressColumn):
+    """Rate and ETA from the work done in this run (not counting a resumed run's earlier work), from the
+    first update on: rich's own speed needs two samples and a resumed start would inflate it."""
+
+    def __init__(self, unit: str, eta: bool):
+        super().__init__()
+        self.unit, self.eta = unit, eta
+
+    def render(self, task) -> Text:
+        t0, done0 = task.fields.get("t0"), task.fields.get("done0", 0)
+        elapsed = time.monotonic() - t0 if t0 is not None else 0.0
+        rate = (task.completed - done0) / elapsed if elapsed > 0 and task.completed > done0 else None
+        if not self.eta:
+            return Text(f"{rate:,.1f} {self.unit}/s" if rate else f"- {self.unit}/s")
+        if not rate:
+            return Text("eta -")
+        left = max(0.0, (task.total or 0) - task.completed) / rate
+        return Text(f"eta {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}")
+
+
+class Reporter(report.Reporter):
+    """icrcli.features.report.Reporter on stderr: loading steps as lines, progress as a live bar (on a
+    terminal only), resumption, waiting, warnings and interruption as lines. Silent with --quiet."""
+
+    def __init__(self, unit: str = "images"):
+        self.unit = unit
+        self._bar: Progress | None = None
+        self._task = None
+
+    def step(self, what: str) -> None:
+        err().print(f"{what} ...", markup=False, style="dim")
+
+    def start(self, what: str, total: int, done: int = 0) -> None:
+        console = err()
+        if _state["quiet"] or not console.is_terminal:
+            return
+        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _SinceStart(self.unit, False),
+                TimeElapsedColumn(), _SinceStart(self.unit, True)]
+        self._bar = Progress(*cols, console=console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(what, total=total, completed=done, t0=time.monotonic(), done0=done)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def resumed(self, done: int, total: int) -> None:
+        self._line(f"resuming: {done} images already done")
+
+    def waiting(self, why: str) -> None:
+        self._line(why)
+
+    def warn(self, msg: str) -> None:
+        self._line(f"warning: {msg}")
+
+    def interrupted(self, msg: str) -> None:
+        self._line(f"interrupted: {msg}")
+
+    def _line(self, msg: str) -> None:
+        (self._bar.console if self._bar is not None else err()).print(msg, markup=False)
 
 
 def _finite(obj):

@@ -64,27 +64,25 @@ def extract(
       icr score $(icr extract ckpt.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
     """
     from icrcli.cli import console
-    from icrcli.cache import cached_path
-    from icrcli.features.extract import ExtractOptions, plan, run
+    from icrcli.features.extract import extract as run_extract, output_path
+    from icrcli.features.plan import Request, RunOptions, load_data, load_model, make_plan
 
     console.set_quiet(quiet)
-    opts = ExtractOptions(sigma=sigma, layers=list(layer or []), views=views, images=images,
-                          augment=augment.value, seed=seed, batch_size=batch_size, device=device,
-                          dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
-                          t_mode=t_mode.value, overwrite=overwrite)
+    request = Request(sigma=sigma, layers=tuple(layer or ()), views=views, images=images, augment=augment.value,
+                      seed=seed, dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
+                      t_mode=t_mode.value)
+    run_opts = RunOptions(batch_size=batch_size, device=device, overwrite=overwrite)
     mopts = model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
                            time_convention=time_convention, data_range=data_range, prediction=prediction, call=call,
                            class_label=class_label, vae=vae)
-    p = plan(checkpoint, data, opts, mopts)
-    out = output or cached_path(p.key)
+    reporter = console.Reporter()
+    model = load_model(checkpoint, mopts, run_opts.device, reporter)
+    p = make_plan(model, load_data(data, model, reporter), request, reporter)
+    out = output_path(p, output)
     console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
                 f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
-    with console.progress("extracting", len(p.indices)) as advance:
-        summary = run(p, opts, out, advance,
-                      on_resume=lambda n: console.say(f"resuming: {n} images already done"),
-                      on_wait=lambda: console.say(f"waiting for another icr run writing {out} ..."),
-                      on_warn=lambda msg: console.say(f"warning: {msg}"))
+    summary = run_extract(p, out, run_opts, reporter)
     console.write_json(summary, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
 

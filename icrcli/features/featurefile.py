@@ -15,6 +15,7 @@ import numpy as np
 
 from icrcli import __version__
 from icrcli.errors import UserError
+from icrcli.features.prefetch import prefetch
 
 FORMAT_NAME = "icr-features"
 FORMAT_VERSION = 1
@@ -56,24 +57,19 @@ class FeatureSource:
                 yield a, np.asarray(arr[a:a + step])
             return
         import h5py
-        from concurrent.futures import ThreadPoolExecutor
-        # Two buffers: the next block is read (h5py releases the GIL in HDF5 I/O) while the caller
-        # computes on the current one, so reading overlaps the GEMMs instead of adding to them.
+        # Two buffers in turn: the next block is read in the background (h5py releases the GIL in HDF5 I/O)
+        # while the caller computes on the current one, so reading overlaps the GEMMs instead of adding to them.
         bufs = [np.empty((step, k, d), dtype=self.dtype) for _ in range(2)]
-        starts = list(range(0, n, step))
-        with h5py.File(self.path, "r") as f, ThreadPoolExecutor(1) as pool:
+        with h5py.File(self.path, "r") as f:
             ds = f[self.dataset]
 
-            def read(j):
-                a = starts[j]
+            def read(item):
+                j, a = item
                 out = bufs[j % 2][: min(n, a + step) - a]
                 ds.read_direct(out, np.s_[a:a + len(out)])
                 return out
 
-            nxt = pool.submit(read, 0) if starts else None
-            for j, a in enumerate(starts):
-                out = nxt.result()
-                nxt = pool.submit(read, j + 1) if j + 1 < len(starts) else None
+            for (_, a), out in prefetch(enumerate(range(0, n, step)), read):
                 yield a, out
 
 

@@ -1,0 +1,340 @@
+"""What an extraction is, kept apart from how it runs.
+
+- `load_model` / `load_data` open and hash a checkpoint (with its VAE) and a data set ONCE: `LoadedModel`,
+  `LoadedData`. A sweep reuses one of each; a timeline loads N models over one `LoadedData`.
+- `Request` is what shapes the features (sigma, views, subset, augmentation, seed, layers, pool, dtype, time
+  mode, resize, chunk size): frozen and typed. `make_plan(model, data, request)` checks that they fit and
+  fixes the configuration and its content key: a `Plan`. Making a plan loads nothing.
+- `RunOptions` is how a plan runs (batch size, device, overwrite): never part of the key, never read for
+  anything that shapes the features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icrcli import cache
+from icrcli.data import augment, latents
+from icrcli.data.images import ImageSet, open_images, subset_indices
+from icrcli.errors import UserError
+from icrcli.features.featurefile import FORMAT_VERSION
+from icrcli.features.report import SILENT, Reporter
+from icrcli.models import noise, resolve
+from icrcli.models.noise import NoiseConvention
+from icrcli.models.resolve import Denoiser, ModelOptions, noise_convention
+from icrcli.models.taps import resolve_layers
+
+DTYPES = ("float32", "bfloat16", "float16")
+T_MODES = ("nearest", "interp")
+# The generator behind every view's noise; recorded in the configuration, so a change of generator is a new key.
+NOISE_RNG = "splitmix64-box-muller-float32"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What shapes the features; every field is part of the cache key (through the plan's configuration).
+    Checked on construction, so a bad request fails before anything is loaded."""
+    sigma: float
+    layers: tuple[str, ...] = ()    # () = the architecture's default layer
+    views: int = 2                  # K; the paper uses two
+    images: int | None = 4096       # N; the paper's subset size for EDM models (App. C); None = all
+    augment: str = "paper"
+    seed: int = 0
+    pool: str = "mean"
+    dtype: str = "float32"          # compute precision; features are stored as float32
+    resize: bool = False
+    chunk_images: int = 256         # rows per resumable chunk, and per HDF5 chunk (so: the file's bytes)
+    t_mode: str = "nearest"         # discrete-time models: nearest step or interpolated
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma", float(self.sigma))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not math.isfinite(self.sigma) or self.sigma < 0:
+            raise UserError(f"--sigma {self.sigma}: the noise level must be a finite number >= 0 (0 gives "
+                            "augmentation-only views).")
+        if self.views < 2:
+            raise UserError(f"--views {self.views}: ICR needs at least two views per image.")
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}.")
+        if self.images is not None and self.images < 2:
+            raise UserError(f"--images {self.images}: ICR needs at least two images.")
+        if self.chunk_images < 1:
+            raise UserError(f"--chunk-images {self.chunk_images}: expected a positive number of images.")
+        if self.t_mode not in T_MODES:
+            raise UserError(f"--t-mode {self.t_mode}: expected one of {', '.join(T_MODES)}.")
+        augment.describe_policy(self.augment)  # validates the name
+
+    def at(self, sigma: float) -> Request:
+        """The same request at another noise level (a sweep's levels)."""
+        return dataclasses.replace(self, sigma=sigma)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a plan runs; nothing here changes the features or the key."""
+    batch_size: int = 256           # images per forward pass
+    device: str = "auto"            # where load_model puts the network
+    overwrite: bool = False         # discard an existing output or unfinished chunks of another request
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: expected a positive number of images.")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network ready to run, with what identifies it: the content hash of its file(s) and of its VAE."""
+    path: Path
+    options: ModelOptions           # as given (the sidecar is merged inside resolve.load_model)
+    denoiser: Denoiser
+    vae: object | None
+    device: torch.device
+    sha256: str
+    vae_sha256: str | None
+    prediction: str | None          # what the network predicts, if said (option or sidecar); recorded only
+
+    @property
+    def reads_latents(self) -> bool:
+        """A latent model without its VAE: the data must be latents, fed as they are."""
+        return self.denoiser.latent and self.vae is None
+
+    @property
+    def arch(self) -> str | None:
+        return self.denoiser.description.get("arch")
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """An opened data set and the content hash of its files."""
+    path: Path
+    images: ImageSet | latents.LatentSet
+    sha256: str
+    latent: bool                    # read as latents (LatentSet), not as pixels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.images.labels
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One extraction, fully resolved: the loaded pieces, the request, and what follows from them."""
+    model: LoadedModel
+    data: LoadedData
+    request: Request
+    indices: np.ndarray             # (N,) int64, sorted: rows of the feature file -> data indices
+    layers: tuple[str, ...]
+    noise: NoiseConvention
+    data_range: tuple[float, float]  # the pixel range the model was trained on
+    aug_hw: tuple[int, int]         # (H, W) at which views are augmented
+    noise_chw: tuple[int, int, int]  # (C, H, W) of the model input the noise is added to
+    config: dict = field(repr=False)  # everything that shapes the features; config_key(config) == key
+    key: str = ""
+
+    # Shorthands used by the runner and the CLI.
+    @property
+    def sigma(self) -> float:
+        return self.request.sigma
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self.model.denoiser
+
+    @property
+    def vae(self):
+        return self.model.vae
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def images(self):
+        return self.data.images
+
+    @property
+    def latent_data(self) -> bool:
+        """The data are latents fed as they are (a latent model without its VAE)."""
+        return self.model.reads_latents
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-len(self.indices) // self.request.chunk_images)
+
+    def chunk_rows(self, c: int) -> np.ndarray:
+        """Rows of the feature file in chunk c."""
+        step = self.request.chunk_images
+        return np.arange(c * step, min(len(self.indices), (c + 1) * step))
+
+    def record(self) -> dict:
+        """What the feature file records besides the configuration, and is not part of the key."""
+        rec = {"prediction": self.model.prediction or "", "data_images": len(self.data)}
+        if self.request.images is not None:
+            rec["images_requested"] = int(self.request.images)
+        return rec
+
+
+def device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.") from None
+
+
+def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "auto",
+               reporter: Reporter = SILENT, hashes: Callable[[Path], str] | None = None) -> LoadedModel:
+    """Load the network (and its VAE) onto the device and hash the file(s) they came from."""
+    checkpoint = Path(checkpoint)
+    dev = device(device_name)
+    reporter.step(f"loading checkpoint {checkpoint}")
+    den = resolve.load_model(checkpoint, mopts, dev)
+    vae = None
+    if mopts.vae:
+        from icrcli.models.archs.diffusers_models import load_vae
+        reporter.step(f"loading VAE {mopts.vae}")
+        vae = load_vae(mopts.vae, dev)
+    hash_file = hashes or cache.file_sha256
+    reporter.step(f"hashing checkpoint {checkpoint}")
+    sha = _content_sha256(checkpoint, hash_file)
+    vae_sha = _content_sha256(mopts.vae, hash_file) if vae is not None else None
+    return LoadedModel(checkpoint, mopts, den, vae, dev, sha, vae_sha, _prediction(checkpoint, mopts))
+
+
+def _prediction(checkpoint: Path, mopts: ModelOptions) -> str | None:
+    if mopts.prediction:
+        return mopts.prediction
+    try:
+        merged, _ = resolve.merge_sidecar(checkpoint, mopts)
+    except (UserError, OSError, TypeError, ValueError):  # the sidecar was already read once by load_model
+        return None
+    return getattr(merged, "prediction", None)
+
+
+def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT) -> LoadedData:
+    """Open the data set the way `model` reads it (latent arrays for a latent model without its VAE, images
+    otherwise) and hash its files. A timeline opens it once, for the first of its models."""
+    data = Path(data)
+    latent_file = _latent_file(model, data)
+    reporter.step(f"opening data {data}")
+    imgs = latents.open_latents(data) if latent_file else open_images(data)
+    if len(imgs) < 2:
+        raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
+    reporter.step(f"hashing data {data}")
+    return LoadedData(data, imgs, cache.tree_sha256(imgs.source_files()), latent_file)
+
+
+def _latent_file(model: LoadedModel, data: Path) -> bool:
+    return model.reads_latents and str(data).lower().endswith((".npy", ".npz"))
+
+
+def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: Reporter = SILENT) -> Plan:
+    """Check that model, data and request fit, and fix the configuration and its content key."""
+    den = model.denoiser
+    if _latent_file(model, data.path) != data.latent:
+        raise UserError(f"{data.path} was opened for a model that reads {'latents' if data.latent else 'images'}; "
+                        "open it again with load_data for this model.")
+    imgs = data.images
+    idx = subset_indices(len(imgs), request.images, request.seed)
+    if request.images is not None and request.images > len(imgs):
+        reporter.warn(f"--images {request.images}: the data hold {len(imgs)} images; using all {len(imgs)}.")
+    layers = request.layers or ((den.default_layer,) if den.default_layer else ())
+    if not layers:
+        raise UserError("This architecture has no default layer: name one with --layer (see `icr layers CKPT`).")
+    resolve_layers(den.net, list(layers))
+    _check_fit(model, imgs, request)
+    conv = noise_convention(den, model.options, request.t_mode)
+    mopts = model.options
+    data_range = mopts.data_range or den.data_range
+    config = {
+        "format_version": FORMAT_VERSION,
+        "checkpoint_sha256": model.sha256,
+        "data_sha256": data.sha256,
+        "indices_sha256": hashlib.sha256(np.ascontiguousarray(idx, dtype="<i8").tobytes()).hexdigest(),
+        "n_images": len(idx), "n_views": request.views, "sigma": request.sigma, "seed": request.seed,
+        "augment": request.augment, "augment_params": augment.describe_policy(request.augment),
+        "layers": list(layers), "pool": request.pool, "dtype": request.dtype, "resize": request.resize,
+        "noise": conv.describe(), "data_range": data_range,
+        "class_label": mopts.class_label, "model": den.description.get("config"),
+        "arch": den.description.get("arch"), "vae": model.vae_sha256,
+        "weights": den.description.get("weights"), "call": mopts.call,  # which sub-dict, and how it is called
+        "chunk_images": request.chunk_images, "noise_rng": NOISE_RNG,
+    }
+    aug_hw, noise_chw = _view_shapes(model, imgs)
+    return Plan(model, data, request, idx, tuple(layers), conv, noise.parse_data_range(data_range),
+                aug_hw, noise_chw, config, cache.config_key(config))
+
+
+def same_views(plans: list[Plan]) -> None:
+    """Plans that may share their clean views (one pass over the data for all): the same model, data and
+    request except sigma. Raises ValueError otherwise (a programming error, not a user's)."""
+    first = plans[0]
+    for p in plans[1:]:
+        if p.model is not first.model or p.data is not first.data or p.request.at(0.0) != first.request.at(0.0):
+            raise ValueError("extract_levels: the plans must share model, data and request except sigma")
+
+
+def pixels_wanted(model: LoadedModel) -> tuple[int | None, int | None]:
+    """(channels, side) of the images the model takes, through its VAE if it has one; None where unknown."""
+    den, vae = model.denoiser, model.vae
+    if vae is None:
+        return den.in_channels, den.resolution
+    return vae.in_channels, den.resolution * vae.factor if den.resolution else None
+
+
+def _view_shapes(model: LoadedModel, imgs) -> tuple[tuple, tuple]:
+    """(H, W) where views are augmented and (C, H, W) where the noise is added, as the fitting and the VAE
+    make them."""
+    c, h, w = imgs.channels, imgs.height, imgs.width
+    vae = model.vae
+    if model.reads_latents:
+        return (h, w), (c, h, w)
+    want_c, res = pixels_wanted(model)
+    c, h, w = want_c or c, res or h, res or w
+    if vae is not None:
+        return (h, w), (vae.latent_channels, h // vae.factor, w // vae.factor)
+    return (h, w), (c, h, w)
+
+
+def _check_fit(model: LoadedModel, imgs, request: Request) -> None:
+    """Images must match the model's input (pixels, or latents after the VAE) unless --resize."""
+    den = model.denoiser
+    c, h, w = imgs.channels, imgs.height, imgs.width
+    want_c, want_res = pixels_wanted(model)
+    if model.reads_latents:
+        if imgs.kind not in ("npy", "npz") or c != den.in_channels:
+            raise UserError(f"{den.description.get('arch')} is a latent model ({den.in_channels} channels): give "
+                            "its VAE with --vae PATH (a diffusers AutoencoderKL folder) to encode images, or pass "
+                            "--data as a float .npy/.npz of latents (N, 4, H, W) already scaled by 0.18215.")
+        if (h, w) != (want_res, want_res) and want_res is not None:
+            raise UserError(f"The latents are {c}x{h}x{w} but {den.description.get('arch')} takes "
+                            f"{den.in_channels}x{want_res}x{want_res} (--resize does not apply to latents). Encode "
+                            f"images of {want_res * 8}x{want_res * 8} pixels, or pass images with --vae.")
+        if request.augment not in ("none", "crop", "crop-flip"):
+            raise UserError("Colour jitter has no meaning on VAE latents: with latent --data use --augment "
+                            "crop-flip, crop or none (or give --vae to augment in pixel space).")
+    ok_c = want_c is None or c == want_c
+    ok_res = want_res is None or (h, w) == (want_res, want_res)
+    if not (ok_c and ok_res) and not request.resize:
+        raise UserError(f"The images are {c}x{h}x{w} (CxHxW) but the model takes {want_c}x{want_res}x{want_res}. "
+                        "Pass --resize to resize (and convert grey<->colour), or use matching data.")
+
+
+def _content_sha256(path, hash_file: Callable[[Path], str]) -> str:
+    """A file's hash, or a folder's (diffusers model, VAE): the tree hash of every file in it."""
+    p = Path(path)
+    return cache.tree_sha256(sorted(f for f in p.rglob("*") if f.is_file())) if p.is_dir() else hash_file(p)
