@@ -35,3 +35,23 @@ def icr(capsys, monkeypatch):
         return Ran(code, out, err)
 
     return run
+
+
+def tiny_songunet(seed: int = 0):
+    """A 16x16 EDM SongUNet (VP preconditioning) small enough for tests: random weights drawn from `seed`."""
+    import torch
+    from icrcli.models.archs.edm import build_edm
+    torch.manual_seed(seed)
+    return build_edm("edm", "SongUNet", img_resolution=16, img_channels=3, model_channels=8,
+                     channel_mult=[1, 2], num_blocks=1, attn_resolutions=[]).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_edm(tmp_path_factory):
+    """A folder with net.safetensors (tiny_songunet(0)) and imgs.npy: 48 random 16x16 RGB uint8 images."""
+    import numpy as np
+    from safetensors.torch import save_file
+    d = tmp_path_factory.mktemp("tiny_edm")
+    save_file({k: v.contiguous() for k, v in tiny_songunet(0).state_dict().items()}, d / "net.safetensors")
+    np.save(d / "imgs.npy", np.random.default_rng(0).integers(0, 256, size=(48, 16, 16, 3), dtype=np.uint8))
+    return d
