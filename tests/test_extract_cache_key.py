@@ -1,46 +1,75 @@
-"""The content key of an extraction changes with everything that changes the features, and nothing else."""
+"""The content key of an extraction changes with everything that changes the features (and with the chunk
+size, which changes the file's HDF5 layout), and with nothing else: not with how it runs, not with what is
+only recorded (--prediction, a requested --images beyond the data)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from icrcli.features.extract import ExtractOptions, plan
+from conftest import tiny_songunet
+from icrcli.features.plan import Request, RunOptions, load_data, load_model, make_plan
 from icrcli.models.resolve import ModelOptions
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("key")
-    from icrcli.models.archs.edm import build_edm
-    torch.manual_seed(0)
-    nets = [build_edm("edm", "SongUNet", img_resolution=16, img_channels=3, model_channels=8,
-                      channel_mult=[1, 2], num_blocks=1, attn_resolutions=[]) for _ in range(2)]
-    torch.save({"ema": nets[0].state_dict(), "model": nets[1].state_dict()}, d / "ckpt.pt")
+    torch.save({"ema": tiny_songunet(0).state_dict(), "model": tiny_songunet(1).state_dict()}, d / "ckpt.pt")
     np.save(d / "imgs.npy", np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))
     return d
 
 
-def _key(d, monkeypatch, tmp_path, mopts=None, **kw):
+@pytest.fixture
+def key(files, monkeypatch, tmp_path):
     monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
-    opts = ExtractOptions(**{"sigma": 0.3, "images": 12, "device": "cpu", **kw})
-    return plan(d / "ckpt.pt", d / "imgs.npy", opts, mopts or ModelOptions()).key
+    loaded = {}
+
+    def key(mopts=ModelOptions(), **kw):
+        name = repr(mopts)
+        if name not in loaded:
+            m = load_model(files / "ckpt.pt", mopts, "cpu")
+            loaded[name] = m, load_data(files / "imgs.npy", m)
+        return make_plan(*loaded[name], Request(**{"sigma": 0.3, "images": 12, **kw})).key
+    return key
 
 
-def test_key_tracks_what_changes_features(files, monkeypatch, tmp_path):
-    base = _key(files, monkeypatch, tmp_path)
-    assert base == _key(files, monkeypatch, tmp_path)
-    assert base == _key(files, monkeypatch, tmp_path, batch_size=3)       # batch size: same features
-    assert base == _key(files, monkeypatch, tmp_path, mopts=ModelOptions(key="ema"))  # the default choice
+def test_key_tracks_what_changes_features(key):
+    base = key()
+    assert base == key()
+    assert base == key(mopts=ModelOptions(key="ema"))          # the default choice of weights
+    assert base == key(images=None) == key(images=10**12)     # all 12 images, however asked for
+    assert base == key(mopts=ModelOptions(prediction="eps"))  # recorded in the file, not in the key
     changed = {
-        "weights": _key(files, monkeypatch, tmp_path, mopts=ModelOptions(key="model")),
-        "sigma": _key(files, monkeypatch, tmp_path, sigma=0.31),
-        "views": _key(files, monkeypatch, tmp_path, views=3),
-        "seed": _key(files, monkeypatch, tmp_path, seed=1),
-        "augment": _key(files, monkeypatch, tmp_path, augment="crop"),
-        "images": _key(files, monkeypatch, tmp_path, images=10),
-        "param": _key(files, monkeypatch, tmp_path, mopts=ModelOptions(param="ve")),
-        "data range": _key(files, monkeypatch, tmp_path, mopts=ModelOptions(data_range="0:1")),
+        "weights": key(mopts=ModelOptions(key="model")),
+        "sigma": key(sigma=0.31),
+        "views": key(views=3),
+        "seed": key(seed=1),
+        "augment": key(augment="crop"),
+        "images": key(images=10),
+        "param": key(mopts=ModelOptions(param="ve")),
+        "data range": key(mopts=ModelOptions(data_range="0:1")),
+        "layer": key(layers=("model.enc.8x8_block0",)),
+        "pool": key(pool="none"),
+        "dtype": key(dtype="bfloat16"),
+        "resize": key(resize=True),
+        "chunk images": key(chunk_images=5),  # same features, another HDF5 chunk layout: another file
     }
-    for what, key in changed.items():
-        assert key != base, what
+    for what, k in changed.items():
+        assert k != base, what
     assert len(set(changed.values())) == len(changed)
+
+
+def test_how_it_runs_is_not_part_of_the_request():
+    """Batch size, device and overwrite live in RunOptions only, so no plan (and no key) can depend on them."""
+    request_fields = {f.name for f in dataclasses.fields(Request)}
+    assert not request_fields & {f.name for f in dataclasses.fields(RunOptions)}
+    assert {"sigma", "chunk_images", "t_mode"} <= request_fields
+
+
+@pytest.mark.parametrize("sigma", [float("nan"), float("inf"), -0.1])
+def test_bad_sigma_is_refused_before_loading(sigma):
+    from icrcli.errors import UserError
+    with pytest.raises(UserError, match="finite number >= 0"):
+        Request(sigma=sigma)

@@ -46,7 +46,7 @@ def test_vae_features_match_independent_recomputation(files, icr, tmp_path, monk
     assert feats.shape == (6, 2, 32) and '"vae"' in config
 
     from icrcli.data.augment import augment, view_seeds
-    from icrcli.features.extract import gaussian, noise_seeds
+    from icrcli.features.compute import gaussian, noise_seeds
     x01 = torch.from_numpy(np.load(d / "imgs.npy")[index]).permute(0, 3, 1, 2).float() / 255
     ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     t = int(np.argmin(np.abs(np.log(np.sqrt((1 - ab) / ab)) - np.log(0.416))))
