@@ -28,7 +28,7 @@ def test_sidecar_next_to_checkpoint_and_cli_wins(tmp_path):
                                 "arch_args": {"a": 1, "b": 2}}))
     assert sidecar_for(ckpt) == side  # the checkpoint's own sidecar wins over the folder's
     merged, used = merge_sidecar(ckpt, ModelOptions(param="edm", arch_args={"b": 5}))
-    assert used == side
+    assert used.path == side and used.applied == ("schedule", "class_label", "arch_args")
     assert merged.param == "edm"                   # the command line wins
     assert merged.schedule == "cosine:1000" and merged.class_label == 3
     assert merged.arch_args == {"a": 1, "b": 5}

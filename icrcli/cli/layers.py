@@ -33,11 +33,14 @@ def layers(
     """
     from icrcli.cli import console
     from icrcli.models.layers import list_layers, render
+    console.set_quiet(False)  # no --quiet here: what was read and loaded is always said
     mopts = model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
                            time_convention=time_convention, data_range=data_range, call=call,
                            class_label=class_label)
-    rows = list_layers(checkpoint, mopts, depth)
+    den, rows = list_layers(checkpoint, mopts, depth)
+    for line in [*den.notes(), den.headline()]:
+        console.say(line)
     if json_out:
         console.write_json(rows, "-")
     else:

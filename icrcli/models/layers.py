@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from icrcli.models.denoiser import Denoiser
 from icrcli.models.resolve import ModelOptions, load_model, noise_convention
+from icrcli.models.taps import trace_shapes
 
 
-def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None = None) -> list[dict]:
-    import torch
-    from icrcli.models.taps import trace_shapes
+def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None = None) -> tuple[Denoiser, list[dict]]:
+    """(the loaded network, one row per module: name, type, output_shape, default), down to `depth`."""
     den = load_model(checkpoint, mopts, "cpu")
     c = den.in_channels or 3
     r = den.resolution or 32
@@ -25,7 +28,7 @@ def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None =
             continue
         rows.append({"name": name or "<root>", "type": cls, "output_shape": list(shape) if shape else None,
                      "default": name == den.default_layer})
-    return rows
+    return den, rows
 
 
 def render(rows: list[dict]) -> str:

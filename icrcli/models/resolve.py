@@ -1,68 +1,64 @@
-"""From a checkpoint file to a frozen network and the way to call it.
+"""From a checkpoint file to a frozen network and the way to call it: which family, and the options it runs with.
 
 Resolution order for the architecture: --arch (built-in name, `module:function` or `file.py:Class`), else the
-JSON sidecar next to the checkpoint, else recognition from the state-dict keys (EDM U-Nets, DiT/SiT/REPA), else
-a Hugging Face diffusers folder. What the weights cannot tell (noise parametrization, how time is fed, the data
-range, the call signature) comes from the family's defaults, the sidecar, or the command line, in rising priority.
+JSON sidecar next to the checkpoint (a built-in name only), else recognition from the state-dict keys (EDM U-Nets,
+DiT/SiT/REPA), else a Hugging Face diffusers folder. What the weights cannot tell (noise parametrization, how time
+is fed, the data range, the call signature) comes from the family's defaults, the sidecar, or the command line, in
+rising priority. Each family's adapter (archs/edm.py, archs/dit.py, archs/diffusers_models.py) builds its Denoiser;
+a user's own network is built here.
+
+A sidecar describes data. It never makes icr run code: a module or file architecture and --trust-pickle come
+from the command line only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from icrcli.errors import UserError
+from icrcli.models import noise
+from icrcli.models.archs import diffusers_models, dit, edm
+from icrcli.models.checkpoints import load_checkpoint
+from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
+
+__all__ = ["BUILTIN_ARCHS", "Denoiser", "ModelOptions", "Sidecar", "check_class_label", "import_target",
+           "load_model", "merge_sidecar", "noise_convention", "parse_call", "read_sidecar", "sidecar_for"]
 
 BUILTIN_ARCHS = ("edm", "dit", "sit", "repa")
 SIDECAR_SUFFIX = ".icr.json"
 
 
-@dataclass
-class ModelOptions:
-    """How to build and call the network; None means: from the sidecar, else the family's default."""
-    arch: str | None = None
-    arch_args: dict = field(default_factory=dict)
-    key: str | None = None
-    trust_pickle: bool = False
-    param: str | None = None            # edm | vp | ddpm | flow | ve
-    schedule: str | None = None         # e.g. linear:1e-4:0.02:1000
-    time_input: str | None = None       # see icrcli.models.noise time kinds
-    time_shape: str | None = None       # "(B,)" (default) | "scalar" | "(B,1)"
-    time_convention: str | None = None  # flow models: repa (t=0 clean) | sit (t=1 clean)
-    data_range: str | None = None       # -1:1 | 0:1 | -0.5:0.5
-    prediction: str | None = None       # eps | x0 | v | score | denoised (recorded; features do not need it)
-    call: str | None = None             # "x,t" | "x,t,y" | "sample=x,timestep=t"
-    class_label: int | None = None      # None = the null class, as in the paper
-    vae: str | None = None              # diffusers AutoencoderKL folder for latent models
-
-
-@dataclass
-class Denoiser:
-    net: torch.nn.Module
-    family: str
-    default_layer: str
-    in_channels: int
-    resolution: int | None
-    latent: bool
-    noise_defaults: dict                 # param, schedule, time_input, time_convention for noise.from_options
-    data_range: str
-    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], object]
-    labels: Callable[[int, torch.device], torch.Tensor | None]
-    description: dict
-    schedule_buffer: object = None       # alphas_cumprod / betas stored in the checkpoint, if any
+def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str = "cpu") -> Denoiser:
+    """The frozen network in `path` (a checkpoint file or a diffusers folder) on `device`. The sidecar's options
+    fill what `opts` leaves unset; den.options holds the result, den.description["sidecar"] the file's path,
+    sha256 and the options it gave (or why it was ignored)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint. Pass a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, "
+                        "or a diffusers model folder.")
+    opts, side = merge_sidecar(path, opts)
+    den = diffusers_models.denoiser(path, opts) if path.is_dir() else _from_checkpoint(path, opts)
+    den.net.eval().requires_grad_(False).to(device)
+    den.options = opts
+    den.description["sidecar"] = side.provenance() if side else None
+    return den
 
 
 def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest"):
-    """The model's NoiseConvention: the family's defaults, overridden by the user's options. Naming another
-    --param drops the family's schedule/time defaults, which belong to its own parametrization."""
-    from icrcli.models import noise
+    """The model's NoiseConvention: the family's defaults, overridden by the user's options (those `opts` leaves
+    unset come from the options the model was loaded with, sidecar included). Naming another --param drops the
+    family's schedule/time defaults, which belong to its own parametrization."""
+    opts = _fill_unset(opts, den.options)
     nd = dict(den.noise_defaults)
     if opts.param is not None and opts.param != nd.get("param"):
         nd = {"param": opts.param}
@@ -78,6 +74,44 @@ def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest")
                               time_shape=opts.time_shape or "(B,)")
 
 
+def _unset(value) -> bool:
+    """None, False or {}: what an option left out on the command line holds (0 is a value: --class-label 0)."""
+    return value is None or value is False or (isinstance(value, dict) and not value)
+
+
+def _fill_unset(opts: ModelOptions, base: ModelOptions | None) -> ModelOptions:
+    if base is None or base is opts:
+        return opts
+    return dataclasses.replace(opts, **{f.name: getattr(base, f.name) for f in fields(ModelOptions)
+                                        if _unset(getattr(opts, f.name)) and not _unset(getattr(base, f.name))})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sidecar: options as data in CKPT.icr.json, or icr.json in the checkpoint's folder.
+
+# Options a sidecar may give: all but trust_pickle, and "arch" only as a built-in name (see _refuse_code).
+SIDECAR_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "trust_pickle")
+# An icr result (score, extract's summary, info) has some of these; a sidecar has none. README examples once
+# wrote `icr score ... -o icr.json`, which must not break every later command in that folder.
+_RESULT_KEYS = frozenset({"icr", "eigenvalues", "schema", "version", "config_key", "features", "provenance",
+                          "datasets"})
+_MAX_SIDECAR_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A sidecar file as read: its options (checked), or why it is not one (ignored)."""
+    path: Path
+    sha256: str
+    values: dict
+    ignored: str | None = None
+    applied: tuple[str, ...] = ()       # the options it gave that the command line had left unset
+
+    def provenance(self) -> dict:
+        out = {"path": str(self.path), "sha256": self.sha256}
+        return out | ({"ignored": self.ignored} if self.ignored else {"applied": list(self.applied)})
+
+
 def sidecar_for(path: Path) -> Path | None:
     """`CKPT.icr.json` next to the checkpoint, else `icr.json` in its folder (one file for a run's checkpoints)."""
     for cand in (path.with_name(path.name + SIDECAR_SUFFIX), path.parent / "icr.json"):
@@ -86,45 +120,105 @@ def sidecar_for(path: Path) -> Path | None:
     return None
 
 
-def merge_sidecar(path: Path, opts: ModelOptions) -> tuple[ModelOptions, Path | None]:
-    side = sidecar_for(path) if path.exists() else None
+def read_sidecar(checkpoint: Path) -> Sidecar | None:
+    """The sidecar of `checkpoint`, checked: known keys with values of the right type, nothing that runs code.
+    A JSON that is an icr result (or a list, as `icr layers --json` writes) is returned as ignored, with why."""
+    side = sidecar_for(checkpoint)
     if side is None:
-        return opts, None
+        return None
     try:
-        data = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{side}: not valid JSON ({e}). See README 'Sidecar' for the schema.") from None
-    names = {f.name for f in fields(ModelOptions)}
-    unknown = sorted(set(data) - names - {"layer", "comment"})
+        with open(side, "rb") as f:
+            raw = f.read(_MAX_SIDECAR_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"{side}: cannot be read ({e.strerror or e}). Fix its permissions or remove it.") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if len(raw) > _MAX_SIDECAR_BYTES:
+        return Sidecar(side, "", {}, f"it is larger than {_MAX_SIDECAR_BYTES >> 20} MiB, so not a sidecar")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{side}: not valid JSON ({str(e)[:200]}). See README 'Sidecar' for the schema, or "
+                        "remove the file.") from None
+    why = _result_like(data)
+    if why:
+        return Sidecar(side, sha, {}, why)
+    if not isinstance(data, dict):
+        raise UserError(f"{side}: a sidecar is a JSON object of model options, not a {type(data).__name__}. See "
+                        "README 'Sidecar'.")
+    _refuse_code(side, data)
+    unknown = sorted(set(data) - set(SIDECAR_KEYS) - {"comment", "trust_pickle"})
     if unknown:
-        raise UserError(f"{side}: unknown keys {unknown}; allowed: {sorted(names | {'layer', 'comment'})}.")
-    merged = ModelOptions(**{f.name: getattr(opts, f.name) for f in fields(ModelOptions)})
-    for k, v in data.items():
-        if k in names and (getattr(opts, k) in (None, {}, False)):
+        raise UserError(f"{side}: unknown keys {unknown}; the keys a sidecar may hold are "
+                        f"{', '.join(SIDECAR_KEYS)} and comment.")
+    return Sidecar(side, sha, {k: _checked(side, k, v) for k, v in data.items() if k in SIDECAR_KEYS})
+
+
+def merge_sidecar(path: Path, opts: ModelOptions) -> tuple[ModelOptions, Sidecar | None]:
+    """`opts` with what the command line left unset taken from the sidecar; the sidecar as read (or None)."""
+    side = read_sidecar(path) if path.exists() else None
+    if side is None or side.ignored:
+        return opts, side
+    merged, applied = dataclasses.replace(opts), []
+    for k, v in side.values.items():
+        if k == "arch_args":
+            merged.arch_args = {**v, **opts.arch_args}  # per argument, the command line wins
+            if set(v) - set(opts.arch_args):
+                applied.append(k)
+        elif _unset(getattr(opts, k)) and v is not None:
             setattr(merged, k, v)
-    if data.get("arch_args") and opts.arch_args:
-        merged.arch_args = {**data["arch_args"], **opts.arch_args}
-    return merged, side
+            applied.append(k)
+    return merged, dataclasses.replace(side, applied=tuple(applied))
 
 
-def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str = "cpu") -> Denoiser:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such checkpoint. Pass a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, "
-                        "or a diffusers model folder.")
-    opts, side = merge_sidecar(path, opts)
-    if path.is_dir():
-        from icrcli.models.archs.diffusers_models import load_diffusers
-        den = load_diffusers(path, opts)
-    else:
-        den = _from_checkpoint(path, opts)
-    den.net.eval().requires_grad_(False).to(device)
-    den.description["sidecar"] = str(side) if side else None
-    return den
+def _result_like(data) -> str | None:
+    if isinstance(data, list):
+        return "it holds a JSON list (as `icr layers --json` writes), not a sidecar's object of model options"
+    found = sorted(set(data) & _RESULT_KEYS) if isinstance(data, dict) else []
+    if found:
+        return f"it holds an icr result (keys {', '.join(found)}), not model options"
+    return None
 
+
+def _refuse_code(side: Path, data: dict) -> None:
+    """A sidecar lies in a folder with the checkpoint, written by whoever wrote the checkpoint: it may not make
+    icr import, execute or unpickle code. Only the command line may."""
+    if data.get("trust_pickle"):
+        raise UserError(f'{side} sets "trust_pickle", which lets a pickle run its code; a file next to a '
+                        'checkpoint may not decide that. If you trust the checkpoint, pass --trust-pickle on the '
+                        f'command line, and remove "trust_pickle" from {side.name}.')
+    arch = data.get("arch")
+    if arch is None or arch in BUILTIN_ARCHS:
+        return
+    if isinstance(arch, str) and ":" in arch:
+        raise UserError(f'{side} names the architecture "arch": {arch!r}, which is code to import and run; a file '
+                        'next to a checkpoint may not make icr run code. Pass it on the command line, '
+                        f'--arch {arch}, and remove "arch" from {side.name} (a sidecar may name only a built-in '
+                        f'architecture: {", ".join(BUILTIN_ARCHS)}).')
+    raise UserError(f'{side}: "arch": {arch!r} is not a built-in architecture ({", ".join(BUILTIN_ARCHS)}). Name '
+                    'one of them, or pass your own network on the command line with --arch.')
+
+
+_HINTS = typing.get_type_hints(ModelOptions)
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+               list: "a list"}
+
+
+def _checked(side: Path, key: str, value):
+    """`value` if it has the type ModelOptions declares for `key` (or is null), else a UserError."""
+    if value is None:
+        return None
+    want = tuple(t for t in (typing.get_args(_HINTS[key]) or (_HINTS[key],)) if t is not type(None))
+    if isinstance(value, bool) and bool not in want or not isinstance(value, want):
+        names = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in want)
+        raise UserError(f'{side}: "{key}" is {json.dumps(value)[:60]}, which is not {names}. See README '
+                        "'Sidecar'.")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoint files: the weights, then the family.
 
 def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
-    from icrcli.models.checkpoints import load_checkpoint
     ckpt = load_checkpoint(path, key=opts.key, trust_pickle=opts.trust_pickle, map_location="cpu")
     sd, meta = ckpt.state_dict, ckpt.meta
     desc = {"checkpoint": str(path), "format": ckpt.format, "weights": ckpt.source,
@@ -133,10 +227,10 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
     arch = opts.arch
     if arch and ":" in arch:
         den = _user_arch(arch, opts, sd)
-    elif arch in (None, "edm") and (arch == "edm" or _looks_edm(sd)):
-        den = _edm(sd, meta, opts)
+    elif arch in (None, "edm") and (arch == "edm" or edm.infer_edm_config(sd) is not None):
+        den = edm.denoiser(sd, meta, opts)
     elif arch in (None, "dit", "sit", "repa"):
-        den = _transformer(sd, meta, opts, arch)
+        den = dit.denoiser(sd, meta, opts, arch)
     else:
         raise UserError(f"Unknown --arch {arch!r}. Built-in: {', '.join(BUILTIN_ARCHS)}; or your own network "
                         "as `my.module:build_fn` or `path/to/file.py:ClassName` with --arch-arg k=v.")
@@ -145,159 +239,8 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
     return den
 
 
-def _looks_edm(sd) -> bool:
-    from icrcli.models.archs.edm import infer_edm_config
-    return infer_edm_config(sd) is not None
-
-
-def _edm(sd, meta, opts: ModelOptions) -> Denoiser:
-    from icrcli.models.archs import edm
-    config = edm.infer_edm_config(sd)
-    if config is None:
-        raise UserError("--arch edm: the weights are not an EDM SongUNet/DhariwalUNet state dict.")
-    recorded = meta.get("init_kwargs") or {}
-    # What the pickle recorded (sigma_data, beta_d, ...) wins over what shapes imply; then --arch-arg.
-    precond = _edm_precond(meta.get("class_name"), opts.arch_args.get("precond"), config["precond"])
-    config.update({k: v for k, v in recorded.items() if k not in ("model_type",)})
-    config.update({k: v for k, v in opts.arch_args.items() if k != "precond"})
-    config["precond"] = precond
-    with torch.device("meta"):
-        net = edm.build_edm(**config)
-    target = net if any(k.startswith("model.") for k in sd) else net.model
-    _load_strict(target, sd, f"the EDM {config['model_type']} network")
-    label_dim = config.get("label_dim", 0)
-    check_class_label(opts.class_label, label_dim, "EDM")
-
-    def labels(b, device):
-        if not label_dim:
-            return None
-        out = torch.zeros(b, label_dim, device=device)  # EDM's null class: an all-zero label vector
-        if opts.class_label is not None:
-            out[:, opts.class_label] = 1
-        return out
-
-    return Denoiser(
-        net=net, family="edm", default_layer=edm.default_layer(net), in_channels=config["img_channels"],
-        resolution=config["img_resolution"], latent=False,
-        noise_defaults={"param": "edm", "time_input": "sigma"}, data_range="-1:1",
-        call=lambda x, t, y: net(x, t, y), labels=labels,
-        description={"arch": f"edm/{precond}/{config['model_type']}", "config": _jsonable(config)},
-    )
-
-
-_EDM_CLASSES = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm"}
-
-
-def _edm_precond(class_name: str | None, given: str | None, inferred: str) -> str:
-    if given:
-        return given
-    if class_name:
-        return _EDM_CLASSES.get(class_name.rsplit(".", 1)[-1], inferred)
-    return inferred
-
-
-def _transformer(sd, meta, opts: ModelOptions, arch: str | None) -> Denoiser:
-    from icrcli.models.archs import dit
-    args = dict(meta.get("args") or {})
-    if arch in ("dit", "sit", "repa"):
-        args["family"] = arch
-    args.update(opts.arch_args)
-    if any(k.startswith("decoder_blocks.") for k in sd):
-        sd = dit.upgrade_legacy_repa(sd)
-    cfg = dit.infer_transformer_config(sd, args or None)
-    if cfg is None:
-        raise UserError(
-            "Could not recognise the architecture from the checkpoint's keys (tried: EDM SongUNet/DhariwalUNet, "
-            "DiT/SiT/REPA). Name it: --arch edm|dit|sit|repa, or build your own network with "
-            "--arch my.module:build_fn / --arch path/to/model.py:ClassName (+ --arch-arg k=v), or put the same "
-            "in a sidecar CKPT.icr.json (see README).")
-    with torch.device("meta"):
-        net = dit.build_transformer(cfg)
-    _load_strict(net, sd, f"the {cfg['name'] or cfg['family']} network")
-    family = cfg["family"]
-    kw = cfg["kwargs"]
-    num_classes = kw.get("num_classes", 1000)
-    check_class_label(opts.class_label, num_classes, {"dit": "DiT", "sit": "SiT", "repa": "REPA-SiT"}[family])
-    has_null = net.y_embedder.embedding_table.weight.shape[0] > num_classes
-    if opts.class_label is None and not has_null:  # said before any output is written
-        raise UserError("This checkpoint has no null-class embedding (trained without label dropout); "
-                        "pass --class-label N to condition on a class.")
-
-    def labels(b, device):
-        y = num_classes if opts.class_label is None else opts.class_label
-        return torch.full((b,), y, dtype=torch.long, device=device)
-
-    if family == "dit":
-        noise = {"param": "ddpm", "schedule": "linear:1e-4:0.02:1000", "time_input": "index"}
-    else:
-        path_type = str(args.get("path_type", "Linear"))
-        if path_type.lower() != "linear":
-            raise UserError(f"This {family.upper()} checkpoint was trained with path_type={path_type}; icr supports "
-                            "the linear interpolant only. Override with --param and --time-input if you know "
-                            "the mapping.")
-        convention = "repa" if family == "repa" or "proj_coeff" in args or "enc_type" in args else "sit"
-        noise = {"param": "flow", "time_input": "t", "time_convention": convention}
-    return Denoiser(
-        net=net, family=family, default_layer=dit.default_layer(net), in_channels=kw.get("in_channels", 4),
-        resolution=kw.get("input_size"), latent=kw.get("in_channels", 4) == 4, noise_defaults=noise,
-        data_range="-1:1", call=lambda x, t, y: net(x, t, y), labels=labels,
-        description={"arch": cfg["name"] or family, "config": _jsonable(kw)},
-    )
-
-
-def check_class_label(label: int | None, n_classes: int | None, what: str) -> None:
-    """--class-label must name one of the model's classes; an unconditional model takes none."""
-    if label is None:
-        return
-    if not n_classes:
-        raise UserError(f"--class-label {label}: this {what} model is unconditional (it takes no class label). "
-                        "Drop --class-label.")
-    if not 0 <= label < n_classes:
-        raise UserError(f"--class-label {label}: this {what} model has classes 0..{n_classes - 1}. Pick one of "
-                        "them, or leave --class-label out for the null class.")
-
-
-_BUILTIN_HINT = "Check --arch/--arch-arg (or the sidecar), or --key if the file holds several networks."
-
-
-def _load_strict(net: torch.nn.Module, sd: dict, what: str, hint: str = _BUILTIN_HINT, assign: bool = True) -> None:
-    """Load `sd` into `net` exactly, or say by name which keys and shapes do not fit. assign=True hands the
-    checkpoint's tensors to a network built on the meta device; a user's network (built for real, in its own
-    dtype) gets them copied in."""
-    diff = _key_diff(net, sd)
-    if any(diff):
-        raise UserError(f"The weights do not fit {what}: {_describe_diff(*diff)} {hint}")
-    net.load_state_dict(sd, strict=True, assign=assign)
-
-
-def _key_diff(net, sd):
-    """(missing keys, unexpected keys, shape mismatches "key (file AxB, network CxD)"); all empty iff it loads."""
-    want = net.state_dict()
-    shape = lambda t: "x".join(map(str, t.shape)) or "scalar"
-    wrong = [f"{k} (file {shape(sd[k])}, network {shape(want[k])})" for k in sorted(set(want) & set(sd))
-             if torch.is_tensor(sd[k]) and sd[k].shape != want[k].shape]
-    return sorted(set(want) - set(sd)), sorted(set(sd) - set(want)), wrong
-
-
-def _describe_diff(missing, unexpected, wrong=()) -> str:
-    def few(keys):
-        return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-    parts = []
-    if missing:
-        parts.append(f"missing keys: {few(missing)}.")
-    if unexpected:
-        parts.append(f"unexpected keys: {few(unexpected)}.")
-    if wrong:
-        parts.append(f"shapes differ: {few(list(wrong))}.")
-    return " ".join(parts)
-
-
-def _jsonable(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=str))
-
-
 # --------------------------------------------------------------------------------------------------------------
-# The user's own architecture.
+# The user's own architecture (named on the command line only).
 
 def import_target(spec: str):
     """`pkg.module:attr` or `path/to/file.py:attr` -> the attribute (a class or a factory function)."""
@@ -347,7 +290,7 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
                         "Pass constructor arguments with --arch-arg k=v.") from None
     if not isinstance(net, torch.nn.Module):
         raise UserError(f"--arch {spec} returned {type(net).__name__}, not a torch.nn.Module.")
-    _load_strict(net, sd, spec, "Hints: check --arch-arg values (layer widths, depth); pick the right sub-dict "
+    load_strict(net, sd, spec, "Hints: check --arch-arg values (layer widths, depth); pick the right sub-dict "
                                 "with --key; a common prefix (e.g. 'model.') in the file but not in your class "
                                 "means the file wraps the network.", assign=False)
     if not opts.param:
@@ -371,5 +314,5 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
     return Denoiser(
         net=net, family="user", default_layer="", in_channels=in_ch, resolution=res, latent=False,
         noise_defaults={}, data_range="-1:1", call=call, labels=labels,
-        description={"arch": spec, "config": _jsonable(opts.arch_args)},
+        description={"arch": spec, "config": jsonable(opts.arch_args)}, title=f"your network {spec}",
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from icrcli.errors import UserError
+from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label
 
 # Latent scale of the Stable Diffusion / DiT VAE (Rombach et al. 2022), used when the VAE config gives none.
 SD_LATENT_SCALE = 0.18215
@@ -48,11 +49,24 @@ def _model_folder(path: Path) -> tuple[Path, Path | None]:
                     "Pass a checkpoint file, or a diffusers model/pipeline folder.")
 
 
+def _read_config(file: Path) -> dict:
+    """A diffusers config JSON as a dict, or a UserError naming the file."""
+    try:
+        cfg = json.loads(file.read_bytes())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"{file} could not be read as JSON ({e}). The folder may be damaged: download it again.") \
+            from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{file} holds a JSON {type(cfg).__name__}, not the object diffusers writes. The folder may "
+                        "be damaged: download it again.")
+    return cfg
+
+
 def schedule_spec(sched_dir: Path | None) -> str | None:
     """A noise.parse_schedule spec from a diffusers scheduler_config.json."""
     if sched_dir is None:
         return None
-    cfg = json.loads((sched_dir / "scheduler_config.json").read_text())
+    cfg = _read_config(sched_dir / "scheduler_config.json")
     kind = cfg.get("beta_schedule", "linear")
     t = cfg.get("num_train_timesteps", 1000)
     if kind == "linear":
@@ -64,20 +78,52 @@ def schedule_spec(sched_dir: Path | None) -> str | None:
     raise UserError(f"{sched_dir}: beta_schedule {kind!r} is not supported; pass --schedule explicitly.")
 
 
-def load_diffusers(path: Path, opts):
-    from icrcli.models.resolve import Denoiser, check_class_label
+_WEIGHTS = "diffusion_pytorch_model"
+
+
+def _weights_kwargs(folder: Path) -> dict:
+    """Which weights from_pretrained should read, checked here: without any, diffusers would log an error and a
+    note about "unsafe serialization" and then fail on a missing .bin. Its .bin loader is torch.load with
+    weights_only=True, so neither kind runs code from the folder."""
+    for ext, safe in (("safetensors", True), ("bin", False)):
+        if (folder / f"{_WEIGHTS}.{ext}").is_file() or (folder / f"{_WEIGHTS}.{ext}.index.json").is_file():
+            return {"use_safetensors": safe}
+    found = sorted(p.name for p in folder.iterdir())
+    raise UserError(f"{folder} has a config.json but no weights ({_WEIGHTS}.safetensors or .bin); it holds "
+                    f"{_few(found)}. The download may be incomplete: fetch the weights too.")
+
+
+def _few(names: list[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "") if names else "nothing"
+
+
+def _from_pretrained(diffusers, cls_name: str, folder: Path):
+    """diffusers' `cls_name` (a model class, never a pipeline: those may name code) loaded from `folder`."""
+    cls = getattr(diffusers, cls_name, None) if isinstance(cls_name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise UserError(f"{folder}: {cls_name!r} is not a diffusers model class (diffusers {diffusers.__version__}). "
+                        "Pass the folder of the denoiser (e.g. unet/ of a pipeline).")
+    kwargs = _load_kwargs() | _weights_kwargs(folder)
+    try:
+        return cls.from_pretrained(folder, **kwargs)
+    except Exception as e:  # diffusers' errors on a damaged folder are of many types; each is the user's to fix
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"{folder}: diffusers could not load the {cls_name} ({type(e).__name__}: {first}). The "
+                        "folder may be damaged or incomplete: download it again.") from None
+
+
+def denoiser(path: Path, opts: ModelOptions) -> Denoiser:
+    """The diffusers model in a model or pipeline folder: DDPM with the scheduler's betas (default linear
+    1e-4..0.02 over 1000 steps), called with the integer step."""
     diffusers = _diffusers()
     folder, sched = _model_folder(path)
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = _read_config(folder / "config.json")
     cls_name = cfg.get("_class_name", "UNet2DModel")
-    cls = getattr(diffusers, cls_name, None)
-    if cls is None:
-        raise UserError(f"{folder}: diffusers has no model class {cls_name!r} (diffusers {diffusers.__version__}).")
     if cls_name == "UNet2DConditionModel":
         raise UserError(f"{folder}: text-conditioned UNet2DConditionModel needs text embeddings; icr supports "
                         "unconditional and class-conditional diffusers models for now.")
-    net = cls.from_pretrained(folder, **_load_kwargs())
-    num_classes = cfg.get("num_class_embeds")
+    net = _from_pretrained(diffusers, cls_name, folder)
+    num_classes = net.config.get("num_class_embeds") if hasattr(net.config, "get") else None
     check_class_label(opts.class_label, num_classes, cls_name)
 
     def labels(b, device):
@@ -89,11 +135,13 @@ def load_diffusers(path: Path, opts):
         kwargs = {"class_labels": y} if y is not None else {}
         return net(x, t, **kwargs)
 
-    latent = cfg.get("in_channels", 3) == 4
-    size = cfg.get("sample_size")
+    in_channels = int(net.config.get("in_channels", 3))
+    size = net.config.get("sample_size")
+    size = size if isinstance(size, int) else None
+    shape = f"{in_channels}x{size}x{size} " if size else ""
     return Denoiser(
-        net=net, family="diffusers", default_layer=_default_layer(net), in_channels=cfg.get("in_channels", 3),
-        resolution=size if isinstance(size, int) else None, latent=latent,
+        net=net, family="diffusers", default_layer=_default_layer(net), in_channels=in_channels,
+        resolution=size, latent=in_channels == 4,
         noise_defaults={"param": "ddpm", "schedule": schedule_spec(sched) or "linear:1e-4:0.02:1000",
                         "time_input": "index"},
         data_range="-1:1", call=call, labels=labels,
@@ -101,6 +149,8 @@ def load_diffusers(path: Path, opts):
                                                                  if not k.startswith("_")},
                      "checkpoint": str(path), "format": "diffusers", "weights": str(folder),
                      "num_class_embeds": num_classes},
+        title=f"diffusers {cls_name}, {shape}{'latents' if in_channels == 4 else 'images'}"
+              + (f", {num_classes} classes" if num_classes else ""),
     )
 
 
@@ -123,7 +173,7 @@ def load_vae(path: str, device):
         folder = folder / "vae"
     if not (folder / "config.json").is_file():
         raise UserError(f"--vae {path}: not a diffusers AutoencoderKL folder (no config.json).")
-    vae = diffusers.AutoencoderKL.from_pretrained(folder, **_load_kwargs()).eval().requires_grad_(False)
+    vae = _from_pretrained(diffusers, "AutoencoderKL", folder).eval().requires_grad_(False)
     vae.to(device)
     return VaeEncoder(vae)
 

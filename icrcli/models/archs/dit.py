@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icrcli.errors import UserError
+from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
 
 # ----------------------------------------------------------------------------------------------
 # timm layers, the subset DiT uses (timm.layers PatchEmbed, Attention, Mlp).
@@ -564,3 +565,71 @@ def build_transformer(cfg):
 def default_layer(model):
     """The paper's tap: the output of the middle block (block 14 of 28 -> 'blocks.13')."""
     return f"blocks.{len(model.blocks) // 2 - 1}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter: a state dict (and the training run's saved args) -> a Denoiser.
+
+def denoiser(sd, meta: dict, opts: ModelOptions, arch: str | None) -> Denoiser:
+    """The DiT/SiT/REPA network `sd` holds. arch ("dit" | "sit" | "repa" | None) names the family when the
+    saved args do not; --arch-arg overrides the saved args. DiT is DDPM (1000 linear steps, integer index),
+    SiT/REPA a linear flow in t (REPA: t = 0 clean, SiT: t = 1 clean)."""
+    args = dict(meta.get("args") or {}) if isinstance(meta.get("args") or {}, dict) else {}
+    if arch in ("dit", "sit", "repa"):
+        args["family"] = arch
+    args.update(opts.arch_args)
+    if any(k.startswith("decoder_blocks.") for k in sd):
+        sd = upgrade_legacy_repa(sd)
+    try:
+        cfg = infer_transformer_config(sd, args or None)
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as e:
+        raise UserError(f"The weights have DiT/SiT keys but shapes or saved args that no DiT/SiT/REPA network has "
+                        f"({type(e).__name__}: {e}). Check --arch-arg values, or the checkpoint is damaged.") from None
+    if cfg is None:
+        raise UserError(
+            "Could not recognise the architecture from the checkpoint's keys (tried: EDM SongUNet/DhariwalUNet, "
+            "DiT/SiT/REPA). Name it: --arch edm|dit|sit|repa, or build your own network with "
+            "--arch my.module:build_fn / --arch path/to/model.py:ClassName (+ --arch-arg k=v), naming the data "
+            "(parametrization, schedule, ...) in a sidecar CKPT.icr.json if you like (see README).")
+    try:
+        with torch.device("meta"):
+            net = build_transformer(cfg)
+    except Exception as e:  # the values come from the file or --arch-arg: they are the user's to fix
+        raise UserError(f"The {cfg['name'] or cfg['family']} network cannot be built from the saved and given "
+                        f"arguments ({type(e).__name__}: {e}). Check --arch-arg values.") from None
+    load_strict(net, sd, f"the {cfg['name'] or cfg['family']} network")
+    family = cfg["family"]
+    kw = cfg["kwargs"]
+    num_classes = kw.get("num_classes", 1000)
+    check_class_label(opts.class_label, num_classes, {"dit": "DiT", "sit": "SiT", "repa": "REPA-SiT"}[family])
+    has_null = net.y_embedder.embedding_table.weight.shape[0] > num_classes
+    if opts.class_label is None and not has_null:  # said before any output is written
+        raise UserError("This checkpoint has no null-class embedding (trained without label dropout); "
+                        "pass --class-label N to condition on a class.")
+
+    def labels(b, device):
+        y = num_classes if opts.class_label is None else opts.class_label
+        return torch.full((b,), y, dtype=torch.long, device=device)
+
+    if family == "dit":
+        noise = {"param": "ddpm", "schedule": "linear:1e-4:0.02:1000", "time_input": "index"}
+        how = "DDPM, 1000 linear steps"
+    else:
+        path_type = str(args.get("path_type", "Linear"))
+        if path_type.lower() != "linear":
+            raise UserError(f"This {family.upper()} checkpoint was trained with path_type={path_type}; icr supports "
+                            "the linear interpolant only. Override with --param and --time-input if you know "
+                            "the mapping.")
+        convention = "repa" if family == "repa" or "proj_coeff" in args or "enc_type" in args else "sit"
+        noise = {"param": "flow", "time_input": "t", "time_convention": convention}
+        how = f"linear flow, t = {0 if convention == 'repa' else 1} clean"
+    size = kw.get("input_size")
+    name = cfg["name"] or f"{_PREFIX[family]} (depth {kw['depth']}, width {kw['hidden_size']})"
+    name = ("REPA " if family == "repa" else "") + name
+    return Denoiser(
+        net=net, family=family, default_layer=default_layer(net), in_channels=kw.get("in_channels", 4),
+        resolution=size, latent=kw.get("in_channels", 4) == 4, noise_defaults=noise,
+        data_range="-1:1", call=lambda x, t, y: net(x, t, y), labels=labels,
+        description={"arch": cfg["name"] or family, "config": jsonable(kw)},
+        title=f"{name} ({how}), {kw.get('in_channels', 4)}x{size}x{size} latents, {num_classes} classes",
+    )

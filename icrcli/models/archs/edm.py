@@ -17,6 +17,7 @@ import torch
 from torch.nn.functional import silu
 
 from icrcli.errors import UserError
+from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
 
 # ----------------------------------------------------------------------------------------------
 # Building blocks.
@@ -742,6 +743,16 @@ _FILTERS = {2: [1, 1], 4: [1, 3, 3, 1]}  # the two filters EDM uses; buffer valu
 
 
 def infer_edm_config(state_dict):
+    """Constructor kwargs for `build_edm(**config)` that rebuild `state_dict`, or None if it is not EDM-style
+    (keys of the wrong rank or size included: a damaged file is then simply not recognised).
+    """
+    try:
+        return _infer_edm_config(state_dict)
+    except (KeyError, IndexError, ZeroDivisionError, TypeError, ValueError):
+        return None
+
+
+def _infer_edm_config(state_dict):
     """Constructor kwargs for `build_edm(**config)` that rebuild `state_dict`, or None if it is not EDM-style.
 
     Accepts the keys of a whole preconditioner (`model.enc...`) or of the bare U-Net (`enc...`).
@@ -870,3 +881,78 @@ def default_layer(model):
     levels = _levels({f"dec.{name}.conv0.weight": None for name in net.dec.keys()})
     res, n_blocks = levels[-2] if len(levels) > 1 else levels[-1]  # levels run from high to low resolution
     return f"{prefix}dec.{res}x{res}_block{1 if n_blocks > 1 else 0}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter: a state dict (and what an EDM pickle recorded about it) -> a Denoiser.
+
+_EDM_CLASSES = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm"}
+_PRECOND_WORDS = {"edm": "EDM", "vp": "VP", "ve": "VE", "iddpm": "iDDPM"}
+
+
+def denoiser(sd, meta: dict, opts: ModelOptions) -> Denoiser:
+    """The EDM network `sd` holds, built from its shapes, then what the pickle recorded (meta["init_kwargs"]:
+    sigma_data, beta_d, ...), then --arch-arg; preconditioning from --arch-arg precond, else the pickled class."""
+    config = infer_edm_config(sd)
+    if config is None:
+        raise UserError("--arch edm: the weights are not an EDM SongUNet/DhariwalUNet state dict.")
+    recorded = meta.get("init_kwargs") or {}
+    if not isinstance(recorded, dict):
+        raise UserError(f"The checkpoint records the network's constructor arguments as a {type(recorded).__name__}, "
+                        "not a dict; the file is damaged or not an EDM snapshot.")
+    precond = _edm_precond(meta.get("class_name"), opts.arch_args.get("precond"), config["precond"])
+    config.update({k: v for k, v in recorded.items() if k not in ("model_type",)})
+    config.update({k: v for k, v in opts.arch_args.items() if k != "precond"})
+    config["precond"] = precond
+    try:
+        with torch.device("meta"):
+            net = build_edm(**config)
+    except UserError:
+        raise
+    except Exception as e:  # the values come from the file or --arch-arg: they are the user's to fix
+        raise UserError(f"The EDM network cannot be built from the recorded and given arguments ({type(e).__name__}: "
+                        f"{e}). Check --arch-arg values, or the checkpoint is damaged.") from None
+    target = net if any(k.startswith("model.") for k in sd) else net.model
+    load_strict(target, sd, f"the EDM {config['model_type']} network")
+    label_dim = config.get("label_dim", 0)
+    check_class_label(opts.class_label, label_dim, "EDM")
+
+    def labels(b, device):
+        if not label_dim:
+            return None
+        out = torch.zeros(b, label_dim, device=device)  # EDM's null class: an all-zero label vector
+        if opts.class_label is not None:
+            out[:, opts.class_label] = 1
+        return out
+
+    return Denoiser(
+        net=net, family="edm", default_layer=default_layer(net), in_channels=config["img_channels"],
+        resolution=config["img_resolution"], latent=False,
+        noise_defaults={"param": "edm", "time_input": "sigma"}, data_range="-1:1",
+        call=lambda x, t, y: net(x, t, y), labels=labels,
+        description={"arch": f"edm/{precond}/{config['model_type']}", "config": jsonable(config)},
+        title=title(config, precond),
+    )
+
+
+def title(config: dict, precond: str) -> str:
+    """In words, e.g. "EDM SongUNet (DDPM++), EDM preconditioning, 3x32x32 images, 10 classes"."""
+    kind = config["model_type"]
+    if kind == "DhariwalUNet":
+        kind += " (ADM)"
+    elif (config.get("embedding_type"), config.get("encoder_type")) == ("positional", "standard"):
+        kind += " (DDPM++)"
+    elif (config.get("embedding_type"), config.get("encoder_type")) == ("fourier", "residual"):
+        kind += " (NCSN++)"
+    res, ch = config.get("img_resolution"), config.get("img_channels")
+    labels = config.get("label_dim") or 0
+    return (f"EDM {kind}, {_PRECOND_WORDS.get(precond, precond)} preconditioning, {ch}x{res}x{res} images"
+            + (f", {labels} classes" if labels else ", unconditional"))
+
+
+def _edm_precond(class_name, given, inferred: str) -> str:
+    if given:
+        return given
+    if isinstance(class_name, str):
+        return _EDM_CLASSES.get(class_name.rsplit(".", 1)[-1], inferred)
+    return inferred
