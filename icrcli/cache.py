@@ -4,10 +4,11 @@ Layout under cache_dir():
   hashes.sqlite                      memo: (resolved path, size, mtime_ns, inode, ctime_ns) -> sha256
   features/<key[:2]>/<key>.h5        one finished entry per request key (config_key of everything that
                                      shapes the output: input hashes, model, layer, sigmas, views, version)
-  features/<key[:2]>/<key>.h5.lock   inter-process lock, taken while the entry is being made
+  features/<key[:2]>/<key>.h5.lock   inter-process lock, present only while the entry is being made
   features/<key[:2]>/.<key>.tmp-*.h5 an entry being written; renamed over <key>.h5 only when complete
 
 An entry exists only once complete (atomic_write), so a reader that finds the file can use it without a lock.
+Files are created with the user's umask (as `open` would), so teammates can read shared results.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Callable, Iterator, NamedTuple
 
-import filelock
 import platformdirs
 
 from icrcli.errors import UserError
@@ -36,6 +36,7 @@ _RACY_NS = 2_000_000_000        # coarse filesystems (FAT, HFS+, some NFS) keep 
 _MEMO_BATCH = 256               # rows per memo write: progress survives an interrupt, few transactions
 _SQLITE_TIMEOUT_S = 30.0        # wait this long for another process's memo write before giving up on the memo
 _HEX_KEY = re.compile(r"[0-9a-f]{8,128}")
+_LOCK_POLL_S = (0.05, 0.5)      # first and longest pause between tries for a lock another process holds
 
 
 # ---------------------------------------------------------------------------------------------- location
@@ -263,8 +264,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=path.suffix)
-    os.close(fd)
     tmp = Path(tmp_name)
+    try:
+        _chmod_as_created(fd)
+    finally:
+        os.close(fd)
     try:
         yield tmp
         _fsync(tmp)     # data on disk before the rename makes it visible, so a crash cannot expose a stub
@@ -273,6 +277,27 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc/self/status), since
+    os.umask's set-and-restore would race with files being created in other threads."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _chmod_as_created(fd: int) -> None:
+    """mkstemp makes files 0600; give the file the mode open() would have given it (0666 less the umask)."""
+    if os.name == "posix":
+        os.fchmod(fd, 0o666 & ~umask())
 
 
 def _fsync(path: Path) -> None:
@@ -302,19 +327,105 @@ def exclusive(path: str | os.PathLike, timeout: float | None = None,
 
     If another process holds it, on_wait() is called once (e.g. to say "waiting for another icr run"),
     then we wait up to `timeout` seconds (None: for as long as it takes). The OS drops the lock when its
-    holder dies, so a crashed run never blocks later ones; the .lock file itself is left in place."""
-    lock = filelock.FileLock(f"{os.fspath(path)}.lock")
+    holder dies, so a crashed run never blocks later ones. The .lock file is removed on release (a crashed
+    run leaves it behind, harmlessly). A lock file that cannot be created is a UserError at once, never a wait.
+    """
+    lock_path = Path(f"{os.fspath(path)}.lock")
+    if os.name != "posix":
+        yield from _exclusive_portable(path, lock_path, timeout, on_wait)
+        return
+    fd = _acquire(path, lock_path, timeout, on_wait)
     try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        if on_wait is not None:
-            on_wait()
+        yield
+    finally:
+        _release(lock_path, fd)
+
+
+def _acquire(path, lock_path: Path, timeout: float | None, on_wait) -> int:
+    """An open descriptor of `lock_path` holding its flock, and still the file at that path.
+
+    Removing the file on release is safe because the holder removes it while still locked, and a process
+    that locked a file which was removed meanwhile (it opened the old file before the removal) sees that
+    the path now names another file or none, and tries again on the new one."""
+    import fcntl
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waited, pause = False, _LOCK_POLL_S[0]
+    while True:
         try:
-            lock.acquire(timeout=-1 if timeout is None else timeout)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise _no_lock(path, lock_path, e) from None
+        try:
+            while not _try_flock(fd, fcntl, path, lock_path):
+                if not waited:
+                    waited = True
+                    if on_wait is not None:
+                        on_wait()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise UserError(f"another icr process is still making the cache entry {path} after waiting "
+                                    f"{timeout:g} s. Let it finish and run again, or pass -o/--output to write "
+                                    f"elsewhere.")
+                time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+                pause = min(2 * pause, _LOCK_POLL_S[1])
+            if _same_file(fd, lock_path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)    # we locked a file its holder had just removed: lock the one at the path now
+
+
+def _try_flock(fd: int, fcntl, path, lock_path: Path) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as e:    # e.g. ENOLCK: a network filesystem without locking
+        raise _no_lock(path, lock_path, e) from None
+
+
+def _same_file(fd: int, lock_path: Path) -> bool:
+    try:
+        st = os.stat(lock_path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _release(lock_path: Path, fd: int) -> None:
+    try:
+        if _same_file(fd, lock_path):
+            lock_path.unlink()      # while still locked: see _acquire
+    except OSError:
+        pass                        # a lock file left behind is harmless
+    finally:
+        os.close(fd)                # closing drops the flock
+
+
+def _no_lock(path, lock_path: Path, e: OSError) -> UserError:
+    return UserError(f"cannot create the lock file {lock_path} next to {path} ({e.strerror or e}). Write the "
+                     "output to a folder where you can create files (-o PATH, or $ICR_CACHE_DIR for the cache).")
+
+
+def _exclusive_portable(path, lock_path: Path, timeout: float | None, on_wait) -> Iterator[None]:
+    """Where flock does not exist (Windows): filelock, whose lock file stays in place."""
+    import filelock
+    lock = filelock.FileLock(os.fspath(lock_path))
+    try:
+        try:
+            lock.acquire(blocking=False)
         except filelock.Timeout:
-            raise UserError(f"another icr process is still making the cache entry {path} after waiting "
-                            f"{timeout:g} s. Let it finish and run again, or pass -o/--output to write "
-                            f"elsewhere.") from None
+            if on_wait is not None:
+                on_wait()
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+    except filelock.Timeout:
+        raise UserError(f"another icr process is still making the cache entry {path} after waiting "
+                        f"{timeout:g} s. Let it finish and run again, or pass -o/--output to write "
+                        f"elsewhere.") from None
+    except OSError as e:
+        raise _no_lock(path, lock_path, e) from None
     try:
         yield
     finally:

@@ -427,3 +427,89 @@ def test_memo_shared_by_two_processes(cache_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache, "_hash_file", lambda path: pytest.fail(f"re-read {path}"))
     assert [cache.file_sha256(f) for f in files] == list(expected.values())
+
+
+# ----------------------------------------------------------------------------------------- lock files, modes
+def test_lock_file_is_removed_on_release(tmp_path):
+    target = tmp_path / "e.h5"
+    with cache.exclusive(target):
+        assert (tmp_path / "e.h5.lock").exists()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        with cache.exclusive(target):
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["under a file", "under /proc"])
+def test_lock_that_cannot_be_created_is_a_user_error_not_a_wait(tmp_path, where):
+    if where == "under a file":
+        target = _write(tmp_path / "file", b"x") / "e.h5"
+    else:
+        target = Path("/proc/icr-no-such-dir/e.h5")
+    waits = []
+    with pytest.raises(UserError, match=r"cannot create the lock file .*e\.h5\.lock next to .*Write the output to"):
+        with cache.exclusive(target, on_wait=lambda: waits.append(1)):
+            pytest.fail("entered without a lock")
+    assert waits == []
+
+
+def test_lock_in_a_read_only_folder_is_a_user_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: a read-only folder is writable")
+        with pytest.raises(UserError, match="Permission denied"):
+            with cache.exclusive(ro / "e.h5"):
+                pass
+    finally:
+        ro.chmod(0o700)
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_twice(tmp_path, monkeypatch):
+    """The holder removes the lock file while it still holds it. A waiter that opened the old file then
+    gets a lock on a file no longer at the path; it must not enter while a third process holds the new file."""
+    import fcntl
+    import threading
+    target, lock_path = tmp_path / "e.h5", tmp_path / "e.h5.lock"
+    first = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(first, fcntl.LOCK_EX)                   # the holder (flock locks belong to open files)
+    stale, entered, waiting = threading.Event(), threading.Event(), threading.Event()
+    same_file = cache._same_file
+
+    def watched(fd, path):
+        same = same_file(fd, path)
+        if not same:
+            stale.set()
+        return same
+    monkeypatch.setattr(cache, "_same_file", watched)
+
+    def waiter():
+        with cache.exclusive(target, timeout=60, on_wait=waiting.set):
+            entered.set()
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert waiting.wait(30)
+    lock_path.unlink()                                  # the holder releases: removes, then unlocks
+    third = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(third, fcntl.LOCK_EX)                   # a third process locks the new file meanwhile
+    os.close(first)
+    assert stale.wait(30)                               # the waiter got the old file and saw it was stale
+    assert not entered.is_set()
+    os.close(third)
+    t.join(60)
+    assert entered.is_set() and not lock_path.exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_write_follows_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert cache.umask() == mask
+        with cache.atomic_write(tmp_path / "out.h5") as tmp:
+            tmp.write_bytes(b"result")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.h5").stat().st_mode & 0o777 == 0o666 & ~mask
