@@ -200,3 +200,26 @@ def test_hdf5_chunked_source(tmp_path):
     assert src.block_images(None) % 16 == 0 or src.block_images(None) == 250
     r = score_source(src, ScoreOptions(block_images=40))[0]
     assert r["icr"] == pytest.approx(ref.icr(h)[0], rel=1e-6)
+
+
+def test_merge_all_of_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one"):
+        merge_all([])
+    m = from_block(ref.views(np.random.default_rng(16), n=5, k=2, d=3))
+    assert merge_all([m]) is m
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_helmert_contrasts_have_the_residual_scatter(k):
+    from icrcli.stats.moments import helmert
+    h = ref.views(np.random.default_rng(17), n=50, k=k, d=4)
+    out = np.empty(50 * (k - 1) * 4)
+    s = helmert(h, out)
+    c = out.reshape(-1, 4)
+    xi = (h - h.mean(1, keepdims=True)).reshape(-1, 4)
+    np.testing.assert_allclose(s, h.mean(1), rtol=1e-14)
+    np.testing.assert_allclose(c.T @ c, xi.T @ xi, rtol=1e-12, atol=1e-12)
+    # each contrast sums the views with weights that sum to zero: an offset shared by the views drops out
+    out2 = np.empty_like(out)
+    np.testing.assert_allclose(helmert(h + 1e6, out2) - 1e6, s, atol=1e-8)
+    np.testing.assert_allclose(out2, out, atol=1e-8)

@@ -6,7 +6,17 @@ For a block of images h of shape (n, K, D) we keep, in float64:
   m2_s    (D, D) scatter of s about mean_s:   sum_i (s_i - mean_s)(s_i - mean_s)^T
   w_xi    (D, D) scatter of the residuals:    sum_ik xi_ik xi_ik^T,  xi_ik = h_ik - s_i
 Blocks merge exactly (Chan, Golub & LeVeque 1979, pairwise update), so the result does not depend on how
-the images were chunked or ordered beyond rounding. Every covariance `icr score` reports derives from these.
+the images were chunked or ordered beyond float64 rounding. Every covariance `icr score` reports derives from these.
+
+W from Helmert contrasts: the K residuals of an image span only K-1 dimensions, and the K-1 orthonormal Helmert
+contrasts c_j = (h_1 + ... + h_j - j h_{j+1}) / sqrt(j (j+1)) (j = 1..K-1; for K = 2, (h_1 - h_2)/sqrt 2) have
+the same scatter: sum_j c_j c_j^T = sum_k xi_k xi_k^T. So W and the between-image scatter take n(K-1) + n = nK
+rows of products per block, as many as one X^T X of the raw features.
+
+Precision: every product is float64, whatever the input dtype. float32 products (eps 6e-8, and BLAS sums them
+in float32) perturb Sigma_xi by ~1e-7 of its norm; the eigenproblem amplifies that by up to
+cond(Sigma_xi + tau I) (about 1000 D with the default ridge), which moved ICR by 1e-5 relative on
+ill-conditioned features. In float64 that error is ~1e-16 sqrt(NK) of the norm instead.
 """
 
 from __future__ import annotations
@@ -15,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Rows per GEMM when products run in float32: the float32 sum inside one call stays short and the running
-# total is float64, which keeps the error near float32's unit roundoff whatever the number of images.
-_GEMM_ROWS = 16384
+# float64 contrasts are formed and multiplied in sub-blocks of about this many bytes: small enough to stay in
+# cache between being written and being read by the GEMM, large enough that each GEMM is efficient.
+_SUB_BYTES = 4 << 20
 
 
 @dataclass
@@ -37,43 +47,61 @@ def empty(n_views: int, dim: int) -> ViewMoments:
     return ViewMoments(0, n_views, np.zeros(dim), np.zeros((dim, dim)), np.zeros((dim, dim)))
 
 
-def _scatter(x: np.ndarray) -> np.ndarray:
-    """x^T x for x (rows, D), accumulated in float64 over blocks of rows."""
-    out = np.zeros((x.shape[1], x.shape[1]))
-    for a in range(0, x.shape[0], _GEMM_ROWS):
-        blk = x[a:a + _GEMM_ROWS]
-        out += blk.T @ blk
-    return out
+def sub_block_images(n_views: int, dim: int) -> int:
+    """Images per sub-block, so that the float64 contrasts of one sub-block take about _SUB_BYTES."""
+    return max(1, _SUB_BYTES // (8 * max(1, n_views - 1) * max(1, dim)))
+
+
+def work_buffer(n_views: int, dim: int) -> np.ndarray:
+    """A float64 buffer for `from_block`'s contrasts, to reuse across blocks (a fresh one per block costs
+    page faults)."""
+    return np.empty(sub_block_images(n_views, dim) * max(1, n_views - 1) * dim)
+
+
+def helmert(h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The K-1 Helmert contrasts of each image's views, in float64, and the image means.
+
+    h (n, K, D) any float dtype; out: a float64 buffer of at least n(K-1)D elements, filled with the contrasts
+    as ((K-1) n, D) rows. Returns s (n, D) float64, the mean over views. Each contrast entry is within a few
+    float64 ulps of its exact value (the running sum of float16/32 views is exact in float64).
+    """
+    n, k, d = h.shape
+    c = out[: (k - 1) * n * d].reshape(k - 1, n, d)
+    np.subtract(h[:, 0], h[:, 1], out=c[0], dtype=np.float64)  # j = 1 in one pass: (h_1 - h_2) / sqrt 2
+    c[0] *= np.sqrt(0.5)
+    run = np.add(h[:, 0], h[:, 1], dtype=np.float64)
+    for j in range(2, k):
+        np.multiply(h[:, j], -float(j), out=c[j - 1], dtype=np.float64)
+        c[j - 1] += run
+        c[j - 1] *= 1.0 / np.sqrt(j * (j + 1.0))
+        np.add(run, h[:, j], out=run, dtype=np.float64)
+    run *= 1.0 / k
+    return run
 
 
 def from_block(h: np.ndarray, work: np.ndarray | None = None) -> ViewMoments:
-    """Moments of one block h (n, K, D), float16/32/64. `work`, if given, is a float32 buffer of at least
-    h's size reused for the residuals (a fresh 32 MB array per block costs page faults).
+    """Moments of one block h (n, K, D), float16/32/64. `work`, if given, is a float64 buffer from
+    `work_buffer(K, D)`, reused for the contrasts.
 
-    float64 input is computed in float64 throughout. Lower precisions form the D x D products in float32,
-    which is what lets `score` run at the speed of one float32 X^T X while staying exact to second order:
-    image means s are float64, and the residuals are taken about float32(s) (a subtraction of nearby
-    numbers: exact, no cancellation left for the products). The rounding delta = s - float32(s) shifts each
-    image's residuals by a constant, so it enters w_xi only as K sum_i delta_i delta_i^T, which is removed
-    whenever it is not negligible.
+    Error bound: contrasts and image means are float64 functions of the stored values (a few ulps, 1.1e-16
+    relative); the products are float64 GEMMs, so each entry of w_xi and m2_s is within about
+    sqrt(rows) * 1.1e-16 * sqrt(a_ii a_jj) of its exact value (rows summed per GEMM, a the matrix itself;
+    the worst case is rows * 1.1e-16), with no dependence on the features' offset or conditioning.
     """
     n, k, d = h.shape
-    if h.dtype == np.float64:
-        s = h.mean(axis=1)
-        xi = (h - s[:, None, :]).reshape(n * k, d)
-        mean_s = s.mean(axis=0)
-        return ViewMoments(n, k, mean_s, _scatter(s - mean_s), _scatter(xi))
+    step = sub_block_images(k, d)
+    if work is None or work.size < min(step, n) * (k - 1) * d:
+        work = np.empty(min(step, n) * (k - 1) * d)
     s = np.empty((n, d))
-    xi = np.empty(h.shape, np.float32) if work is None else work.reshape(-1)[: h.size].reshape(h.shape)
-    np.add.reduce(h, axis=1, dtype=np.float64, out=s)
-    s *= 1.0 / k
-    np.subtract(h, s.astype(np.float32)[:, None, :], out=xi, dtype=np.float32)
-    w = _scatter(xi.reshape(n * k, d))
-    delta = s - s.astype(np.float32)
-    if k * float(np.vdot(delta, delta)) > 1e-10 * float(np.trace(w)):
-        w -= k * _scatter(delta)
+    w = np.zeros((d, d))
+    for a in range(0, n, step):
+        part = h[a:a + step]
+        s[a:a + len(part)] = helmert(part, work)
+        c = work[: (k - 1) * len(part) * d].reshape(-1, d)
+        w += c.T @ c
     mean_s = s.mean(axis=0)
-    return ViewMoments(n, k, mean_s, _scatter((s - mean_s).astype(np.float32)), w)
+    s -= mean_s
+    return ViewMoments(n, k, mean_s, s.T @ s, w)
 
 
 def merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
@@ -90,7 +118,10 @@ def merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
 
 
 def merge_all(parts) -> ViewMoments:
+    """Merge of one or more ViewMoments, in order. An empty sequence has no K and D to give its result: ValueError."""
     parts = list(parts)
+    if not parts:
+        raise ValueError("merge_all needs at least one ViewMoments (use empty(n_views, dim) for no images)")
     out = parts[0]
     for p in parts[1:]:
         out = merge(out, p)

@@ -16,7 +16,7 @@ from icrcli.errors import UserError
 from icrcli.stats.estimators import covariances
 from icrcli.features.featurefile import FeatureSource, layer_dataset, open_features
 from icrcli.stats.jackknife import jackknife
-from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all
+from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all, work_buffer
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
@@ -87,7 +87,7 @@ def accumulate(src: FeatureSource, opts: ScoreOptions,
     g = opts.ci_groups if opts.ci else 1
     groups = [empty(k, d) for _ in range(g)]
     skipped = 0
-    work = np.empty(src.block_images(opts.block_images) * k * d, np.float32)  # residuals, reused per block
+    work = work_buffer(k, d)  # float64 contrasts, reused per block
     for a, block in src.iter_blocks(opts.block_images):
         for j in range(g):
             first = (j - a) % g  # rows of this block whose image index is = j (mod g)
