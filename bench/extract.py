@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import save_file
 
 from icrcli.models.archs.edm import EDM_PRESETS, build_edm
-from icrcli.features.extract import ExtractOptions, plan, run
+from icrcli.features.extract import extract
+from icrcli.features.plan import Request, RunOptions, load_data, load_model, make_plan
 from icrcli.models.resolve import ModelOptions
 from icrcli.models.taps import Taps
 
@@ -73,10 +74,11 @@ def main() -> None:
         data = CIFAR if CIFAR.exists() else tmp / "imgs.npy"
         if not CIFAR.exists():
             np.save(data, np.random.default_rng(0).integers(0, 256, (a.images, 32, 32, 3), dtype=np.uint8))
-        opts = ExtractOptions(sigma=0.29, images=a.images, views=a.views, batch_size=a.batch_size, device=a.device,
-                              chunk_images=a.batch_size, dtype=a.dtype)
+        request = Request(sigma=0.29, images=a.images, views=a.views, chunk_images=a.batch_size, dtype=a.dtype)
+        run_opts = RunOptions(batch_size=a.batch_size, device=a.device, overwrite=True)
         t = time.perf_counter()
-        p = plan(ckpt, data, opts, ModelOptions())
+        model = load_model(ckpt, ModelOptions(), a.device)
+        p = make_plan(model, load_data(data, model), request)
         t_plan = time.perf_counter() - t
         # Same number of forward passes and batch shapes as the extraction: images x views.
         dev = p.device
@@ -93,9 +95,8 @@ def main() -> None:
         te, tt, tf = [], [], []
         for r in range(a.repeat):
             tt.append(bare_amp(net, inputs, sigma, True))
-            opts.overwrite = True
             t = time.perf_counter()
-            run(p, opts, tmp / f"f{r}.h5")
+            extract(p, tmp / f"f{r}.h5", run_opts)
             te.append(time.perf_counter() - t)
             tf.append(bare_amp(net, inputs, sigma, False))
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.type == "cuda" else ""
