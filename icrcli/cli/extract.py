@@ -15,8 +15,8 @@ from icrcli.cli.options import (Arch, ArchArg, Call, ClassLabel, DataRange, DTyp
 
 @app.command()
 def extract(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint: .safetensors, .pt/.pth/.ckpt, EDM .pkl, or a "
-                                               "diffusers folder.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint: .safetensors, .pt/.pth/"
+                                               ".ckpt, EDM .pkl, or a diffusers folder.")],
     data: Annotated[Path, typer.Option(help="Images: folder (class sub-folders = labels), .zip/.tar, .npy/.npz, "
                                        "CIFAR pickles, MNIST IDX, NVlabs dataset zip.")],
     sigma: Annotated[float, typer.Option(help="Noise level, EDM/VE units on data in [-1, 1] (0 = augmentation "
@@ -76,6 +76,12 @@ def extract(
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
                            time_convention=time_convention, data_range=data_range, prediction=prediction, call=call,
                            class_label=class_label, vae=vae)
+    if output is not None:      # checked before any model is loaded, not after minutes of work
+        from icrcli.models.resolve import SIDECAR_SUFFIX
+        from icrcli.outputs import check_output
+        sidecars = [checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX), checkpoint.parent / "icr.json"]
+        check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", vae),
+                                    *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
     reporter = console.Reporter()
     model = load_model(checkpoint, mopts, run_opts.device, reporter)
     p = make_plan(model, load_data(data, model, reporter), request, reporter)

@@ -32,9 +32,10 @@ TimeConvention = choices("TimeConvention", "repa sit")
 
 
 def guard_output(out: str, *inputs: Path) -> None:
-    from icrcli.errors import UserError
-    if out != "-" and any(Path(out).resolve() == p.resolve() for p in inputs):
-        raise UserError(f"-o {out} is the input file; icr never writes over its input. Choose another path.")
+    """-o FILE ('-' is stdout): never an input, only over an icr result (icrcli.outputs.check_output)."""
+    if out != "-":
+        from icrcli.outputs import check_output
+        check_output(out, "-o", [("the input file", p) for p in inputs], "result")
 
 
 def _kv(pairs: list[str] | None) -> dict:
