@@ -7,8 +7,8 @@ Rules (README "Safety"):
 - never a folder, and only where files can be created (the nearest existing folder is tried with a probe file);
 - an existing file is replaced only if it is icr's own output of the same kind: a feature file (HDF5 with
   icr's format mark; `extract --overwrite` replaces one of another configuration, never anything else), a
-  result (a JSON object with "version" and one of RESULT_MARKS) or Fisher directions (a 2-D little-endian float64 C-order
-  .npy with no more rows than columns, the shape `score --directions` writes). An empty file holds nothing
+  result (a JSON object with "version" and one of RESULT_MARKS) or Fisher directions (a 2-D little-endian
+  float64 C-order .npy with no more rows than columns, the shape `score --directions` writes). An empty file holds nothing
   to lose and may be replaced.
 """
 

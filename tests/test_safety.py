@@ -239,3 +239,12 @@ def test_score_directions_replace_only_what_icr_writes(tmp_path, icr, array):
     r = icr("score", feats, "--directions", tmp_path / "mine.npy", "-q")
     assert r.code == 2 and "--directions" in r.err and "is not Fisher directions written by icr" in r.err
     assert (tmp_path / "mine.npy").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------------ usage lines
+@pytest.mark.parametrize("command, name", [("extract", "CHECKPOINT"), ("layers", "CHECKPOINT"),
+                                           ("score", "FEATURES"), ("info", "FEATURES")])
+def test_usage_lines_name_arguments_in_capitals(icr, command, name):
+    r = icr(command, "--help")
+    usage = next(line for line in r.out.splitlines() if "Usage:" in line)
+    assert name in usage and name.lower() not in usage

@@ -13,7 +13,7 @@ from icrcli.cli.options import Debug
 
 @app.command()
 def info(
-    features: Annotated[Path, typer.Argument(help="Feature file (.h5) or .npy array.")],
+    features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file (.h5) or .npy array.")],
     json_out: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
     debug: Debug = False,
 ):

@@ -14,7 +14,7 @@ from icrcli.cli.options import (Arch, ArchArg, Call, ClassLabel, DataRange, Debu
 
 @app.command()
 def layers(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (as for extract).")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint (as for extract).")],
     depth: Annotated[Optional[int], typer.Option(min=1, help="Show modules down to this nesting depth.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
     arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,

@@ -13,8 +13,8 @@ from icrcli.cli.options import Debug, Output, Quiet, guard_output
 
 @app.command()
 def probe(
-    features: Annotated[Path, typer.Argument(help="Feature file from `icr extract` on labelled data (has "
-                                             "/labels).")],
+    features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file from `icr extract` on "
+                                             "labelled data (has /labels).")],
     test: Annotated[Optional[Path], typer.Option(help="Test on this feature file (e.g. the test set's "
                                                  "extraction) instead of a split.")] = None,
     split: Annotated[float, typer.Option(help="Training fraction of a stratified split, in (0, 1) (without "

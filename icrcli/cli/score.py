@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Estimator, Output, Quiet, guard_output
+from icrcli.cli.options import Debug, Estimator, Output, Quiet
 
 
 @app.command()
 def score(
-    features: Annotated[Path, typer.Argument(help="Feature file from `icr extract`, an HDF5 file with an "
-                                             "(N, K, D) dataset, or a .npy array (N, K, D).")],
+    features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file from `icr extract`, an HDF5 "
+                                             "file with an (N, K, D) dataset, or a .npy array (N, K, D).")],
     dataset: Annotated[Optional[str], typer.Option(help="HDF5 dataset path (default: the only (N, K, D) one).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several layers.")] = None,
     estimator: Annotated[Estimator, typer.Option(help="paper: finite-K corrected (App. B.6); plugin: raw "
@@ -44,7 +44,7 @@ def score(
 
       icr score feats.h5                      # JSON to stdout
 
-      icr score feats.h5 --ci -o icr.json     # with a 95% jackknife interval
+      icr score feats.h5 --ci -o result.json  # with a 95% jackknife interval
 
       icr score feats.npy --estimator plugin --tau 0
 
@@ -54,9 +54,7 @@ def score(
     from icrcli.stats.score import ScoreOptions, open_source, score_source
 
     console.set_quiet(quiet)
-    guard_output(output, features)
-    if directions is not None:
-        guard_output(str(directions), features)
+    _check_outputs(features, output, directions)
     opts = ScoreOptions(estimator=estimator.value, tau=tau, tau_rel=None if tau is not None else tau_rel,
                         ci=ci, ci_groups=ci_groups, confidence=confidence, skip_nonfinite=skip_nonfinite,
                         allow_partial=allow_partial, block_images=block_images,
@@ -70,6 +68,18 @@ def score(
         result["directions"] = str(directions)
     console.write_json(result, output)
     console.say(_summary(result))
+
+
+def _check_outputs(features: Path, output: str, directions: Path | None) -> None:
+    """-o and --directions: never the features, never each other, only over icr's own outputs (icrcli.outputs)."""
+    from icrcli.outputs import check_output
+    scored = [("the features being scored", features)]
+    if output != "-":
+        check_output(output, "-o", scored, "result")
+    if directions is not None:     # np.save adds .npy to a name without it: check the file it will write
+        target = directions if directions.suffix == ".npy" else directions.with_name(directions.name + ".npy")
+        check_output(target, "--directions", scored + [("the -o result", None if output == "-" else output)],
+                     "directions")
 
 
 def _summary(r: dict) -> str:
