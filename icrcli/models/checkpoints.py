@@ -122,8 +122,8 @@ def _load_safetensors(path, key, map_location):
         state_dict = load_file(str(path), device=str(map_location))
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path} could not be read as safetensors ({e}). The file may be "
+    except (SafetensorError, OSError, ValueError, OverflowError, RuntimeError) as e:
+        raise UserError(f"{path} could not be read as safetensors ({_first_line(e)}). The file may be "
                         "truncated or corrupt: download it again.") from e
     source = "<root>"
     if key is not None:  # a flat file: --key selects the entries under "key."
@@ -166,7 +166,7 @@ def _torch_load(path, kind, trust_pickle, map_location):
             return _trusted(lambda: torch.load(path, map_location=map_location,
                                                weights_only=False), path)
         raise UserError(_refusal(path, str(e))) from e
-    except RuntimeError as e:
+    except Exception as e:  # noqa: BLE001  damaged bytes fail in many ways (zip records, storages, opcodes)
         raise UserError(f"{path} could not be read as a torch checkpoint ({_first_line(e)}). "
                         "The file may be truncated or corrupt: download it again.") from e
 
@@ -185,7 +185,8 @@ def _refusal(path, message):
 
 
 def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _pickle_load(path, trust_pickle, map_location):
@@ -199,7 +200,9 @@ def _pickle_load(path, trust_pickle, map_location):
     except UnsafeGlobalError:
         if not trust_pickle:
             raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as e:
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001  damaged bytes fail in many ways (EOF, bad opcode, bad tensor args)
         raise UserError(f"{path} could not be read as a pickle ({_first_line(e)}). The file "
                         "may be truncated or corrupt: download it again.") from e
     with open(path, "rb") as f:

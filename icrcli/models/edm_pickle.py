@@ -154,42 +154,82 @@ def is_edm_pickle(path) -> bool:
     return len(head) > 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and _PERSISTENCE_MODULE in head
 
 
+class _Damaged(Exception):
+    """The unpickled objects are not shaped like torch modules (said with the file's name by load_edm_pickle)."""
+
+
+# A real EDM network nests modules 5 deep and has a few hundred; these bounds only stop crafted files.
+_MAX_DEPTH = 64
+_MAX_NODES = 1_000_000
+
+
 def _module_state(obj):
-    """The `__dict__` state of a pickled module-like object, or None if obj is not one."""
+    """The `__dict__` state of a pickled module-like object ({} if it has none), or None if obj is not one."""
     if isinstance(obj, PersistentMeta):
-        return obj.get("state") or {}
-    if isinstance(obj, TorchModuleState):
-        return getattr(obj, "state", None) or {}
-    return None
+        state = obj.get("state")
+    elif isinstance(obj, TorchModuleState):
+        state = getattr(obj, "state", None)
+    else:
+        return None
+    if state is None:
+        return {}
+    if not isinstance(state, dict):
+        raise _Damaged(f"a module's state is a {type(state).__name__}, not a dict")
+    return state
 
 
-def _collect_tensors(obj, prefix, out):
+def _table(state, name, kinds=(dict,)):
+    """state[name] ({} when absent or None), checked to be one of `kinds`."""
+    value = state.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, kinds):
+        raise _Damaged(f"a module's {name} is a {type(value).__name__}, not a {kinds[0].__name__}")
+    return value
+
+
+def _collect_tensors(obj, prefix, out, ancestors=(), budget=None):
     """Walk nested module states and fill `out` with name -> tensor, named as net.state_dict().
 
     Mirrors torch.nn.Module.state_dict: own parameters, then own persistent buffers (None
-    entries skipped), then children in registration order with "child." prefixes.
+    entries skipped), then children in registration order with "child." prefixes. A module that
+    contains itself, nesting deeper than _MAX_DEPTH, more than _MAX_NODES modules, or a non-tensor
+    where a tensor belongs raise _Damaged.
     """
+    budget = [_MAX_NODES] if budget is None else budget
     state = _module_state(obj)
     if state is None:
         return
-    for name, param in (state.get("_parameters") or {}).items():
-        if param is not None:
-            out[prefix + name] = param.detach()
-    skip = state.get("_non_persistent_buffers_set") or set()
-    for name, buf in (state.get("_buffers") or {}).items():
-        if buf is not None and name not in skip:
-            out[prefix + name] = buf.detach()
-    for name, child in (state.get("_modules") or {}).items():
+    where = prefix[:-1] or "the network"
+    if any(obj is a for a in ancestors):
+        raise _Damaged(f"the module {where} contains itself")
+    if len(ancestors) >= _MAX_DEPTH or budget[0] <= 0:
+        raise _Damaged(f"modules nest deeper than {_MAX_DEPTH} or number more than {_MAX_NODES}")
+    budget[0] -= 1
+    skip = _table(state, "_non_persistent_buffers_set", (set, frozenset, list, tuple, dict))
+    for table in ("_parameters", "_buffers"):
+        for name, tensor in _table(state, table).items():
+            if tensor is None or (table == "_buffers" and name in skip):
+                continue
+            if not isinstance(name, str) or not torch.is_tensor(tensor):
+                raise _Damaged(f"{where} holds a {type(tensor).__name__} named {name!r} among its {table[1:]}, "
+                               "where a tensor belongs")
+            out[prefix + name] = tensor.detach()
+    for name, child in _table(state, "_modules").items():
         if child is not None:
-            _collect_tensors(child, prefix + name + ".", out)
+            if not isinstance(name, str):
+                raise _Damaged(f"{where} has a child module named by a {type(name).__name__}")
+            _collect_tensors(child, prefix + name + ".", out, (*ancestors, obj), budget)
 
 
-def _plain(value):
+def _plain(value, depth=0):
     """EasyDicts/OrderedDicts -> dicts, recursively, so recorded kwargs read as ordinary data."""
+    if depth > _MAX_DEPTH:
+        raise _Damaged(f"the recorded constructor arguments nest deeper than {_MAX_DEPTH} (or contain themselves)")
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+        return type(value)(_plain(v, depth + 1) for v in value)
     return value
 
 
@@ -201,7 +241,10 @@ def _class_name(obj):
 
 def _is_network(obj):
     """A pickled torch module (it has a parameter table), as opposed to e.g. EDM's loss_fn."""
-    state = _module_state(obj)
+    try:
+        state = _module_state(obj)
+    except _Damaged:
+        return False
     return state is not None and "_parameters" in state
 
 
@@ -214,11 +257,11 @@ def _net_info(obj, top):
     """What the pickle records about the network: class, constructor kwargs, simple attributes."""
     state = _module_state(obj)
     attributes = {k: v for k, v in state.items()
-                  if not k.startswith("_") and k != "training"
+                  if isinstance(k, str) and not k.startswith("_") and k != "training"
                   and isinstance(v, (bool, int, float, str, np.generic))}
     return {"class_name": _class_name(obj),
-            "init_kwargs": _plain(state.get("_init_kwargs") or {}),
-            "init_args": _plain(list(state.get("_init_args") or ())),
+            "init_kwargs": _plain(_table(state, "_init_kwargs")),
+            "init_args": _plain(list(_table(state, "_init_args", (list, tuple)))),
             "attributes": attributes,
             "keys_in_file": [str(k) for k in top] if isinstance(top, dict) else [],
             "networks_in_file": _network_entries(top)}
@@ -231,9 +274,9 @@ def read_edm_pickle(path):
             return RestrictedUnpickler(f, path=str(path)).load()
     except UserError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001  damaged bytes fail in many ways (EOF, bad opcode, bad tensor args, ...)
         raise UserError(
-            f"{path} could not be read as a pickle ({type(e).__name__}: {e}). The file may be "
+            f"{path} could not be read as a pickle ({type(e).__name__}: {str(e)[:200]}). The file may be "
             "truncated or corrupt: download it again, or convert it to .safetensors on a "
             "machine where it loads.") from e
 
@@ -262,10 +305,14 @@ def load_edm_pickle(path, key="ema"):
     """
     path = Path(path)
     top = read_edm_pickle(path)
-    net = _select(top, key, path)
-    info = _net_info(net, top) if _module_state(net) is not None else None
-    state_dict = {}
-    _collect_tensors(net, "", state_dict)
+    try:
+        net = _select(top, key, path)
+        info = _net_info(net, top) if _module_state(net) is not None else None
+        state_dict = {}
+        _collect_tensors(net, "", state_dict)
+    except _Damaged as e:
+        raise UserError(f"{path}: {e}. The file is damaged, or was not written by EDM's training code; icr cannot "
+                        "take weights from it.") from None
     if not state_dict:
         what = _class_name(net) if info else type(net).__name__
         raise UserError(f"{path}: entry {key!r} (a {what}) holds no weights. "
