@@ -91,7 +91,7 @@ def test_probe_is_invariant_to_per_feature_affine_maps():
 
 
 def test_constant_feature_is_centred_not_blown_up():
-    x, y = blobs(90, 3, 3, sep=3.0, seed=6)
+    x, _ = blobs(90, 3, 3, sep=3.0, seed=6)
     x = np.hstack([x, np.full((90, 1), 0.1)])      # 0.1 is inexact in binary: the mean rounds
     z, = P.standardise(x)
     assert np.abs(z[:, -1]).max() < 1e-12

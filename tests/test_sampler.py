@@ -164,7 +164,7 @@ def test_ddpm_eps_network_matches_edm_denoiser():
     sig_ddpm = noise.sigma_of_alpha_bar(conv.schedule)
     assert abs(snapped[0] - 80) < 0.5 and snapped[-1] == 0 and snapped[-2] == pytest.approx(sig_ddpm[0])
     assert all(np.isclose(sig_ddpm, s).any() for s in snapped[:-1])
-    ddpm, z = run(DDPMEps(conv.schedule), conv, "eps", snapped, n=64)
+    ddpm, _ = run(DDPMEps(conv.schedule), conv, "eps", snapped, n=64)
     edm, _ = run(EDMNet(), edm_conv(), "denoised", snapped, n=64)
     np.testing.assert_allclose(ddpm.numpy(), edm.numpy(), atol=2e-4)
     edm18, _ = run(EDMNet(), edm_conv(), "denoised", sampler.edm_sigmas(18), n=64)

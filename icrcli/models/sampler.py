@@ -19,7 +19,7 @@ evaluates the network at exactly the noise it was trained for.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -137,7 +137,7 @@ def heun_sample(denoise: Denoise, latents: torch.Tensor, sigmas: np.ndarray,
     dx/dsigma = (x - D(x; sigma)) / sigma from x = sigma_0 * latents down to sigma = 0, Heun's method with an
     Euler last step. latents (B, ...) standard normal -> samples (B, ...) float64 on [-1, 1] data."""
     x = latents.to(torch.float64) * float(sigmas[0])
-    for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         s, s_next = float(s), float(s_next)
         d = (x - denoise(x, s)) / s
         x_next = x + (s_next - s) * d

@@ -1,0 +1,229 @@
+"""`icr memorization`: how many of a checkpoint's samples are copies of its training images.
+
+Samples come from the deterministic EDM Heun sampler (icrcli.models.sampler), each from its own (seed, index)
+noise and class, so they do not depend on batch size and a larger request extends a smaller one. They are
+cached by content key (checkpoint hash, model and noise configuration, prediction, sampler levels, seed, class
+rule) in chunks of CHUNK samples under <cache>/samples/: an interrupted run keeps its finished chunks, and a
+repeat draws nothing. Copies are counted by icrcli.stats.neighbours, in pixels (on [-1, 1]) or in the features
+of any layer of any checkpoint (--embed).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from icrcli import __version__, cache
+from icrcli.data.images import open_images
+from icrcli.errors import UserError
+from icrcli.models import noise, sampler
+from icrcli.models.resolve import ModelOptions, load_model, merge_sidecar, noise_convention
+from icrcli.stats.neighbours import memorization_ratio, nearest
+
+CHUNK = 256            # samples per cache file: the unit of resumption
+SAMPLES_FORMAT = 1     # bumped when the sampler's output for a key would change
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.") from None
+
+
+def _content_sha256(path: Path) -> str:
+    return cache.tree_sha256(sorted(f for f in path.rglob("*") if f.is_file())) if path.is_dir() \
+        else cache.file_sha256(path)
+
+
+class SampleSource:
+    """A checkpoint ready to sample: the network wrapped as D(x; sigma), its levels, shape, classes and key."""
+
+    def __init__(self, ckpt_path, mopts: ModelOptions, steps: int, seed: int, device, shape_hint=None):
+        ckpt_path = Path(ckpt_path)
+        self.mopts, _ = merge_sidecar(ckpt_path, mopts) if ckpt_path.exists() else (mopts, None)
+        self.den = load_model(ckpt_path, self.mopts, device)
+        if self.den.latent:
+            raise UserError(f"{self.den.description.get('arch')} is a latent model; memorization compares pixels, "
+                            "and decoding latents with a VAE is not supported yet. Use a pixel-space model.")
+        self.conv = noise_convention(self.den, self.mopts)
+        self.data_range = noise.parse_data_range(self.mopts.data_range or self.den.data_range)
+        self.prediction = sampler.prediction_for(self.den, self.mopts.prediction)
+        self.sigmas = sampler.round_sigmas(sampler.edm_sigmas(steps), self.conv, self.data_range)
+        res = self.den.resolution or (shape_hint[1] if shape_hint else None)
+        if not res:
+            raise UserError("the network does not say its image size; give it with --arch-arg img_resolution=N.")
+        self.shape = (self.den.in_channels, int(res), int(res))
+        self.n_classes = sampler.class_count(self.den)
+        self.seed, self.device = seed, device
+        label = self.mopts.class_label
+        self.classes = "none" if not self.n_classes else ("uniform" if label is None else int(label))
+        self.config = {
+            "samples_format": SAMPLES_FORMAT, "checkpoint_sha256": _content_sha256(ckpt_path),
+            "arch": self.den.description.get("arch"), "model": self.den.description.get("config"),
+            "weights": self.den.description.get("weights"), "call": self.mopts.call, "noise": self.conv.describe(),
+            "data_range": list(self.data_range), "prediction": self.prediction, "sampler": "edm-heun",
+            "sigmas": [float(s) for s in self.sigmas], "shape": list(self.shape), "seed": seed,
+            "classes": self.classes, "noise_rng": "splitmix64-box-muller-float32",
+        }
+        self.key = cache.config_key(self.config)
+
+    def draw(self, indices: np.ndarray, batch_size: int = 64, progress=None) -> np.ndarray:
+        """(len(indices), C, H, W) float32 samples in [0, 1] (clamped), sample i from its own seed."""
+        out = []
+        lo, hi = self.data_range
+        for a in range(0, len(indices), batch_size):
+            idx = indices[a:a + batch_size]
+            y = self._labels(idx)
+            denoise = sampler.make_denoise(self.den.call, self.conv, self.prediction, (lo, hi), y)
+            z = sampler.sample_latents(self.seed, idx, self.shape).to(self.device)
+            with torch.inference_mode():
+                x = sampler.heun_sample(denoise, z, self.sigmas)
+            out.append(((x + 1) / 2).clamp(0, 1).float().cpu().numpy())
+            if progress:
+                progress(len(idx))
+        return np.concatenate(out) if out else np.zeros((0, *self.shape), np.float32)
+
+    def _labels(self, idx: np.ndarray):
+        if self.classes == "uniform":
+            return sampler.class_input(self.den, sampler.sample_classes(self.seed, idx, self.n_classes), self.device)
+        return self.den.labels(len(idx), self.device)
+
+    def samples(self, n: int, batch_size: int = 64, progress=None) -> tuple[np.ndarray, Path, int]:
+        """The first n samples, from the cache where it has them. Returns (samples, cache folder, how many were
+        drawn now)."""
+        folder = cache.cached_path(self.key, ".samples", kind="samples")
+        folder.mkdir(exist_ok=True)
+        parts, drawn = [], 0
+        for c in range(-(-n // CHUNK)):
+            want = min(CHUNK, n - c * CHUNK)
+            path = folder / f"chunk-{c:06d}.npy"
+            have = np.load(path, mmap_mode="r") if path.exists() else None
+            if have is None or len(have) < want:
+                block = self.draw(np.arange(c * CHUNK, c * CHUNK + want), batch_size, progress)
+                with cache.atomic_write(path) as tmp:
+                    np.save(tmp, block)
+                drawn += want
+            else:
+                block = np.asarray(have[:want])
+                if progress:
+                    progress(want)
+            parts.append(block)
+        return np.concatenate(parts), folder, drawn
+
+
+def embedder(ckpt_path, layer: str, mopts: ModelOptions, device, sigma: float = 0.0):
+    """images (B, C, H, W) in [0, 1] -> (B, D) pooled features of `layer` of another checkpoint at noise `sigma`
+    (clean, eps = 0), as `icr extract` reads them."""
+    from icrcli.models.taps import Taps
+    ckpt_path = Path(ckpt_path)
+    mopts, _ = merge_sidecar(ckpt_path, mopts) if ckpt_path.exists() else (mopts, None)
+    den = load_model(ckpt_path, mopts, device)
+    conv = noise_convention(den, mopts)
+    lo, hi = noise.parse_data_range(mopts.data_range or den.data_range)
+
+    def embed(x01: np.ndarray) -> torch.Tensor:
+        x = noise.to_model_range(torch.as_tensor(x01, device=device), lo, hi)
+        with torch.inference_mode(), Taps(den.net, [layer], "mean") as taps:
+            x_in, t, _ = conv.model_inputs(x, torch.zeros_like(x), sigma, (lo, hi))
+            return taps.run(lambda: den.call(x_in, t, den.labels(len(x), device)))[layer].double()
+
+    return embed
+
+
+def _features(images: Callable[[np.ndarray], np.ndarray], n: int, embed, batch: int) -> torch.Tensor:
+    return torch.cat([embed(images(np.arange(a, min(n, a + batch)))).cpu() for a in range(0, n, batch)])
+
+
+def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, samples: int = 1000, steps: int = 18,
+                 seed: int = 0, criterion: str = "ratio", threshold: float | None = None, device: str = "cpu",
+                 progress: Callable[[int], None] | None = None, embed: str | None = None,
+                 embed_layer: str | None = None, embed_sigma: float = 0.0, embed_mopts: ModelOptions | None = None,
+                 grid: str | Path | None = None, grid_count: int = 32, batch_size: int = 64,
+                 on_phase: Callable[[str, int], Callable[[int], None] | None] | None = None) -> dict:
+    """Draw `samples` samples of a checkpoint and count the copies of its training images `data_path`.
+
+    progress(n) is called as samples are drawn; on_phase(name, total), if given, returns the progress
+    callback of each phase ("sampling", then "searching") instead. Returns the JSON-ready result."""
+    t0 = time.perf_counter()
+    if criterion not in ("ratio", "cosine"):
+        raise UserError(f"--criterion {criterion!r}: choose ratio or cosine.")
+    if samples < 1:
+        raise UserError(f"--samples {samples}: draw at least one sample.")
+    if (embed is None) != (embed_layer is None):
+        raise UserError("--embed CKPT and --embed-layer NAME go together: name the checkpoint and its layer.")
+    dev = _device(device)
+    imgs = open_images(data_path)
+    if len(imgs) < 2:
+        raise UserError(f"{data_path}: {len(imgs)} image; the ratio rule needs at least two training images.")
+    src = SampleSource(ckpt_path, mopts or ModelOptions(), steps, seed, dev, (imgs.channels, imgs.height))
+    if src.shape != (imgs.channels, imgs.height, imgs.width):
+        raise UserError(f"the model draws {'x'.join(map(str, src.shape))} (CxHxW) samples but the training images "
+                        f"are {imgs.channels}x{imgs.height}x{imgs.width}. Pass the images the model was trained on.")
+    phase = on_phase or (lambda name, total: progress if name == "sampling" else None)
+    x, folder, drawn = src.samples(samples, batch_size, phase("sampling", samples))
+
+    search = phase("searching", len(imgs))
+    if embed is None:
+        space = "pixels on [-1, 1]"
+        queries = torch.as_tensor(x, device=dev) * 2 - 1
+        reference = lambda rows: torch.as_tensor(imgs.get_float(rows)) * 2 - 1
+    else:
+        space = f"{embed}:{embed_layer} at sigma {embed_sigma:g}"
+        f = embedder(embed, embed_layer, embed_mopts or ModelOptions(trust_pickle=(mopts or ModelOptions())
+                                                                     .trust_pickle), dev, embed_sigma)
+        queries = _features(lambda rows: x[rows], len(x), f, batch_size).to(dev)
+        ref = _features(imgs.get_float, len(imgs), f, batch_size)
+        reference = lambda rows: ref[torch.as_tensor(rows)]
+    values, index = nearest(queries, reference, len(imgs), k=2, metric="l2" if criterion == "ratio" else "cosine",
+                            progress=search)
+    result = {"schema": 1, "command": "memorization", "checkpoint": str(ckpt_path), "data": str(data_path),
+              "n_train": len(imgs), "space": space}
+    result.update(memorization_ratio(values, criterion, threshold))
+    result.update({
+        "sampler": {"name": "EDM Heun (Karras et al. 2022, Alg. 1, no churn)", "steps": steps,
+                    "evaluations": 2 * (len(src.sigmas) - 1) - 1, "sigmas": src.config["sigmas"],
+                    "prediction": src.prediction, "classes": src.classes, "seed": seed},
+        "noise": src.config["noise"], "arch": src.config["arch"],
+        "samples_cache": str(folder), "samples_drawn": drawn, "cached": drawn == 0,
+        "nearest_index": index[:, 0].tolist(),
+    })
+    if grid is not None:
+        from icrcli.stats.neighbours import memorized
+        k = min(grid_count, len(x))
+        copies = memorized(values, criterion, threshold)
+        write_grid(grid, x[:k], imgs.get_float(index[:k, 0]), copies[:k])
+        result["grid"] = str(grid)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["version"] = __version__
+    return result
+
+
+def write_grid(path, samples: np.ndarray, nearest_images: np.ndarray, copies: np.ndarray, per_row: int = 8,
+               pad: int = 2) -> None:
+    """A PNG of sample | nearest training image pairs, `per_row` pairs a row; the pairs counted as copies are
+    framed in red. samples, nearest_images (n, C, H, W) in [0, 1]; copies (n,) bool."""
+    from PIL import Image
+    n, _, h, w = samples.shape
+    to_rgb = lambda a: np.repeat(a, 3, 0) if a.shape[0] == 1 else a[:3]
+    cell_w, cell_h = 2 * w + 3 * pad, h + 2 * pad
+    rows = -(-n // per_row)
+    canvas = np.full((rows * (cell_h + pad) + pad, per_row * (cell_w + pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        y0, x0 = pad + (i // per_row) * (cell_h + pad), pad + (i % per_row) * (cell_w + pad)
+        canvas[y0:y0 + cell_h, x0:x0 + cell_w] = (220, 30, 30) if copies[i] else (200, 200, 200)
+        for j, img in enumerate((samples[i], nearest_images[i])):
+            pix = (to_rgb(img).transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+            xs = x0 + pad + j * (w + pad)
+            canvas[y0 + pad:y0 + pad + h, xs:xs + w] = pix
+    path = Path(path)
+    with cache.atomic_write(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
