@@ -38,6 +38,9 @@ def extract(
     chunk_images: Annotated[int, typer.Option(min=1, help="Images per resumable chunk.")] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output of another "
                                             "configuration.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Leave out images that cannot be "
+                                                  "decoded (counted and named on stderr, recorded in the file) "
+                                                  "instead of stopping.")] = False,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Feature file to write (default: the "
                                                    "content-addressed cache, $ICR_CACHE_DIR).")] = None,
     arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
@@ -70,7 +73,7 @@ def extract(
     console.set_quiet(quiet)
     request = Request(sigma=sigma, layers=tuple(layer or ()), views=views, images=images, augment=augment.value,
                       seed=seed, dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
-                      t_mode=t_mode.value)
+                      t_mode=t_mode.value, skip_bad_images=skip_bad_images)
     run_opts = RunOptions(batch_size=batch_size, device=device, overwrite=overwrite)
     mopts = model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
@@ -84,7 +87,7 @@ def extract(
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
     reporter = console.Reporter()
     model = load_model(checkpoint, mopts, run_opts.device, reporter)
-    p = make_plan(model, load_data(data, model, reporter), request, reporter)
+    p = make_plan(model, load_data(data, model, reporter, skip_bad_images), request, reporter)
     out = output_path(p, output)
     console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
                 f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
