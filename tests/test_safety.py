@@ -248,3 +248,43 @@ def test_usage_lines_name_arguments_in_capitals(icr, command, name):
     r = icr(command, "--help")
     usage = next(line for line in r.out.splitlines() if "Usage:" in line)
     assert name in usage and name.lower() not in usage
+
+
+# ------------------------------------------------------------------------------------------------ bad images
+def test_skip_bad_images_leaves_out_undecodable_files_and_records_them(tmp_path, icr):
+    import json
+
+    import h5py
+    from PIL import Image
+    ckpt = tiny_checkpoint(tmp_path / "ck.safetensors")
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (6, S, S, 3), dtype=np.uint8)
+    for i, a in enumerate(pixels):
+        Image.fromarray(a).save(images / f"{i}.png")
+    (images / "1.png").write_bytes(b"\x89PNG but no image")
+    (images / "4.png").write_bytes((images / "4.png").read_bytes()[:60])
+    args = ("extract", ckpt, "--data", images, "--sigma", "0.3", "--images", "6", "-q")
+    r = icr(*args, "-o", tmp_path / "a.h5")
+    assert r.code == 2 and "cannot decode image '1.png'" in r.err and "--skip-bad-images" in r.err
+    r = icr(*args, "-o", tmp_path / "b.h5", "--skip-bad-images", "--quiet")
+    assert r.code == 0, r.err
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        config = json.loads(f.attrs["config"])
+    assert config["skipped_images"] == {"count": 2, "names": ["1.png", "4.png"]}
+    assert config["n_images"] == 4 and r.json["n_images"] == 4
+    from icrcli.features.featurefile import open_features
+    assert open_features(tmp_path / "b.h5").shape[0] == 4
+
+
+def test_skip_bad_images_says_so_on_stderr(tmp_path, icr):
+    ckpt = tiny_checkpoint(tmp_path / "ck.safetensors")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+    for i, a in enumerate(np.random.default_rng(0).integers(0, 256, (4, S, S, 3), dtype=np.uint8)):
+        Image.fromarray(a).save(images / f"{i}.png")
+    (images / "2.png").write_bytes(b"junk")
+    r = icr("extract", ckpt, "--data", images, "--sigma", "0.3", "-o", tmp_path / "f.h5", "--skip-bad-images")
+    assert r.code == 0, r.err
+    assert "left out 1 of 4 images that cannot be decoded (2.png)" in r.err

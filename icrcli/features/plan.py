@@ -53,6 +53,7 @@ class Request:
     resize: bool = False
     chunk_images: int = 256         # rows per resumable chunk, and per HDF5 chunk (so: the file's bytes)
     t_mode: str = "nearest"         # discrete-time models: nearest step or interpolated
+    skip_bad_images: bool = False   # leave out undecodable images (recorded in the configuration when set)
 
     def __post_init__(self):
         object.__setattr__(self, "sigma", float(self.sigma))
@@ -225,13 +226,15 @@ def _prediction(checkpoint: Path, mopts: ModelOptions) -> str | None:
     return getattr(merged, "prediction", None)
 
 
-def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT) -> LoadedData:
+def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT,
+              skip_bad_images: bool = False) -> LoadedData:
     """Open the data set the way `model` reads it (latent arrays for a latent model without its VAE, images
-    otherwise) and hash its files. A timeline opens it once, for the first of its models."""
+    otherwise) and hash its files. A timeline opens it once, for the first of its models. skip_bad_images:
+    undecodable image files do not stop the opening (make_plan leaves them out with Request.skip_bad_images)."""
     data = Path(data)
     latent_file = _latent_file(model, data)
     reporter.step(f"opening data {data}")
-    imgs = latents.open_latents(data) if latent_file else open_images(data)
+    imgs = latents.open_latents(data) if latent_file else open_images(data, skip_bad_images=skip_bad_images)
     if len(imgs) < 2:
         raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
     reporter.step(f"hashing data {data}")
@@ -252,6 +255,7 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
     idx = subset_indices(len(imgs), request.images, request.seed)
     if request.images is not None and request.images > len(imgs):
         reporter.warn(f"--images {request.images}: the data hold {len(imgs)} images; using all {len(imgs)}.")
+    idx, skipped = _leave_out_bad(imgs, idx, request, reporter)
     layers = request.layers or ((den.default_layer,) if den.default_layer else ())
     if not layers:
         raise UserError("This architecture has no default layer: name one with --layer (see `icr layers CKPT`).")
@@ -274,9 +278,31 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
         "weights": den.description.get("weights"), "call": mopts.call,  # which sub-dict, and how it is called
         "chunk_images": request.chunk_images, "noise_rng": NOISE_RNG,
     }
+    if skipped is not None:         # only when asked, so every other request keeps its key
+        config["skipped_images"] = skipped
     aug_hw, noise_chw = _view_shapes(model, imgs)
     return Plan(model, data, request, idx, tuple(layers), conv, noise.parse_data_range(data_range),
                 aug_hw, noise_chw, config, cache.config_key(config))
+
+
+_NAMED_SKIPS = 20   # names kept in the configuration (an HDF5 attribute): the count and the kept indices say the rest
+
+
+def _leave_out_bad(imgs, idx: np.ndarray, request: Request, reporter: Reporter) -> tuple[np.ndarray, dict | None]:
+    """--skip-bad-images: the subset without its undecodable images (decoded once each to find them), and what
+    was left out, {"count", "names"} for the configuration; (idx, None) without the option."""
+    if not request.skip_bad_images or not hasattr(imgs, "decodable"):
+        return idx, None
+    kept, bad = imgs.decodable(idx)
+    names = [name for _, name, _ in bad]
+    if bad:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        reporter.warn(f"--skip-bad-images: left out {len(bad)} of {len(idx)} images that cannot be decoded "
+                      f"({shown}).")
+    if len(kept) < 2:
+        raise UserError(f"--skip-bad-images: only {len(kept)} of {len(idx)} images can be decoded; ICR needs at "
+                        f"least two. The first error: {bad[0][2] if bad else 'none'}")
+    return kept, {"count": len(bad), "names": names[:_NAMED_SKIPS]}
 
 
 def same_views(plans: list[Plan]) -> None:
