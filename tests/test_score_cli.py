@@ -67,8 +67,8 @@ def test_bad_inputs(icr, tmp_path, feats):
     _bad(icr, tmp_path / "n1.npy", match="at least two images")
     np.save(tmp_path / "int.npy", h.astype(np.int32))
     _bad(icr, tmp_path / "int.npy", match="float16, float32 or float64")
-    _bad(icr, p, "-o", p, match="never writes over its input")
     before = p.read_bytes()
+    _bad(icr, p, "-o", p, match="never writes over its input")
     assert p.read_bytes() == before
     r = icr("score", p, "--estimator", "nope")
     assert r.code == 2
@@ -158,3 +158,92 @@ def test_ci_refuses_more_memory_than_the_machine_has(icr, feats, monkeypatch):
     monkeypatch.setattr(sc, "_physical_memory", lambda: 2 * sc._jackknife_bytes(6, 20) - 1)
     _bad(icr, p, "--ci", match="Lower --ci-groups")
     assert icr("score", p, "--ci", "--ci-groups", "10", "-q").code == 0
+
+
+def test_identical_views_say_what_is_wrong(icr, tmp_path, feats):
+    from icrcli.features.featurefile import write_feature_file
+    _, h = feats
+    same = np.repeat(h[:, :1], 2, axis=1)  # sigma 0 with --augment none: every view is the image itself
+    np.save(tmp_path / "same.npy", same)
+    r = _bad(icr, tmp_path / "same.npy", match="every view of each image is identical")
+    assert "carry no nuisance" in r.err and "--sigma > 0" in r.err and "--augment paper" in r.err
+    assert "--tau-rel" not in r.err  # not the option the user already has at its default
+    parts = [{"start": 0, "features": {"blk": same}, "index": np.arange(200), "labels": None}]
+    write_feature_file(tmp_path / "same.h5", {"blk": 6}, 200, 2, "float32", {"sigma": 0.0, "augment": "none"},
+                       iter(parts), 64)
+    r = _bad(icr, tmp_path / "same.h5", match="sigma = 0.0, augment = none")
+
+
+def test_more_features_than_residual_degrees_of_freedom_warns(icr, tmp_path):
+    h = ref.views(np.random.default_rng(1), n=30, k=2, d=80).astype(np.float32)
+    np.save(tmp_path / "wide.npy", h)
+    r = icr("score", tmp_path / "wide.npy")
+    assert r.code == 0
+    res = r.json
+    cond = res["condition"]
+    assert cond["residual_dof"] == 30 and cond["images_needed"] == 80
+    assert cond["n_sigma_xi_below_tau"] >= 50  # the 50 empty directions at least
+    assert len(res["warnings"]) == 2
+    assert "D = 80 features exceed the N(K-1) = 30" in res["warnings"][0]
+    assert "N >= D/(K-1) = 80 images (better about 160)" in res["warnings"][0]
+    assert "Sigma_xi eigenvalues lie below tau" in res["warnings"][1]
+    for w in res["warnings"]:
+        assert "warning: " + w in r.err.replace("\n", " ")
+    np.save(tmp_path / "ok.npy", ref.views(np.random.default_rng(2), n=200, k=2, d=6))
+    ok = icr("score", tmp_path / "ok.npy")
+    assert ok.code == 0 and ok.json["warnings"] == [] and "warning" not in ok.err
+
+
+def test_terminal_gets_a_summary_not_the_spectrum(icr, feats, tmp_path, monkeypatch):
+    import icrcli.cli.score as cli_score
+    p, h = feats
+    monkeypatch.setattr(cli_score, "_stdout_is_terminal", lambda: True)
+    r = icr("score", p)
+    assert r.code == 0
+    assert r.out.startswith("ICR ") and "{" not in r.out and "-o FILE" in r.out
+    assert f"{ref.icr(h)[0]:.4f}" in r.out
+    assert r.err.count("ICR ") == 0  # said once, on the terminal
+    r = icr("score", p, "-o", tmp_path / "r.json")  # -o still writes everything
+    assert r.code == 0 and len(json.loads((tmp_path / "r.json").read_text())["eigenvalues"]) == 6
+
+
+def test_result_schema_is_one_shape(icr, feats):
+    from icrcli.stats.result import SCHEMA, STATISTICS
+    p, _ = feats
+    plain, ci = icr("score", p, "-q").json, icr("score", p, "-q", "--ci").json
+    assert plain["schema"] == ci["schema"] == SCHEMA == 1
+    base = ["schema", "icr", *STATISTICS, "warnings", "n_skipped_nonfinite", "input", "provenance", "options",
+            "version"]
+    assert list(plain) == base
+    assert list(ci) == base[:2] + ["icr_ci", "icr_se", "ci_groups", "ci_confidence"] + base[2:]
+
+
+def _feature_file(tmp_path, h, name="f.h5"):
+    from icrcli.features.featurefile import write_feature_file
+    parts = [{"start": 0, "features": {"blk": h}, "index": np.arange(len(h)), "labels": None}]
+    write_feature_file(tmp_path / name, {"blk": h.shape[2]}, len(h), h.shape[1], "float32", {"sigma": 0.3},
+                       iter(parts), 64)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.98])
+def test_truncated_feature_file(icr, tmp_path, feats, cut):
+    _, h = feats
+    whole = _feature_file(tmp_path, h).read_bytes()
+    assert icr("score", tmp_path / "f.h5", "-q").code == 0  # the file is good before it is cut
+    short = tmp_path / "short.h5"
+    short.write_bytes(whole[: int(len(whole) * cut)])
+    for cmd in ("score", "info"):
+        r = icr(cmd, short)
+        assert r.code == 2, (cmd, r.code, r.err)
+        assert "truncated or damaged" in r.err and "Traceback" not in r.err
+    assert short.read_bytes() == whole[: int(len(whole) * cut)]
+
+
+def test_dataset_with_no_features(icr, tmp_path):
+    with h5py.File(tmp_path / "d0.h5", "w") as f:
+        f["x"] = np.zeros((10, 2, 0), np.float32)
+    for cmd in ("score", "info"):
+        r = icr(cmd, tmp_path / "d0.h5")
+        assert r.code == 2, (cmd, r.code, r.err)
+        assert "D = 0 features" in r.err and "Traceback" not in r.err

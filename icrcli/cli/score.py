@@ -66,8 +66,19 @@ def score(
         import numpy as np
         np.save(directions, dirs)
         result["directions"] = str(directions)
-    console.write_json(result, output)
-    console.say(_summary(result))
+    for warning in result["warnings"]:
+        console.say(f"warning: {warning}")
+    if output == "-" and _stdout_is_terminal():
+        # A terminal gets the summary, not a screen of D eigenvalues; piped or with -o the JSON has everything.
+        typer.echo(_summary(result) + "\n(the full JSON result goes to a pipe or to -o FILE)")
+    else:
+        console.write_json(result, output)
+        console.say(_summary(result))
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+    return sys.stdout.isatty()
 
 
 def _check_outputs(features: Path, output: str, directions: Path | None) -> None:

@@ -85,7 +85,21 @@ def _check_shape(shape: tuple, where: str) -> tuple[int, int, int]:
             f"{where} has shape {tuple(shape)}; icr needs a rank-3 array (N images, K views, D features). "
             "Reshape it to (N, K, D), or pick another dataset with --dataset."
         )
+    if shape[1] == 0 or shape[2] == 0:  # N = 0 is a partial file just begun; no views or features is no data
+        raise UserError(f"{where} has shape {tuple(shape)}: K = {shape[1]} views of D = {shape[2]} features per "
+                        "image, nothing to read. Check the extraction that wrote it (the tapped layer, --views), "
+                        "or pick another dataset with --dataset.")
     return tuple(int(x) for x in shape)
+
+
+def open_hdf5(path: Path):
+    """h5py.File(path, "r"), with a damaged file (truncated, or a corrupt header) as a UserError."""
+    import h5py
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path} looks like HDF5 but cannot be opened ({e}): the file is truncated or damaged, "
+                        "e.g. an interrupted copy. Copy it again, or re-run the `icr extract` that wrote it.") from None
 
 
 def _decode(v):
@@ -125,7 +139,7 @@ def open_features(path: str | Path, dataset: str | None = None) -> FeatureSource
     if not h5py.is_hdf5(path):
         raise UserError(f"{path} is neither an HDF5 file nor a .npy array. icr reads feature files written by "
                         "`icr extract`, HDF5 files with an (N, K, D) dataset, and .npy arrays of shape (N, K, D).")
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         if dataset is None:
             cands = _h5_candidates(f)
             layers = [c for c in cands if c.startswith(FEATURES_GROUP + "/")]

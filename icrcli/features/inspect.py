@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from icrcli.errors import UserError
-from icrcli.features.featurefile import FEATURES_GROUP, FORMAT_NAME, _h5_candidates, open_features
+from icrcli.features.featurefile import FEATURES_GROUP, FORMAT_NAME, _h5_candidates, open_features, open_hdf5
 
 
 def describe(path: str | Path) -> dict:
@@ -17,7 +17,7 @@ def describe(path: str | Path) -> dict:
     import h5py
     if not path.exists() or not h5py.is_hdf5(path):
         open_features(path)  # raises the standard message
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         names = _h5_candidates(f)
     if not names:
         raise UserError(f"{path} holds no rank-3 (N, K, D) dataset.")

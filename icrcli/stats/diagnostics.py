@@ -45,11 +45,13 @@ def alignment(m: ViewMoments) -> float:
     return float(2.0 * np.trace(m.w_xi) / (m.n * (m.n_views - 1)))
 
 
-def condition(sigma_xi: np.ndarray, sigma_s: np.ndarray, tau: float) -> dict:
-    """How well posed the eigenproblem is, and how much the ridge shapes it."""
+def condition(sigma_xi: np.ndarray, sigma_s: np.ndarray, tau: float, n_images: int, n_views: int) -> dict:
+    """How well posed the eigenproblem is, and how much the ridge shapes it. Sigma_xi has at most N(K-1)
+    nonzero eigenvalues (the residual degrees of freedom); `images_needed` is the least N for which D <= N(K-1)."""
     ev = scipy.linalg.eigvalsh(sigma_xi)
     ev_s = scipy.linalg.eigvalsh(sigma_s)
     lo, hi = float(ev[0]), float(ev[-1])
+    d = sigma_xi.shape[0]
     return {
         "sigma_xi_min_eigenvalue": lo,
         "sigma_xi_max_eigenvalue": hi,
@@ -58,4 +60,25 @@ def condition(sigma_xi: np.ndarray, sigma_s: np.ndarray, tau: float) -> dict:
         "n_sigma_xi_below_tau": int(np.sum(ev < tau)),
         "sigma_s_min_eigenvalue": float(ev_s[0]),
         "n_sigma_s_negative": int(np.sum(ev_s < 0)),
+        "residual_dof": n_images * (n_views - 1),
+        "images_needed": -(-d // (n_views - 1)),
     }
+
+
+def condition_warnings(cond: dict, dim: int, n_images: int, n_views: int, tau: float) -> list[str]:
+    """Plain-language warnings when the ridge, not the features, decides ICR: D above the residual degrees of
+    freedom N(K-1) (then at least D - N(K-1) directions of Sigma_xi are empty), or most Sigma_xi eigenvalues
+    below tau. Each says what it means and what to change."""
+    out = []
+    dof, need = cond["residual_dof"], cond["images_needed"]
+    if dim > dof:
+        out.append(f"D = {dim} features exceed the N(K-1) = {dof} residual degrees of freedom (N = {n_images} "
+                   f"images, K = {n_views} views): at least {dim - dof} directions of Sigma_xi are empty and fall "
+                   "below the ridge, so ICR looks better than the features are. Use N >= D/(K-1) = "
+                   f"{need} images (better about {2 * need}), more views, or fewer features (--pool mean).")
+    below = cond["n_sigma_xi_below_tau"]
+    if 2 * below > dim:
+        out.append(f"{below} of {dim} Sigma_xi eigenvalues lie below tau = {tau:.3g}: along those directions the "
+                   "ridge, not the features, sets lambda. ICR is then mostly a statement about tau; compare it "
+                   "only with results of the same tau, N and D, or use more images or fewer features.")
+    return out

@@ -17,6 +17,7 @@ from icrcli.stats.estimators import covariances
 from icrcli.features.featurefile import FeatureSource, layer_dataset, open_features
 from icrcli.stats.jackknife import jackknife
 from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all, work_buffer
+from icrcli.stats.result import build_result
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
@@ -55,6 +56,8 @@ def check_source(src: FeatureSource, opts: ScoreOptions) -> None:
                         "(extract with --views 2 or more).")
     if n < 2:
         raise UserError(f"{src.path} has N = {n} image(s); ICR needs at least two images.")
+    if d < 1:
+        raise UserError(f"{src.path} has D = 0 features per view; nothing to score.")
     if d > MAX_DIM:
         raise UserError(f"{src.path} has D = {d} features per view; dense D x D covariances would need "
                         f"{2 * d * d * 8 / 2**30:.0f} GiB. Pool the features (icr extract --pool mean).")
@@ -83,33 +86,46 @@ def _physical_memory() -> float:
 def accumulate(src: FeatureSource, opts: ScoreOptions,
                progress: Callable[[int], None] | None = None) -> Accumulated:
     """One streaming pass: per-group moments (one group unless --ci), merged in a fixed order."""
-    n, k, d = src.shape
+    _, k, d = src.shape
     g = opts.ci_groups if opts.ci else 1
     groups = [empty(k, d) for _ in range(g)]
     skipped = 0
     work = work_buffer(k, d)  # float64 contrasts, reused per block
-    for a, block in src.iter_blocks(opts.block_images):
-        for j in range(g):
-            first = (j - a) % g  # rows of this block whose image index is = j (mod g)
-            part = block[first::g]
-            if not len(part):
-                continue
-            with np.errstate(invalid="ignore", over="ignore"):
-                m = from_block(part, work)
-            # NaN/Inf anywhere in an image reaches its mean over views: check the small (n, D) summary.
-            if not (np.isfinite(m.mean_s).all() and np.isfinite(m.w_xi).all()):
-                part, bad = _drop_nonfinite(part, a + first, g, src, opts)
-                skipped += bad
-                if not len(part):
-                    continue
-                m = from_block(part, work)
-            groups[j] = merge(groups[j], m)
-        if progress:
-            progress(len(block))
+    try:
+        for a, block in src.iter_blocks(opts.block_images):
+            skipped += _add_block(groups, a, block, src, opts, work)
+            if progress:
+                progress(len(block))
+    except OSError as e:  # a damaged HDF5 chunk (truncation is caught when the file is opened)
+        raise UserError(f"{src.path}: reading the features failed ({e}): the file is damaged. Copy it again, or "
+                        "re-run the `icr extract` that wrote it.") from None
     total = merge_all(groups)
     if total.n < 2:
         raise UserError(f"{src.path}: fewer than two images left after skipping {skipped} with NaN/Inf values.")
     return Accumulated(groups, total, skipped)
+
+
+def _add_block(groups: list[ViewMoments], a: int, block: np.ndarray, src: FeatureSource, opts: ScoreOptions,
+               work: np.ndarray) -> int:
+    """Merge block (b, K, D), whose first image is image a, into the groups (image i goes to group i mod G).
+    Returns how many images were skipped for NaN/Inf."""
+    g, skipped = len(groups), 0
+    for j in range(g):
+        first = (j - a) % g  # rows of this block whose image index is = j (mod g)
+        part = block[first::g]
+        if not len(part):
+            continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            m = from_block(part, work)
+        # NaN/Inf anywhere in an image reaches its mean over views: check the small (n, D) summary.
+        if not (np.isfinite(m.mean_s).all() and np.isfinite(m.w_xi).all()):
+            part, bad = _drop_nonfinite(part, a + first, g, src, opts)
+            skipped += bad
+            if not len(part):
+                continue
+            m = from_block(part, work)
+        groups[j] = merge(groups[j], m)
+    return skipped
 
 
 def _drop_nonfinite(part: np.ndarray, first_index: int, stride: int, src: FeatureSource,
@@ -134,6 +150,7 @@ def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tup
     """ICR, spectrum and companion statistics of accumulated moments."""
     cov, rel, spec = _spectrum(m, opts, vectors)
     tau, lam = spec.tau, spec.eigenvalues
+    cond = diagnostics.condition(cov.sigma_xi, cov.sigma_s, tau, m.n, m.n_views)
     return {
         "icr": eigensolve.icr(lam),
         "mean_lambda": float(lam.mean()),
@@ -151,8 +168,21 @@ def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tup
         "effective_rank": diagnostics.effective_rank(cov.sigma_h),
         "alignment": diagnostics.alignment(m),
         "lidar": diagnostics.lidar(m),
-        "condition": diagnostics.condition(cov.sigma_xi, cov.sigma_s, tau),
+        "condition": cond,
+        "warnings": diagnostics.condition_warnings(cond, m.dim, m.n, m.n_views, tau),
     }, spec
+
+
+def check_views_differ(m: ViewMoments, src: FeatureSource) -> None:
+    """All-zero W: every view of every image is the same, so there is no residual to compare against."""
+    if np.any(m.w_xi):
+        return
+    how = ""
+    if "sigma" in src.attrs or "augment" in src.attrs:
+        how = f" (this file: sigma = {src.attrs.get('sigma', '?')}, augment = {src.attrs.get('augment', '?')})"
+    raise UserError(f"{src.path}: every view of each image is identical{how}, so the views carry no nuisance: "
+                    "Sigma_xi is zero and ICR is undefined. Extract views that differ: noise (--sigma > 0), an "
+                    "augmentation (--augment paper), or both.")
 
 
 def icr_of(m: ViewMoments, opts: ScoreOptions) -> float:
@@ -164,15 +194,17 @@ def score_source(src: FeatureSource, opts: ScoreOptions,
     """The JSON-ready result for one (N, K, D) source, and the top Fisher directions (top, D) if asked."""
     check_source(src, opts)
     acc = accumulate(src, opts, progress)
-    result, spec = statistics(acc.total, opts, vectors=opts.top > 0)
-    if opts.ci:
-        result.update(jackknife(acc.groups, lambda m: icr_of(m, opts), result["icr"], opts.confidence))
-    result["n_skipped_nonfinite"] = acc.n_skipped
-    result["input"] = {"path": str(src.path), "dataset": src.dataset, "shape": list(src.shape),
-                       "dtype": str(src.dtype), "complete": src.complete}
-    result["provenance"] = {**src.attrs, "layer": src.layer_attrs} if (src.attrs or src.layer_attrs) else {}
-    result["options"] = {k: v for k, v in asdict(opts).items() if k not in ("block_images",)}
-    result["version"] = __version__
+    check_views_differ(acc.total, src)
+    stats, spec = statistics(acc.total, opts, vectors=opts.top > 0)
+    interval = jackknife(acc.groups, lambda m: icr_of(m, opts), stats["icr"], opts.confidence) if opts.ci else None
+    result = build_result(
+        stats, warnings=stats["warnings"], n_skipped=acc.n_skipped, interval=interval,
+        source={"path": str(src.path), "dataset": src.dataset, "shape": list(src.shape), "dtype": str(src.dtype),
+                "complete": src.complete},
+        provenance={**src.attrs, "layer": src.layer_attrs} if (src.attrs or src.layer_attrs) else {},
+        # block_images changes nothing but speed (and the result by float64 rounding): not an option of the result
+        options={k: v for k, v in asdict(opts).items() if k not in ("block_images",)},
+        version=__version__)
     directions = spec.directions[:, : opts.top].T.copy() if opts.top > 0 else None
     return result, directions
 
