@@ -59,7 +59,7 @@ MODEL_HELP = "Model"
 
 def model_options(arch_arg=None, **given):
     """ModelOptions from the model panel's options: enums to their values, --arch-arg pairs to a dict."""
-    from icrcli.models.resolve import ModelOptions
+    from icrcli.models.options import ModelOptions
     values = {k: v.value if isinstance(v, Enum) else v for k, v in given.items()}
     return ModelOptions(arch_args=_kv(arch_arg), **values)
 
@@ -172,3 +172,32 @@ def with_view_options(fn):
     """What views are drawn and how they run (layers, K, N, augmentation, seed, dtype, pool, ..., batch size,
     device), handed to the command as `vopts`, a plain dict of values keyed by option name."""
     return _with_group("vopts", _VIEW_GROUP, lambda **v: _plain(v))(fn)
+
+
+SCORE_HELP = "Scoring"
+EstimatorOpt = Annotated[Estimator, typer.Option("--estimator", help="paper: finite-K corrected (App. B.6); plugin: "
+                                                 "raw within/between split.", rich_help_panel=SCORE_HELP)]
+Tau = Annotated[Optional[float], typer.Option(min=0.0, help="Absolute ridge on Sigma_xi (overrides --tau-rel).",
+                                              rich_help_panel=SCORE_HELP)]
+TauRel = Annotated[float, typer.Option(min=0.0, help="Ridge relative to trace(Sigma_xi)/D.",
+                                       rich_help_panel=SCORE_HELP)]
+CI = Annotated[bool, typer.Option("--ci", help="Add a jackknife interval: icr_ci, icr_se.", rich_help_panel=SCORE_HELP)]
+CIGroups = Annotated[int, typer.Option(min=2, help="Jackknife groups of images.", rich_help_panel=SCORE_HELP)]
+Confidence = Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval coverage.", rich_help_panel=SCORE_HELP)]
+
+_SCORE_GROUP = [("estimator", EstimatorOpt, Estimator("paper")), ("tau", Tau, None), ("tau_rel", TauRel, 1e-3),
+                ("ci", CI, False), ("ci_groups", CIGroups, 20), ("confidence", Confidence, 0.95)]
+
+
+def _score_options(**v):
+    from icrcli.stats.options import ScoreOptions
+    v = _plain(v)
+    if v["tau"] is not None:
+        v["tau_rel"] = None
+    return ScoreOptions(**v)
+
+
+def with_score_options(fn):
+    """How each level or point is scored (estimator, ridge, interval), handed to the command as `sopts`
+    (an icrcli.stats.score.ScoreOptions)."""
+    return _with_group("sopts", _SCORE_GROUP, _score_options)(fn)

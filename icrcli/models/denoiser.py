@@ -7,31 +7,13 @@ Each family's adapter lives beside its architecture in archs/ and returns a Deno
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from icrcli.errors import UserError
-
-
-@dataclass
-class ModelOptions:
-    """How to build and call the network; None means: from the sidecar, else the family's default."""
-    arch: str | None = None
-    arch_args: dict = field(default_factory=dict)
-    key: str | None = None
-    trust_pickle: bool = False
-    param: str | None = None            # edm | vp | ddpm | flow | ve
-    schedule: str | None = None         # e.g. linear:1e-4:0.02:1000
-    time_input: str | None = None       # see icrcli.models.noise time kinds
-    time_shape: str | None = None       # "(B,)" (default) | "scalar" | "(B,1)"
-    time_convention: str | None = None  # flow models: repa (t=0 clean) | sit (t=1 clean)
-    data_range: str | None = None       # -1:1 | 0:1 | -0.5:0.5
-    prediction: str | None = None       # eps | x0 | v | score | denoised (recorded; features do not need it)
-    call: str | None = None             # "x,t" | "x,t,y" | "sample=x,timestep=t"
-    class_label: int | None = None      # None = the null class, as in the paper
-    vae: str | None = None              # diffusers AutoencoderKL folder for latent models
+from icrcli.models.options import ModelOptions  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -17,24 +17,11 @@ from icrcli.stats.estimators import covariances
 from icrcli.features.featurefile import FeatureSource, layer_dataset, open_features
 from icrcli.stats.jackknife import jackknife
 from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all, work_buffer
+from icrcli.stats.options import ScoreOptions  # noqa: F401  (re-exported)
 from icrcli.stats.result import build_result
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
-
-
-@dataclass
-class ScoreOptions:
-    estimator: str = "paper"
-    tau: float | None = None          # absolute ridge; wins over tau_rel
-    tau_rel: float | None = None      # ridge relative to trace(Sigma_xi)/D (default eigensolve.DEFAULT_TAU_REL)
-    ci: bool = False
-    ci_groups: int = 20
-    confidence: float = 0.95
-    skip_nonfinite: bool = False
-    allow_partial: bool = False
-    block_images: int | None = None   # images per read; None picks ~16 MB blocks
-    top: int = 0                      # Fisher directions to return
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""What the scan commands share on the way out: records streamed as JSON lines, the table and chart on stderr,
+the CSV and the plot files, the final JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from icrcli.cli import console
+
+
+def write_json_line(obj) -> None:
+    """One record as one line of JSON on stdout, flushed at once so a pipeline sees it as it finishes."""
+    sys.stdout.write(json.dumps(console._finite(obj), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def level_printer(json_lines: bool):
+    """A callback for each finished record: one JSON line on stdout with --json-lines, else nothing."""
+    return write_json_line if json_lines else None
+
+
+def finish_table(records: list[dict], x_key: str, title: str, best: dict | None, log_x: bool) -> None:
+    """The table, then a small chart of ICR against x, on stderr."""
+    from icrcli.report.chart import curve_chart
+    from icrcli.report.table import records_table
+    console.err().print(records_table(records, x_key, title, best))
+    chart = curve_chart([r[x_key] for r in records], [r["icr"] for r in records], log_x=log_x, x_label=x_key)
+    if chart:
+        console.say(chart)
+
+
+def finish(result: dict, records: list[dict], output: str, json_lines: bool, csv: Path | None,
+           plot: Path | None) -> None:
+    """CSV and plot files if asked, then the result: a last JSON line with --json-lines, else JSON on -o."""
+    if csv is not None:
+        from icrcli.cache import atomic_write
+        from icrcli.report.table import csv_text
+        with atomic_write(csv) as tmp:
+            Path(tmp).write_text(csv_text(records))
+        console.say(f"wrote {csv}")
+    if plot is not None:
+        from icrcli.report.plot import plot_result
+        console.say(f"wrote {plot_result(result, plot)}")
+    if json_lines and output == "-":
+        write_json_line(result)
+    else:
+        console.write_json(result, output)

@@ -1,0 +1,93 @@
+"""`icr timeline`: ICR over the checkpoints of a training run, with CI exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from icrcli.cli.app import app
+from icrcli.cli.options import Debug, Output, Quiet, with_model_options, with_score_options, with_view_options
+
+SCAN_OUT = "Output"
+GATES = "CI gates (exit 3)"
+EXIT_GATE = 3
+
+
+@app.command()
+@with_model_options
+@with_view_options
+@with_score_options
+def timeline(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The folder a training run writes its checkpoints "
+                                           "to; ordered by the step in their names.")],
+    data: Annotated[Path, typer.Option(metavar="DATA", help="Images (as for `icr extract`).")],
+    sigma: Annotated[list[str], typer.Option(metavar="S", help="Noise level (repeatable: one series each), or "
+                                             "'auto': the argmin of a coarse sweep on the last checkpoint.")],
+    pattern: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only checkpoints whose name matches "
+                                                   "(default: every file `icr extract` reads).")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep polling DIR and add points as checkpoints appear, "
+                                        "until interrupted or --until.")] = False,
+    poll: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="How often --watch looks.")] = 30.0,
+    until: Annotated[Optional[int], typer.Option(metavar="STEP", help="With --watch: stop once a checkpoint at "
+                                                 "this step or later is scored.")] = None,
+    fail_on_rise: Annotated[Optional[float], typer.Option(min=0.0, metavar="PCT", help="Exit 3 when the last ICR "
+                                                          "is PCT percent above the minimum so far.",
+                                                          rich_help_panel=GATES)] = None,
+    fail_above: Annotated[Optional[float], typer.Option(metavar="X", help="Exit 3 when the last ICR exceeds X.",
+                                                        rich_help_panel=GATES)] = None,
+    output: Output = "-",
+    json_lines: Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished point on "
+                                             "stdout; the last line is the whole result.",
+                                             rich_help_panel=SCAN_OUT)] = False,
+    csv: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the points as CSV.",
+                                                rich_help_panel=SCAN_OUT)] = None,
+    plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot ICR and traces against step "
+                                                 "(.png/.svg/.pdf; needs icr\\[plot]).",
+                                                 rich_help_panel=SCAN_OUT)] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+    mopts=None, vopts=None, sopts=None,
+):
+    """ICR of every checkpoint of a training run, in step order: steadily falling, or a minimum followed by a
+    rise (in data-limited runs, the paper's early warning that memorization is coming).
+
+    Each point is exactly `icr extract` + `icr score` of that checkpoint, cached by its content: rerun after new
+    checkpoints appear and only those are computed. Exit status: 0, 2 on bad input, 3 when a --fail-on-rise or
+    --fail-above gate fails.
+
+    Examples:
+
+      icr timeline runs/ckpts/ --data train/ --sigma 0.3
+
+      icr timeline runs/ckpts/ --data train/ --sigma auto --plot timeline.png -o timeline.json
+
+      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --fail-on-rise 5   # in CI: exit 3 on a 5% rise
+
+      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --watch --until 100000 --json-lines
+    """
+    from icrcli.cli import console, scan_output
+    from icrcli.scans.timeline import parse_timeline_sigmas, run_timeline
+    from icrcli.scans.trend import gate
+
+    console.set_quiet(quiet)
+    sigmas = parse_timeline_sigmas(sigma)
+    result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
+                          until=until, reporter=console.Reporter(),
+                          on_point=scan_output.level_printer(json_lines), output=output)
+    failed = []
+    for series in result["series"]:
+        pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
+        mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)
+        scan_output.finish_table(pts, "step", f"ICR by step, sigma {series['sigma']:g}", mark, log_x=False)
+        console.say(series["trend"]["description"])
+        from icrcli.scans.trend import Trend
+        t = Trend(**{k: v for k, v in series["trend"].items() if k != "description"})
+        failed += gate(t, fail_on_rise, fail_above)
+    result["gates"] = {"fail_on_rise": fail_on_rise, "fail_above": fail_above, "failed": failed}
+    scan_output.finish(result, result["points"], output, json_lines, csv, plot)
+    for msg in failed:
+        console.say(f"icr: gate failed: {msg}")
+    if failed:
+        raise typer.Exit(EXIT_GATE)

@@ -1,0 +1,84 @@
+"""Scan records in the cache: a finished sweep, or one timeline point, stored as JSON under a key made from the
+content hashes of its inputs and every option that shapes it. Found again without loading a network (nor
+importing torch), so a repeated scan answers at once; a corrupt entry is reported once and recomputed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from icrcli import __version__, cache
+from icrcli.data.images import open_images
+from icrcli.errors import UserError
+
+SCHEMA = 1
+# Options that say how work runs, not what it computes: never part of a key.
+RUN_ONLY = ("batch_size", "device")
+
+
+def _file_or_tree(path: Path) -> str:
+    if path.is_dir():
+        return cache.tree_sha256(sorted(f for f in path.rglob("*") if f.is_file()))
+    return cache.file_sha256(path)
+
+
+def sidecar_hashes(checkpoint: Path) -> dict:
+    """The content of the sidecars that could shape how the checkpoint is read (CKPT.icr.json, icr.json)."""
+    out = {}
+    for cand in (checkpoint.with_name(checkpoint.name + ".icr.json"), checkpoint.parent / "icr.json"):
+        if cand.is_file():
+            out[cand.name] = cache.file_sha256(cand)
+    return out
+
+
+def checkpoint_identity(checkpoint: Path, mopts) -> dict:
+    """What identifies a network: its bytes, its sidecars', its VAE's, and how it is to be read."""
+    if not checkpoint.exists():
+        raise UserError(f"{checkpoint}: no such checkpoint. Pass a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, "
+                        "or a diffusers model folder.")
+    m = dataclasses.asdict(mopts)
+    vae = m.get("vae")
+    return {"checkpoint_sha256": _file_or_tree(checkpoint), "sidecars": sidecar_hashes(checkpoint),
+            "vae_sha256": _file_or_tree(Path(vae)) if vae else None, "model_options": m}
+
+
+def data_identity(data: Path) -> str:
+    """The content hash of a data set's files, as `icr extract` computes it (latent arrays: the file's hash)."""
+    if not data.exists():
+        raise UserError(f"{data}: no such data. Pass a folder of images, a .zip/.tar, .npy/.npz, CIFAR or MNIST "
+                        "files.")
+    try:
+        return cache.tree_sha256(open_images(data).source_files())
+    except UserError:
+        return _file_or_tree(data)  # e.g. a latent array that only a latent model reads
+
+
+def record_key(kind: str, parts: dict) -> str:
+    return cache.config_key({"kind": kind, "schema": SCHEMA, "version": __version__, **parts})
+
+
+def load(kind: str, key: str, warn=None) -> dict | None:
+    """The cached record, or None. A record that does not parse, or is not of this kind and key, is removed
+    (and said once through `warn`) so the caller recomputes it."""
+    path = cache.cached_path(key, ".json", kind=kind)
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        ok = isinstance(rec, dict) and rec.get("schema") == SCHEMA and rec.get("record_key") == key
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if ok:
+        return rec
+    if warn is not None:
+        warn(f"the cached {kind} record {path} is damaged; recomputing it")
+    path.unlink(missing_ok=True)
+    return None
+
+
+def save(kind: str, key: str, record: dict) -> Path:
+    path = cache.cached_path(key, ".json", kind=kind)
+    with cache.atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps({**record, "record_key": key}, default=str, allow_nan=True))
+    return path

@@ -1,0 +1,142 @@
+"""`icr sweep`: ICR over noise levels (and layers) of one checkpoint.
+
+A sweep is N plans over one loaded model and one loaded data set: every level is exactly `icr extract` +
+`icr score` at its sigma with the same options, and every (image, view) keeps its augmentation and unit noise
+across levels (common random numbers), so differences between levels are not sampling noise. The clean views
+of each chunk are made once (decoded, augmented, VAE-encoded) and noised at every level that still needs it.
+Each level's features are a cache entry of their own, so a killed sweep resumes where it stopped; the finished
+sweep is a record in the cache, so the same sweep again answers without loading the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Callable
+
+from icrcli import __version__, cache
+from icrcli.errors import UserError
+from icrcli.features.report import SILENT, Reporter
+from icrcli.scans import records
+from icrcli.stats.options import ScoreOptions
+
+KIND = "sweeps"
+AUTO = "auto"
+AUTO_HELP = ("`--layer auto` taps one layer per resolution level of a U-Net (EDM: the decoder's second block at "
+             "each resolution, dec.RxR_block1; diffusers: mid_block and each up block) or every quarter of a "
+             "transformer's depth (DiT/SiT: blocks.d/4-1, d/2-1, 3d/4-1, d-1).")
+
+
+def request_fields(vopts: dict) -> dict:
+    """The view options that shape the features (everything but how the work runs)."""
+    return {k: v for k, v in vopts.items() if k not in records.RUN_ONLY}
+
+
+def candidate_layers(module_names: list[str]) -> list[str]:
+    """The --layer auto candidates among a network's module names, in forward order (see AUTO_HELP)."""
+    edm = [n for n in module_names if re.fullmatch(r"model\.dec\.\d+x\d+_block1", n)]
+    if edm:
+        return edm
+    blocks = sorted({int(m.group(1)) for n in module_names if (m := re.fullmatch(r"blocks\.(\d+)", n))})
+    if blocks:
+        depth = len(blocks)
+        return [f"blocks.{i}" for i in sorted({max(0, depth * q // 4 - 1) for q in (1, 2, 3, 4)})]
+    unet = [n for n in module_names if re.fullmatch(r"(?:\w+\.)?(?:mid_block|up_blocks\.\d+)", n)]
+    if unet:
+        return unet
+    raise UserError("--layer auto knows the layers of the built-in architectures (EDM, DiT/SiT, diffusers U-Nets) "
+                    "only: name the layers to compare with --layer (repeatable; see `icr layers CKPT`).")
+
+
+def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions) -> str:
+    return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
+                                     "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
+                                     "views": request_fields(vopts), "score": dataclasses.asdict(sopts)})
+
+
+def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
+              sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
+              on_level: Callable[[dict], None] | None = None, use_cache: bool = True, **_) -> dict:
+    """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin."""
+    checkpoint, data = Path(checkpoint), Path(data)
+    sopts = sopts or ScoreOptions()
+    if not sigmas:
+        raise UserError("--sigmas gave no levels.")
+    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts)
+    if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
+        reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
+        for lv in rec["levels"]:
+            on_level and on_level(lv)
+        return rec
+    levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level)
+    result = {
+        "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
+        "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
+        "layers": list(plans[0].layers), "levels": levels,
+        "argmin": _best(levels), "best_by_layer": {L: _best([r for r in levels if r["layer"] == L])
+                                                  for L in plans[0].layers},
+        "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
+                    "model": dataclasses.asdict(mopts)},
+    }
+    if use_cache:
+        records.save(KIND, key, result)
+    return result
+
+
+def _best(levels: list[dict]) -> dict:
+    r = min(levels, key=lambda r: (r["icr"], r["sigma"]))
+    return {"layer": r["layer"], "sigma": r["sigma"], "icr": r["icr"]}
+
+
+def make_request(vopts: dict, sigma: float, layers: list[str]):
+    from icrcli.features.plan import Request
+    v = request_fields(vopts)
+    return Request(sigma=sigma, layers=tuple(layers), views=v["views"], images=v["images"], augment=v["augment"],
+                   seed=v["seed"], pool=v["pool"], dtype=v["dtype"], resize=v["resize"],
+                   chunk_images=v["chunk_images"], t_mode=v["t_mode"])
+
+
+def run_options(vopts: dict):
+    from icrcli.features.plan import RunOptions
+    return RunOptions(batch_size=vopts["batch_size"], device=vopts["device"])
+
+
+def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporter) -> list:
+    """One plan per level over one loaded model and data set (layers resolved, `auto` expanded)."""
+    from icrcli.features.plan import make_plan
+    layers = list(vopts.get("layer") or [])
+    if AUTO in layers:
+        if layers != [AUTO]:
+            raise UserError("--layer auto stands alone: give either auto or the layers to compare.")
+        layers = candidate_layers([n for n, _ in model.denoiser.net.named_modules()])
+        reporter.step(f"--layer auto: {', '.join(layers)}")
+    return [make_plan(model, dset, make_request(vopts, s, layers), reporter) for s in sigmas]
+
+
+def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
+                      on_record: Callable[[dict], None] | None, extra: dict | None = None) -> list[dict]:
+    """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
+    every (level, layer): the records, in level order."""
+    from icrcli.features.extract import extract_levels
+    from icrcli.stats.score import score_file
+    outs = [cache.cached_path(p.key) for p in plans]
+    extract_levels(plans, outs, run_options(vopts), reporter)
+    out = []
+    for p, path in zip(plans, outs):
+        for layer in p.layers:
+            res, _ = score_file(path, layer=layer, opts=sopts)
+            rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                   "features": str(path)}
+            out.append(rec)
+            on_record and on_record(rec)
+    return out
+
+
+def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+             reporter: Reporter, on_level) -> tuple[list[dict], list]:
+    from icrcli.features.plan import load_data, load_model
+    model = load_model(checkpoint, mopts, vopts["device"], reporter)
+    dset = load_data(data, model, reporter)
+    plans = level_plans(model, dset, sigmas, vopts, reporter)
+    return extract_and_score(plans, vopts, sopts, reporter, on_level), plans
