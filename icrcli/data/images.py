@@ -28,6 +28,7 @@ import os
 import pickle
 import tarfile
 import threading
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -340,7 +341,9 @@ def _is_idx(name: str) -> bool:
 def _open_csv(path: Path) -> ImageSet:
     """Rows of P = S*S integer pixels then a label; pixels 0-16 (UCI digits) are scaled to 0-255."""
     try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)  # non-integers fail here
+        with warnings.catch_warnings():     # an empty file: numpy warns, and we refuse below with a message
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)  # non-integers fail here
     except (ValueError, OSError, EOFError, zlib.error) as e:
         raise UserError(f"'{path}' is not a clean numeric CSV table ({e}). Expected rows of S*S "
                         "pixels followed by an integer label, with no header.") from e
