@@ -188,3 +188,18 @@ def test_v_on_an_edm_model_is_a_user_error():
     den = sampler.make_denoise(lambda x, t, y: x, edm_conv(), "v")
     with pytest.raises(UserError, match="no meaning"):
         den(torch.zeros(1, *SHAPE, dtype=torch.float64), 1.0)
+
+
+def test_class_inputs_per_family():
+    from types import SimpleNamespace
+    edm = SimpleNamespace(family="edm", description={"config": {"label_dim": 4}})
+    dit = SimpleNamespace(family="dit", description={"config": {"num_classes": 10}})
+    user = SimpleNamespace(family="user", description={"config": {}})
+    assert (sampler.class_count(edm), sampler.class_count(dit), sampler.class_count(user)) == (4, 10, 0)
+    y = sampler.class_input(edm, np.array([2, 0]), "cpu")
+    assert torch.equal(y, torch.tensor([[0, 0, 1, 0], [1, 0, 0, 0]], dtype=torch.float32))
+    assert torch.equal(sampler.class_input(dit, np.array([7]), "cpu"), torch.tensor([7]))
+    assert sampler.prediction_for(dit, None) == "eps" and sampler.prediction_for(edm, "x0") == "x0"
+    from icrcli.errors import UserError
+    with pytest.raises(UserError, match="--prediction"):
+        sampler.prediction_for(user, None)

@@ -21,7 +21,7 @@ from icrcli import __version__, cache
 from icrcli.data.images import open_images
 from icrcli.errors import UserError
 from icrcli.models import noise, sampler
-from icrcli.models.resolve import ModelOptions, load_model, merge_sidecar, noise_convention
+from icrcli.models.resolve import ModelOptions, load_model, noise_convention
 from icrcli.stats.neighbours import memorization_ratio, nearest
 
 CHUNK = 256            # samples per cache file: the unit of resumption
@@ -49,8 +49,8 @@ class SampleSource:
 
     def __init__(self, ckpt_path, mopts: ModelOptions, steps: int, seed: int, device, shape_hint=None):
         ckpt_path = Path(ckpt_path)
-        self.mopts, _ = merge_sidecar(ckpt_path, mopts) if ckpt_path.exists() else (mopts, None)
-        self.den = load_model(ckpt_path, self.mopts, device)
+        self.den = load_model(ckpt_path, mopts, device)
+        self.mopts = self.den.options or mopts          # the sidecar's options included
         if self.den.latent:
             raise UserError(f"{self.den.description.get('arch')} is a latent model; memorization compares pixels, "
                             "and decoding latents with a VAE is not supported yet. Use a pixel-space model.")
@@ -124,9 +124,8 @@ def embedder(ckpt_path, layer: str, mopts: ModelOptions, device, sigma: float = 
     """images (B, C, H, W) in [0, 1] -> (B, D) pooled features of `layer` of another checkpoint at noise `sigma`
     (clean, eps = 0), as `icr extract` reads them."""
     from icrcli.models.taps import Taps
-    ckpt_path = Path(ckpt_path)
-    mopts, _ = merge_sidecar(ckpt_path, mopts) if ckpt_path.exists() else (mopts, None)
-    den = load_model(ckpt_path, mopts, device)
+    den = load_model(Path(ckpt_path), mopts, device)
+    mopts = den.options or mopts
     conv = noise_convention(den, mopts)
     lo, hi = noise.parse_data_range(mopts.data_range or den.data_range)
 
