@@ -104,12 +104,23 @@ def _from_pretrained(diffusers, cls_name: str, folder: Path):
         raise UserError(f"{folder}: {cls_name!r} is not a diffusers model class (diffusers {diffusers.__version__}). "
                         "Pass the folder of the denoiser (e.g. unet/ of a pipeline).")
     kwargs = _load_kwargs() | _weights_kwargs(folder)
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # what goes wrong is said below, in icr's words
     try:
-        return cls.from_pretrained(folder, **kwargs)
-    except Exception as e:  # diffusers' errors on a damaged folder are of many types; each is the user's to fix
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        net, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    except Exception as e:  # noqa: BLE001  diffusers' errors on a damaged folder are of many types
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise UserError(f"{folder}: diffusers could not load the {cls_name} ({type(e).__name__}: {first}). The "
                         "folder may be damaged or incomplete: download it again.") from None
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+    # diffusers fills weights the file lacks (or has in another shape) with random ones and only logs it.
+    missing = list(info.get("missing_keys") or []) + [str(m[0]) for m in info.get("mismatched_keys") or []]
+    if missing:
+        raise UserError(f"{folder}: the weights do not fit the {cls_name} its config.json describes (missing or "
+                        f"of another shape: {_few(sorted(missing))}). The folder may be damaged, or config.json "
+                        "belongs to other weights.")
+    return net
 
 
 def denoiser(path: Path, opts: ModelOptions) -> Denoiser:
