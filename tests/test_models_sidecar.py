@@ -141,6 +141,7 @@ def test_sidecar_used_is_said_and_recorded(icr, tmp_path):
     den = load_model(ckpt, ModelOptions(param="edm"))
     assert den.description["sidecar"] == {"path": str(side), "sha256": sha, "applied": ["data_range"]}
     assert den.options.data_range == "0:1" and den.options.param == "edm"
+    assert den.data_range == "0:1"  # what callers read when their own --data-range is unset
     assert load_model(ckpt, ModelOptions(data_range="-1:1")).description["sidecar"]["applied"] == []
 
 

@@ -33,7 +33,7 @@ class Denoiser:
     resolution: int | None
     latent: bool
     noise_defaults: dict                 # param, schedule, time_input, time_convention for noise.from_options
-    data_range: str
+    data_range: str                      # pixel range it takes: the family's, or the options' (sidecar included)
     call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], object]
     labels: Callable[[int, torch.device], torch.Tensor | None]
     description: dict

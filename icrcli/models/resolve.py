@@ -50,6 +50,7 @@ def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str 
     den = diffusers_models.denoiser(path, opts) if path.is_dir() else _from_checkpoint(path, opts)
     den.net.eval().requires_grad_(False).to(device)
     den.options = opts
+    den.data_range = opts.data_range or den.data_range  # callers read `their --data-range or den.data_range`
     den.description["sidecar"] = side.provenance() if side else None
     return den
 
