@@ -89,8 +89,8 @@ def extract(
     model = load_model(checkpoint, mopts, run_opts.device, reporter)
     p = make_plan(model, load_data(data, model, reporter, skip_bad_images), request, reporter)
     out = output_path(p, output)
-    console.say(f"{p.denoiser.description.get('arch')} ({p.denoiser.description.get('weights', '')} weights), "
-                f"layers {', '.join(p.layers)}; {len(p.indices)} images x {views} views at sigma={sigma:g}")
+    console.say("\n".join([*p.denoiser.notes(), f"{p.denoiser.headline()}; layers {', '.join(p.layers)}; "
+                           f"{len(p.indices)} images x {views} views at sigma={sigma:g}"]))
     summary = run_extract(p, out, run_opts, reporter)
     console.write_json(summary, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
