@@ -223,3 +223,12 @@ def test_helmert_contrasts_have_the_residual_scatter(k):
     out2 = np.empty_like(out)
     np.testing.assert_allclose(helmert(h + 1e6, out2) - 1e6, s, atol=1e-8)
     np.testing.assert_allclose(out2, out, atol=1e-8)
+
+
+def test_scoring_module_does_not_import_scipy_stats():
+    # scipy.stats costs ~0.8 s of start-up and is needed only for the interval's t quantile (issue 10)
+    import subprocess
+    import sys
+    code = "import sys, icrcli.stats.score; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
