@@ -22,7 +22,7 @@ from pathlib import Path
 
 from icrcli.errors import UserError
 
-KINDS = ("features", "result", "directions")
+KINDS = ("features", "result", "directions", "csv", "plot")
 # Every JSON result icr writes has "version", and one of these: score "icr" and "eigenvalues", sweep, timeline
 # and probe "schema", extract's summary "config_key".
 RESULT_MARKS = frozenset({"icr", "eigenvalues", "schema", "config_key"})
@@ -66,13 +66,15 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
 
 
 _WHAT = {"features": "an icr feature file", "result": "an icr result (a JSON object with icr's result keys)",
-         "directions": "Fisher directions written by icr (a 2-D float64 .npy)"}
+         "directions": "Fisher directions written by icr (a 2-D float64 .npy)",
+         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)"}
 _HOW = {"features": " (--overwrite replaces only an icr feature file of another configuration)",
-        "result": "", "directions": ""}
+        "result": "", "directions": "", "csv": "", "plot": ""}
 
 
 def _example(kind: str) -> str:
-    return {"features": "feats.h5", "result": "result.json", "directions": "directions.npy"}[kind]
+    return {"features": "feats.h5", "result": "result.json", "directions": "directions.npy", "csv": "scan.csv",
+            "plot": "scan.png"}[kind]
 
 
 def _clash(target: Path, given: Path, removed_folder: bool = False) -> str | None:
@@ -122,7 +124,8 @@ def _check_writable(out: Path, named: str) -> None:
 
 def _is_own(path: Path, kind: str) -> bool:
     try:
-        return {"features": _is_feature_file, "result": _is_result, "directions": _is_directions}[kind](path)
+        return {"features": _is_feature_file, "result": _is_result, "directions": _is_directions,
+                "csv": _is_scan_csv, "plot": _is_plot}[kind](path)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
 
@@ -150,6 +153,17 @@ def _is_result(path: Path) -> bool:
     with open(path, encoding="utf-8") as f:
         obj = json.load(f)
     return isinstance(obj, dict) and "version" in obj and bool(RESULT_MARKS & obj.keys())
+
+
+def _is_scan_csv(path: Path) -> bool:
+    """A CSV a scan wrote: its header is report.table.CSV_COLUMNS (spelled here: report/ sits above this level)."""
+    return _head(path, 64).startswith(b"layer,sigma,step,checkpoint,icr,")
+
+
+def _is_plot(path: Path) -> bool:
+    """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes."""
+    head = _head(path, 4096)
+    return b"Matplotlib" in head or b"matplotlib" in head
 
 
 def _is_directions(path: Path) -> bool:

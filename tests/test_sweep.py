@@ -29,6 +29,7 @@ def _sweep(d, *extra, quiet=True):
             "--batch-size", "8", *(["-q"] if quiet else []), *extra]
 
 
+@pytest.mark.slow
 def test_level_equals_extract_plus_score(tiny_edm, tmp_path, icr):
     r = icr(*_sweep(tiny_edm, "--sigmas", "0,0.5,2"))
     assert r.code == 0, r.err
@@ -110,6 +111,7 @@ def test_damaged_cache_record_is_recomputed(tiny_edm, icr, cache_dir):
     assert json.loads(r2.out)["levels"][0]["icr"] == r.json["levels"][0]["icr"]
 
 
+@pytest.mark.slow
 def test_layer_grid_table_heatmap_and_outputs(tiny_edm, tmp_path, icr):
     pytest.importorskip("matplotlib")
     r = icr(*_sweep(tiny_edm, "--sigmas", "0.2,1", "--layer", "auto", "--plot", tmp_path / "g.png",

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -149,9 +146,6 @@ def write_json(obj, out: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from icrcli.cache import atomic_write
+    with atomic_write(out) as tmp:  # the user's umask, fsync, rename: one writer of files for every command
+        tmp.write_text(text)

@@ -42,6 +42,8 @@ def plot(
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{result}: not a JSON result ({e}). Give the JSON that `icr sweep` or `icr timeline` "
                         "wrote.") from None
-    if output.resolve() == result.resolve():
-        raise UserError(f"-o {output} is the result being plotted; icr never writes over its input.")
+    from icrcli.outputs import check_output
+    from icrcli.report.plot import check_plot_path
+    check_plot_path(output)
+    check_output(output, "-o", [("the result being plotted", result)], "plot")
     console.say(f"wrote {plot_result(data, output)}")

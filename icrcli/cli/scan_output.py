@@ -8,12 +8,36 @@ import sys
 from pathlib import Path
 
 from icrcli.cli import console
+from icrcli.errors import UserError
 
 
 def write_json_line(obj) -> None:
     """One record as one line of JSON on stdout, flushed at once so a pipeline sees it as it finishes."""
     sys.stdout.write(json.dumps(console._finite(obj), default=str) + "\n")
     sys.stdout.flush()
+
+
+def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None, plot: Path | None) -> None:
+    """-o, --csv and --plot: never an input, never a file that is not icr's own output of that kind; checked
+    before any work. The checkpoint's sidecars count as inputs."""
+    from icrcli.outputs import check_output
+    if plot is not None:
+        from icrcli.report.plot import check_plot_path
+        check_plot_path(plot)
+    for out, flag, kind in ((output, "-o", "result"), (csv, "--csv", "csv"), (plot, "--plot", "plot")):
+        if out is not None and str(out) != "-":
+            check_output(out, flag, inputs, kind)
+    given = [(str(o), f) for o, f in ((output, "-o"), (csv, "--csv"), (plot, "--plot")) if o is not None and str(o) != "-"]
+    paths = [Path(o).resolve() for o, _ in given]
+    if len(set(paths)) < len(paths):
+        raise UserError(f"{' and '.join(f for _, f in given)} name the same file; give each its own path.")
+
+
+def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts) -> list[tuple[str, Path]]:
+    sidecars = [checkpoint_or_folder.with_name(checkpoint_or_folder.name + ".icr.json"),
+                checkpoint_or_folder.parent / "icr.json", checkpoint_or_folder / "icr.json"]
+    return [("the checkpoint", checkpoint_or_folder), ("the data", data), ("the VAE", mopts.vae),
+            *[("a sidecar", s) for s in sidecars]]
 
 
 def level_printer(json_lines: bool):

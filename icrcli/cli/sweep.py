@@ -60,6 +60,7 @@ def sweep(
 
     console.set_quiet(quiet)
     levels = parse_sigmas(sigmas)
+    scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts), output, csv, plot)
     result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
                        on_level=scan_output.level_printer(json_lines), output=output)
     layers = result["layers"]

@@ -73,6 +73,7 @@ def timeline(
 
     console.set_quiet(quiet)
     sigmas = parse_timeline_sigmas(sigma)
+    scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts), output, csv, plot)
     result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
                           until=until, reporter=console.Reporter(),
                           on_point=scan_output.level_printer(json_lines), output=output)

@@ -22,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def _check_path(path: Path) -> None:
+def check_plot_path(path: Path) -> None:
     if path.suffix.lower() not in FORMATS:
         raise UserError(f"--plot {path}: the file name must end in {', '.join(FORMATS)} (the format follows it).")
 
@@ -45,7 +45,7 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     """ICR against sigma (log axis), one line per layer, interval band, minimum marked; probe accuracy on a second
     axis when the sweep has it; plus a layer x sigma heatmap panel when there are several layers."""
     path = Path(path)
-    _check_path(path)
+    check_plot_path(path)
     plt = _pyplot()
     layers = _by_layer(result["levels"])
     grid = len(layers) > 1
@@ -109,7 +109,7 @@ def plot_timeline(result: dict, path: str | Path) -> Path:
     """ICR against training step (one series per sigma), with trace_s and trace_xi below; the memorization ratio
     on a second axis when the timeline has it."""
     path = Path(path)
-    _check_path(path)
+    check_plot_path(path)
     plt = _pyplot()
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     series: dict[tuple, list[dict]] = {}
