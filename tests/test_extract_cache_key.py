@@ -73,3 +73,19 @@ def test_bad_sigma_is_refused_before_loading(sigma):
     from icrcli.errors import UserError
     with pytest.raises(UserError, match="finite number >= 0"):
         Request(sigma=sigma)
+
+
+def test_sidecar_options_reach_the_key(tiny_edm, tmp_path, icr, monkeypatch):
+    """A class label said in the sidecar shapes the features as one said on the command line: same key."""
+    import json
+    import shutil
+    monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
+    ck = tmp_path / "net.safetensors"
+    shutil.copy(tiny_edm / "net.safetensors", ck)
+    args = ["extract", ck, "--data", tiny_edm / "imgs.npy", "--sigma", "0.4", "--images", "8", "-q"]
+    plain = icr(*args)
+    (tmp_path / "net.safetensors.icr.json").write_text(json.dumps({"call": "x,t"}))
+    side = icr(*args)
+    flag = icr(*args[:-1], "--call", "x,t", "-q")
+    assert plain.code == side.code == flag.code == 0, plain.err + side.err + flag.err
+    assert side.json["config_key"] == flag.json["config_key"] != plain.json["config_key"]

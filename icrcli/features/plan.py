@@ -94,7 +94,7 @@ class RunOptions:
 class LoadedModel:
     """A network ready to run, with what identifies it: the content hash of its file(s) and of its VAE."""
     path: Path
-    options: ModelOptions           # as given (the sidecar is merged inside resolve.load_model)
+    options: ModelOptions           # as the network was read: the command line over the sidecar
     denoiser: Denoiser
     vae: object | None
     device: torch.device
@@ -204,6 +204,9 @@ def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "
     dev = device(device_name)
     reporter.step(f"loading checkpoint {checkpoint}")
     den = resolve.load_model(checkpoint, mopts, dev)
+    # From here on the options as the network was read: the command line over the sidecar. The key must follow
+    # what shaped the features, wherever it was said.
+    mopts = den.options or mopts
     vae = None
     if mopts.vae:
         from icrcli.models.archs.diffusers_models import load_vae
@@ -213,17 +216,7 @@ def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "
     reporter.step(f"hashing checkpoint {checkpoint}")
     sha = _content_sha256(checkpoint, hash_file)
     vae_sha = _content_sha256(mopts.vae, hash_file) if vae is not None else None
-    return LoadedModel(checkpoint, mopts, den, vae, dev, sha, vae_sha, _prediction(checkpoint, mopts))
-
-
-def _prediction(checkpoint: Path, mopts: ModelOptions) -> str | None:
-    if mopts.prediction:
-        return mopts.prediction
-    try:
-        merged, _ = resolve.merge_sidecar(checkpoint, mopts)
-    except (UserError, OSError, TypeError, ValueError):  # the sidecar was already read once by load_model
-        return None
-    return getattr(merged, "prediction", None)
+    return LoadedModel(checkpoint, mopts, den, vae, dev, sha, vae_sha, mopts.prediction)
 
 
 def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT,
