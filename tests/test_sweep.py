@@ -182,3 +182,27 @@ def test_kill9_mid_sweep_then_resume_equals_one_run(tiny_edm, tmp_path, icr, cac
         assert a["icr"] == b["icr"]
         with open(a["features"], "rb") as fa, open(b["features"], "rb") as fb:
             assert fa.read() == fb.read()
+
+
+def test_probe_on_every_level_and_the_verdict(tiny_edm, tmp_path, icr):
+    import numpy as np
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 8)
+    imgs = rng.integers(0, 256, size=(32, 16, 16, 3), dtype=np.uint8)
+    imgs[labels % 2 == 1, :, :, 0] = 255  # a class-linked colour: something for the probe to find
+    np.savez(tmp_path / "lab.npz", images=imgs, labels=labels)
+    args = ["sweep", tiny_edm / "net.safetensors", "--data", tmp_path / "lab.npz", "--images", "32",
+            "--sigmas", "0.1,2", "--probe", "--knn", "3"]
+    r = icr(*args)
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    for lv in res["levels"]:
+        assert 0 <= lv["probe_test_accuracy"] <= 1 and lv["probe_test_accuracy_se"] > 0 and "knn_test_accuracy" in lv
+    (verdict,) = res["probe"].values()
+    best = max(res["levels"], key=lambda lv: lv["probe_test_accuracy"])
+    assert verdict["argmax_accuracy_sigma"] == best["sigma"]
+    assert verdict["agree"] == (verdict["argmax_accuracy_sigma"] == verdict["argmin_icr_sigma"])
+    assert "probe: best accuracy" in r.err
+    nolab = icr("sweep", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--images", "16",
+                "--sigmas", "1", "--probe", "-q")
+    assert nolab.code == 2 and "--probe needs labelled data" in nolab.err

@@ -157,3 +157,20 @@ def test_plot_csv_and_json_lines(run, tiny_edm, tmp_path, icr):
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 4
     again = icr("plot", tmp_path / "t.json", "-o", tmp_path / "x.png")
     assert again.code == 2  # no such result file
+
+
+@pytest.mark.slow
+def test_memorization_and_probe_per_point(run, tiny_edm, tmp_path, icr, monkeypatch):
+    import numpy as np
+    labels = np.repeat(np.arange(2), 8)
+    np.savez(tmp_path / "lab.npz", images=np.load(tiny_edm / "imgs.npy")[:16], labels=labels)
+    r = icr("timeline", run, "--data", tmp_path / "lab.npz", "--images", "16", "--sigma", "0.5", "--probe",
+            "--memorization", "4", "-q")
+    assert r.code == 0, r.err
+    for p in r.json["points"]:
+        assert 0 <= p["memorization_ratio"] <= 1 and "memorization_ratio_se" in p
+        assert 0 <= p["probe_test_accuracy"] <= 1
+    spy = Spy(monkeypatch)
+    again = icr("timeline", run, "--data", tmp_path / "lab.npz", "--images", "16", "--sigma", "0.5", "--probe",
+                "--memorization", "4", "-q")
+    assert again.code == 0 and spy.loaded == [] and again.json["points"] == r.json["points"]

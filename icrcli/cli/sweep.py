@@ -11,6 +11,7 @@ from icrcli.cli.app import app
 from icrcli.cli.options import Debug, Output, Quiet, with_model_options, with_score_options, with_view_options
 
 SCAN_OUT = "Output"
+CHECKS = "Checks"
 
 
 @app.command()
@@ -32,6 +33,12 @@ def sweep(
                                                 rich_help_panel=SCAN_OUT)] = None,
     plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot ICR against sigma (.png/.svg/.pdf; "
                                                  "needs icr\\[plot]).", rich_help_panel=SCAN_OUT)] = None,
+    probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each level's features (labelled data): "
+                                        "the accuracy's argmax beside ICR's argmin.", rich_help_panel=CHECKS)] = False,
+    probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the probe trains on "
+                                               "(stratified, by --seed).", rich_help_panel=CHECKS)] = 0.75,
+    knn: Annotated[Optional[int], typer.Option(min=1, metavar="K", help="With --probe: also k-NN accuracy "
+                                               "(cosine).", rich_help_panel=CHECKS)] = None,
     quiet: Quiet = False,
     debug: Debug = False,
     mopts=None, vopts=None, sopts=None,
@@ -56,13 +63,14 @@ def sweep(
     """
     from icrcli.cli import console, scan_output
     from icrcli.scans.sigmas import parse_sigmas
-    from icrcli.scans.sweep import run_sweep
+    from icrcli.scans.sweep import ProbeOptions, run_sweep
 
     console.set_quiet(quiet)
     levels = parse_sigmas(sigmas)
     scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts), output, csv, plot)
+    probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
     result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
-                       on_level=scan_output.level_printer(json_lines), output=output)
+                       on_level=scan_output.level_printer(json_lines), probe=probe_opts)
     layers = result["layers"]
     best = result["argmin"]
     for layer in layers:
@@ -71,4 +79,10 @@ def sweep(
         scan_output.finish_table(recs, "sigma", f"ICR by sigma, layer {layer}", mark, log_x=True)
     console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
                 + (f", layer {best['layer']}" if len(layers) > 1 else ""))
+    for layer, agree in (result.get("probe") or {}).items():
+        verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
+                   else "they DISAGREE")
+        console.say(f"probe{'' if len(layers) == 1 else ' ' + layer}: best accuracy {agree['best_accuracy']:.3f} at "
+                    f"sigma {agree['argmax_accuracy_sigma']:g}, ICR lowest at sigma {agree['argmin_icr_sigma']:g} "
+                    f"(accuracy {agree['accuracy_at_argmin_icr']:.3f}): {verdict}")
     scan_output.finish(result, result["levels"], output, json_lines, csv, plot)

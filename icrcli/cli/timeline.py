@@ -11,6 +11,7 @@ from icrcli.cli.app import app
 from icrcli.cli.options import Debug, Output, Quiet, with_model_options, with_score_options, with_view_options
 
 SCAN_OUT = "Output"
+CHECKS = "Checks"
 GATES = "CI gates (exit 3)"
 EXIT_GATE = 3
 
@@ -46,6 +47,11 @@ def timeline(
     plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot ICR and traces against step "
                                                  "(.png/.svg/.pdf; needs icr\\[plot]).",
                                                  rich_help_panel=SCAN_OUT)] = None,
+    probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each point's features (labelled "
+                                        "data).", rich_help_panel=CHECKS)] = False,
+    memorization: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Also the memorization ratio of N "
+                                                        "samples of each checkpoint against the --data images "
+                                                        "(see `icr memorization`).", rich_help_panel=CHECKS)] = None,
     quiet: Quiet = False,
     debug: Debug = False,
     mopts=None, vopts=None, sopts=None,
@@ -68,7 +74,8 @@ def timeline(
       icr timeline runs/ckpts/ --data train/ --sigma 0.3 --watch --until 100000 --json-lines
     """
     from icrcli.cli import console, scan_output
-    from icrcli.scans.timeline import parse_timeline_sigmas, run_timeline
+    from icrcli.scans.sweep import ProbeOptions
+    from icrcli.scans.timeline import Checks, parse_timeline_sigmas, run_timeline
     from icrcli.scans.trend import gate
 
     console.set_quiet(quiet)
@@ -76,7 +83,8 @@ def timeline(
     scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts), output, csv, plot)
     result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
                           until=until, reporter=console.Reporter(),
-                          on_point=scan_output.level_printer(json_lines), output=output)
+                          on_point=scan_output.level_printer(json_lines),
+                          checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization))
     failed = []
     for series in result["series"]:
         pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]

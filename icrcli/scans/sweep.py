@@ -49,27 +49,40 @@ def candidate_layers(module_names: list[str]) -> list[str]:
                     "only: name the layers to compare with --layer (repeatable; see `icr layers CKPT`).")
 
 
-def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions) -> str:
+@dataclasses.dataclass(frozen=True)
+class ProbeOptions:
+    """`--probe`: a linear probe (and optionally k-NN) on each level's features, from the same extraction."""
+    split: float = 0.75
+    seed: int = 0
+    l2: float = 1e-4
+    knn: int | None = None
+
+
+def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+              probe: ProbeOptions | None = None) -> str:
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
                                      "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
-                                     "views": request_fields(vopts), "score": dataclasses.asdict(sopts)})
+                                     "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
+                                     "probe": dataclasses.asdict(probe) if probe else None})
 
 
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
-              on_level: Callable[[dict], None] | None = None, use_cache: bool = True, **_) -> dict:
-    """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin."""
+              on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
+              probe: ProbeOptions | None = None, **_) -> dict:
+    """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin; with `probe`,
+    each record's probe accuracy and the argmax of accuracy beside the argmin of ICR."""
     checkpoint, data = Path(checkpoint), Path(data)
     sopts = sopts or ScoreOptions()
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
-    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts)
+    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe)
     if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
         reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
         for lv in rec["levels"]:
             on_level and on_level(lv)
         return rec
-    levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level)
+    levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe)
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
@@ -77,11 +90,30 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         "argmin": _best(levels), "best_by_layer": {L: _best([r for r in levels if r["layer"] == L])
                                                   for L in plans[0].layers},
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                    "model": dataclasses.asdict(mopts)},
+                    "model": dataclasses.asdict(mopts), "probe": dataclasses.asdict(probe) if probe else None},
     }
+    if probe:
+        result["probe"] = probe_agreement(levels)
     if use_cache:
         records.save(KIND, key, result)
     return result
+
+
+def probe_agreement(levels: list[dict]) -> dict:
+    """Where probe accuracy peaks beside where ICR bottoms out (paper Sec. 4: they should coincide), per layer.
+    'agree' means the same level, 'within_se' that the accuracy at ICR's argmin is within two standard errors
+    of the best accuracy."""
+    out = {}
+    for layer in dict.fromkeys(r["layer"] for r in levels):
+        recs = [r for r in levels if r["layer"] == layer]
+        lo = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+        hi = max(recs, key=lambda r: (r["probe_test_accuracy"], -r["sigma"]))
+        gap = hi["probe_test_accuracy"] - lo["probe_test_accuracy"]
+        se = max(hi["probe_test_accuracy_se"], lo["probe_test_accuracy_se"])
+        out[layer] = {"argmin_icr_sigma": lo["sigma"], "argmax_accuracy_sigma": hi["sigma"],
+                      "accuracy_at_argmin_icr": lo["probe_test_accuracy"], "best_accuracy": hi["probe_test_accuracy"],
+                      "agree": lo["sigma"] == hi["sigma"], "within_se": gap <= 2 * se}
+    return out
 
 
 def _best(levels: list[dict]) -> dict:
@@ -115,9 +147,10 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
 
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
-                      on_record: Callable[[dict], None] | None, extra: dict | None = None) -> list[dict]:
+                      on_record: Callable[[dict], None] | None, extra: dict | None = None,
+                      probe: ProbeOptions | None = None) -> list[dict]:
     """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
-    every (level, layer): the records, in level order."""
+    every (level, layer), probing it too with `probe`: the records, in level order."""
     from icrcli.features.extract import extract_levels
     from icrcli.stats.score import score_file
     outs = [cache.cached_path(p.key) for p in plans]
@@ -128,15 +161,35 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
             res, _ = score_file(path, layer=layer, opts=sopts)
             rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
                    "features": str(path)}
+            if probe is not None:
+                rec.update(_probe(path, layer, probe))
             out.append(rec)
             on_record and on_record(rec)
     return out
 
 
+def _probe(path: Path, layer: str, probe: ProbeOptions) -> dict:
+    from icrcli.scans.probe import probe_file
+    r = probe_file(path, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn, layer=layer)
+    out = {"probe_test_accuracy": r["test_accuracy"], "probe_test_accuracy_se": r["test_accuracy_se"],
+           "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"]}
+    if "knn" in r:
+        out["knn_test_accuracy"] = r["knn"]["test_accuracy"]
+    return out
+
+
+def check_labels(dset, probe: ProbeOptions | None) -> None:
+    """--probe needs labelled data: say so before any extraction, not after."""
+    if probe is not None and dset.labels is None:
+        raise UserError(f"--probe needs labelled data, and {dset.path} has no labels: use class sub-folders, an "
+                        ".npz with labels, CIFAR or MNIST files (see README 'Data'), or drop --probe.")
+
+
 def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-             reporter: Reporter, on_level) -> tuple[list[dict], list]:
+             reporter: Reporter, on_level, probe: ProbeOptions | None = None) -> tuple[list[dict], list]:
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
     dset = load_data(data, model, reporter)
+    check_labels(dset, probe)
     plans = level_plans(model, dset, sigmas, vopts, reporter)
-    return extract_and_score(plans, vopts, sopts, reporter, on_level), plans
+    return extract_and_score(plans, vopts, sopts, reporter, on_level, probe=probe), plans

@@ -18,7 +18,7 @@ from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
-from icrcli.scans.sweep import extract_and_score, level_plans, request_fields, run_sweep
+from icrcli.scans.sweep import ProbeOptions, check_labels, extract_and_score, level_plans, request_fields, run_sweep
 from icrcli.scans.trend import trend
 from icrcli.stats.options import ScoreOptions
 
@@ -40,10 +40,19 @@ def parse_timeline_sigmas(values: list[str]) -> list[float] | str:
     return sorted(set(out))
 
 
-def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions) -> str:
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    """What else each point measures: a probe on its features, the memorization ratio of its samples."""
+    probe: ProbeOptions | None = None
+    memorization: int | None = None     # samples per checkpoint (None: not measured)
+    memorization_steps: int = 18
+
+
+def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions,
+              checks: Checks) -> str:
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": data_sha,
                                      "sigma": sigma, "views": request_fields(vopts),
-                                     "score": dataclasses.asdict(sopts)})
+                                     "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)})
 
 
 class _Loaded:
@@ -58,19 +67,31 @@ class _Loaded:
         return self.dset
 
 
+def _memorization(found, data: Path, mopts, vopts: dict, checks: Checks, reporter: Reporter) -> dict:
+    from icrcli.scans.memorization import memorization
+    reporter.step(f"memorization: {checks.memorization} samples of {found.path.name}")
+    r = memorization(found.path, data, mopts, samples=checks.memorization, steps=checks.memorization_steps,
+                     seed=vopts["seed"], device=vopts["device"])
+    return {"memorization_ratio": r["ratio"], "memorization_ratio_se": r["ratio_se"]}
+
+
 def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-               loaded: _Loaded, reporter: Reporter, on_point) -> list[dict]:
+               loaded: _Loaded, reporter: Reporter, on_point, checks: Checks) -> list[dict]:
     """The records of one checkpoint at every sigma: from the cache where they are, else computed together."""
-    keys = {s: point_key(found.path, data_sha, s, mopts, vopts, sopts) for s in sigmas}
+    keys = {s: point_key(found.path, data_sha, s, mopts, vopts, sopts, checks) for s in sigmas}
     cached = {s: records.load(KIND, k, reporter.warn) for s, k in keys.items()}
     todo = [s for s in sigmas if cached[s] is None]
     fresh: dict[float, list[dict]] = {}
     if todo:
         from icrcli.features.plan import load_model
         model = load_model(found.path, mopts, vopts["device"], reporter)
-        plans = level_plans(model, loaded.for_model(model), todo, vopts, reporter)
+        dset = loaded.for_model(model)
+        check_labels(dset, checks.probe)
+        plans = level_plans(model, dset, todo, vopts, reporter)
         extra = {"step": found.step, "checkpoint": str(found.path)}
-        for rec in extract_and_score(plans, vopts, sopts, reporter, None, extra):
+        if checks.memorization:
+            extra.update(_memorization(found, loaded.path, mopts, vopts, checks, reporter))
+        for rec in extract_and_score(plans, vopts, sopts, reporter, None, extra, probe=checks.probe):
             fresh.setdefault(rec["sigma"], []).append(rec)
         for s in todo:
             records.save(KIND, keys[s], {"schema": records.SCHEMA, "points": fresh[s]})
@@ -97,8 +118,9 @@ def _series(points: list[dict]) -> list[dict]:
 def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,
                  sopts: ScoreOptions | None = None, pattern: str | None = None, watch: bool = False,
                  poll: float = 30.0, until: int | None = None, reporter: Reporter = SILENT,
-                 on_point: Callable[[dict], None] | None = None, **_) -> dict:
+                 on_point: Callable[[dict], None] | None = None, checks: Checks | None = None, **_) -> dict:
     """The timeline result: one record per (checkpoint, sigma) in step order, and each series' trend."""
+    checks = checks or Checks()
     folder, data = Path(folder), Path(data)
     sopts = sopts or ScoreOptions()
     layers = list(vopts.get("layer") or [])
@@ -121,7 +143,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
     while True:
         for f in found:
             if f.path not in seen:
-                points += _points_of(f, data_sha, sigmas, mopts, vopts, sopts, loaded, reporter, on_point)
+                points += _points_of(f, data_sha, sigmas, mopts, vopts, sopts, loaded, reporter, on_point, checks)
                 seen.add(f.path)
         if not watch or (until is not None and max(f.step for f in found) >= until):
             break
@@ -136,4 +158,4 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
             "data": str(data), "sigmas": list(sigmas), "sigma_auto": auto, "points": points,
             "series": _series(points), "notes": notes,
             "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                        "model": dataclasses.asdict(mopts)}}
+                        "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks)}}
