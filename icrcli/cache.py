@@ -7,7 +7,12 @@ Layout under cache_dir():
   features/<key[:2]>/<key>.h5.lock   inter-process lock, present only while the entry is being made
   features/<key[:2]>/.<key>.tmp-*.h5 an entry being written; renamed over <key>.h5 only when complete
 
+  features/<key[:2]>/<key>.h5.parts/ the finished chunks of an extraction in progress (icrcli.features.chunks)
+  scores/<key[:2]>/<key>.json        one `icr score` result (icrcli.stats.scorecache)
+  sweeps/, timeline-points/          scan records (icrcli.scans.records); samples/: memorization samples
+
 An entry exists only once complete (atomic_write), so a reader that finds the file can use it without a lock.
+Listing and clearing the entries: icrcli.cache_admin (`icr cache`).
 Files are created with the user's umask (as `open` would), so teammates can read shared results.
 """
 
@@ -39,9 +44,15 @@ _HEX_KEY = re.compile(r"[0-9a-f]{8,128}")
 _LOCK_POLL_S = (0.05, 0.5)      # first and longest pause between tries for a lock another process holds
 
 
+_scratch: list[Path] = []        # the innermost scratch() folder, which replaces the cache while it lasts
+
+
 # ---------------------------------------------------------------------------------------------- location
 def cache_dir() -> Path:
-    """$ICR_CACHE_DIR if set, else the per-user cache dir (e.g. ~/.cache/icr); created on demand."""
+    """$ICR_CACHE_DIR if set, else the per-user cache dir (e.g. ~/.cache/icr); created on demand. Inside
+    scratch(), a temporary folder instead."""
+    if _scratch:
+        return _scratch[-1]
     env = os.environ.get(ENV_VAR, "").strip()
     where = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("icr", appauthor=False))
     try:
@@ -51,6 +62,21 @@ def cache_dir() -> Path:
     if not os.access(where, os.W_OK | os.X_OK):
         raise _unusable(where, "permission denied")
     return where
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """--no-cache: for the with-block the cache is a new temporary folder (under $TMPDIR), removed at the end.
+    Nothing is looked up in the real cache and nothing is left in it (not even file hashes), while the code
+    that needs a place for its intermediate files (a sweep's levels, samples) runs unchanged."""
+    import shutil
+    folder = Path(tempfile.mkdtemp(prefix="icr-no-cache-"))
+    _scratch.append(folder)
+    try:
+        yield folder
+    finally:
+        _scratch.remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unusable(where: Path, why) -> UserError:

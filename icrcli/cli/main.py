@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from icrcli.cli import demo, extract, info, layers, memorization, plot, probe, score, sweep, timeline  # noqa: F401  registers the commands
+from icrcli.cli import cache_cmd, demo, extract, info, layers, memorization, plot, probe, score, sweep, timeline  # noqa: F401  registers the commands
 from icrcli.cli.app import app
 
 

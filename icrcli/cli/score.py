@@ -32,13 +32,16 @@ def score(
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
     block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute afresh: neither look up nor store the "
+                                           "result in the cache.")] = False,
     output: Output = "-",
     quiet: Quiet = False,
     debug: Debug = False,
 ):
     """Compute ICR, its generalized spectrum and companion statistics from multi-view features.
 
-    Streams the file in blocks of whole images (memory does not grow with N).
+    Streams the file in blocks of whole images (memory does not grow with N). The result is cached by the
+    file's content and the options, so the same request again answers without reading the features.
 
     Examples:
 
@@ -51,7 +54,8 @@ def score(
       icr score feats.h5 -q | jq .icr
     """
     from icrcli.cli import console
-    from icrcli.stats.score import ScoreOptions, open_source, score_source
+    from icrcli.stats.options import ScoreOptions
+    from icrcli.stats.scorecache import cached_score
 
     console.set_quiet(quiet)
     _check_outputs(features, output, directions)
@@ -59,9 +63,15 @@ def score(
                         ci=ci, ci_groups=ci_groups, confidence=confidence, skip_nonfinite=skip_nonfinite,
                         allow_partial=allow_partial, block_images=block_images,
                         top=top if directions is not None else 0)
-    src = open_source(features, dataset, layer)
-    with console.progress(f"scoring {features.name}", src.shape[0]) as advance:
-        result, dirs = score_source(src, opts, advance)
+
+    def compute():  # imported only on a cache miss: a cached answer loads neither numpy's linalg nor scipy
+        from icrcli.stats.score import open_source, score_source
+        src = open_source(features, dataset, layer)
+        with console.progress(f"scoring {features.name}", src.shape[0]) as advance:
+            return score_source(src, opts, advance)
+
+    result, dirs = cached_score(features, dataset, layer, opts, compute, use_cache=not no_cache,
+                                warn=lambda msg: console.say(f"warning: {msg}"))
     if dirs is not None:
         import numpy as np
         np.save(directions, dirs)

@@ -203,6 +203,13 @@ def open_source(path: str | Path, dataset: str | None = None, layer: str | None 
 
 
 def score_file(path: str | Path, dataset: str | None = None, layer: str | None = None,
-               opts: ScoreOptions | None = None, progress: Callable[[int], None] | None = None):
-    """Python entry point: `score_file("feats.h5")[0]["icr"]`. Returns (result dict, directions or None)."""
-    return score_source(open_source(path, dataset, layer), opts or ScoreOptions(), progress)
+               opts: ScoreOptions | None = None, progress: Callable[[int], None] | None = None,
+               use_cache: bool = True, warn: Callable[[str], None] | None = None):
+    """Python entry point: `score_file("feats.h5")[0]["icr"]`. Returns (result dict, directions or None).
+
+    Answered from the score cache (icrcli.stats.scorecache: keyed by the file's content and opts) unless
+    use_cache is False or directions are asked for (opts.top > 0: computed, never cached)."""
+    from icrcli.stats.scorecache import cached_score
+    opts = opts or ScoreOptions()
+    return cached_score(path, dataset, layer, opts, lambda: score_source(open_source(path, dataset, layer), opts,
+                                                                         progress), use_cache, warn)

@@ -1,0 +1,78 @@
+"""Score results in the cache (<cache>/scores/), keyed by the feature file's content and the scoring options.
+
+The key covers: the sha256 of the file's bytes (through the hash memo, so an unchanged file, same path, size,
+mtime, inode and ctime, is not read again), the dataset or layer asked for, every ScoreOptions field (block size
+included: it can change the last bits), the result schema and icr's version. A changed file has another hash,
+so it is never answered from an old entry. Only the result is stored: a call that asks for the Fisher
+directions (opts.top > 0) computes and stores nothing. A hit differs from a fresh result in nothing but
+input.path, which names the file as given this time.
+
+Imports nothing heavy (no numpy, no scipy): a repeated `icr score` answers without loading the statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from icrcli import __version__, cache
+from icrcli.stats.options import ScoreOptions
+from icrcli.stats.result import SCHEMA
+
+KIND = "scores"
+
+
+def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions) -> str:
+    return cache.config_key({"kind": KIND, "schema": SCHEMA, "version": __version__,
+                             "features_sha256": cache.file_sha256(path), "dataset": dataset, "layer": layer,
+                             "options": dataclasses.asdict(opts)})
+
+
+def load(key: str) -> tuple[dict | None, str | None]:
+    """(the cached result or None, a note if the entry was damaged: then it is removed, to be recomputed)."""
+    path = cache.cached_path(key, ".json", kind=KIND)
+    if not path.exists():
+        return None, None
+    try:
+        entry = json.loads(path.read_text())
+        ok = (isinstance(entry, dict) and entry.get("entry_key") == key and isinstance(entry.get("result"), dict)
+              and "icr" in entry["result"])
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if ok:
+        return entry["result"], None
+    path.unlink(missing_ok=True)
+    return None, f"the cached score {path} was damaged; recomputed it"
+
+
+def save(key: str, result: dict) -> None:
+    try:    # NaN kept as NaN (allow_nan), no default=: what is stored reads back equal to the fresh result
+        text = json.dumps({"entry_key": key, "result": result})
+    except (TypeError, ValueError):
+        return  # a value JSON cannot hold exactly: not cached rather than cached changed
+    with cache.atomic_write(cache.cached_path(key, ".json", kind=KIND)) as tmp:
+        Path(tmp).write_text(text)
+
+
+def cached_score(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions,
+                 compute: Callable[[], tuple[dict, object]], use_cache: bool = True,
+                 warn: Callable[[str], None] | None = None) -> tuple[dict, object]:
+    """compute() -> (result, directions), answered from the cache when it can be. A damaged entry is said once
+    through warn (without warn: added to the result's warnings) and recomputed."""
+    if not use_cache or opts.top > 0:
+        return compute()
+    key = score_key(path, dataset, layer, opts)
+    hit, note = load(key)
+    if hit is not None:
+        hit["input"] = {**hit.get("input", {}), "path": str(path)}
+        return hit, None
+    result, directions = compute()
+    save(key, result)
+    if note is not None:
+        if warn is not None:
+            warn(note)
+        else:
+            result = {**result, "warnings": [*result.get("warnings", []), note]}
+    return result, directions
