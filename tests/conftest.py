@@ -18,6 +18,13 @@ class Ran:
         return json.loads(self.out)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache ($ICR_CACHE_DIR; a test may set another): no test is answered from the entries of
+    another test, of an earlier run, or of the user (scores are cached by content, and tests share contents)."""
+    monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path_factory.mktemp("icr-cache")))
+
+
 @pytest.fixture
 def icr(capsys, monkeypatch):
     """Run the real console entry point in-process: icr("score", "f.h5") -> Ran(code, stdout, stderr)."""

@@ -9,8 +9,8 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.options import (Arch, ArchArg, Call, ClassLabel, DataRange, DType, Debug, Key, MODEL_HELP,
-                                ParamOpt, Pool, Augment, Prediction, Quiet, Schedule, TimeConv, TimeInput,
-                                TimeShape, TMode, TrustPickle, Vae, model_options)
+                                NoCache, ParamOpt, Pool, Augment, Prediction, Quiet, Schedule, TimeConv, TimeInput,
+                                TimeShape, TMode, TrustPickle, Vae, cache_scope, model_options)
 
 
 @app.command()
@@ -52,6 +52,7 @@ def extract(
     = TMode("nearest"),
     quiet: Quiet = False,
     debug: Debug = False,
+    no_cache: NoCache = False,
 ):
     """Extract multi-view features from a frozen diffusion network into a feature file.
 
@@ -85,13 +86,18 @@ def extract(
         sidecars = [checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX), checkpoint.parent / "icr.json"]
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", vae),
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
+    if no_cache and output is None:
+        from icrcli.errors import UserError
+        raise UserError("--no-cache writes the features only to -o FILE: give -o/--output (without --no-cache "
+                        "they go to the cache).")
     reporter = console.Reporter()
-    model = load_model(checkpoint, mopts, run_opts.device, reporter)
-    p = make_plan(model, load_data(data, model, reporter, skip_bad_images), request, reporter)
-    out = output_path(p, output)
-    console.say("\n".join([*p.denoiser.notes(), f"{p.denoiser.headline()}; layers {', '.join(p.layers)}; "
-                           f"{len(p.indices)} images x {views} views at sigma={sigma:g}"]))
-    summary = run_extract(p, out, run_opts, reporter)
+    with cache_scope(no_cache):     # --no-cache: not even the input files' hashes are remembered
+        model = load_model(checkpoint, mopts, run_opts.device, reporter)
+        p = make_plan(model, load_data(data, model, reporter, skip_bad_images), request, reporter)
+        out = output_path(p, output)
+        console.say("\n".join([*p.denoiser.notes(), f"{p.denoiser.headline()}; layers {', '.join(p.layers)}; "
+                               f"{len(p.indices)} images x {views} views at sigma={sigma:g}"]))
+        summary = run_extract(p, out, run_opts, reporter)
     console.write_json(summary, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
 

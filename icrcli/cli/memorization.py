@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, Quiet, choices, guard_output, with_model_options
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, choices, guard_output,
+                                with_model_options)
 
 Criterion = choices("Criterion", "ratio cosine")
 
@@ -42,6 +43,7 @@ def memorization(
     output: Output = "-",
     quiet: Quiet = False,
     debug: Debug = False,
+    no_cache: NoCache = False,
     mopts=None,
 ):
     """Draw samples with the deterministic EDM Heun sampler and count those that copy a training image.
@@ -64,7 +66,8 @@ def memorization(
     ins = [p for p in (checkpoint, data, embed) if p is not None]
     guard_output(output, *ins)
     if grid is not None:
-        guard_output(str(grid), *ins)
+        from icrcli.outputs import check_output
+        check_output(grid, "--grid", [("the input file", p) for p in ins], "plot")
     bars = {}
 
     def on_phase(name, total):  # one bar per phase, the previous one closed first
@@ -75,10 +78,11 @@ def memorization(
         return bars[name].__enter__()
 
     try:
-        result = run(checkpoint, data, mopts, samples=samples, steps=steps, seed=seed, criterion=criterion.value,
-                     threshold=threshold, device=device, embed=embed, embed_layer=embed_layer,
-                     embed_sigma=embed_sigma, grid=grid, grid_count=grid_count, batch_size=batch_size,
-                     on_phase=on_phase)
+        with cache_scope(no_cache):     # --no-cache: samples drawn afresh, into a temporary cache
+            result = run(checkpoint, data, mopts, samples=samples, steps=steps, seed=seed, criterion=criterion.value,
+                         threshold=threshold, device=device, embed=embed, embed_layer=embed_layer,
+                         embed_sigma=embed_sigma, grid=grid, grid_count=grid_count, batch_size=batch_size,
+                         on_phase=on_phase)
     finally:
         for cm in bars.values():
             cm.__exit__(None, None, None)

@@ -13,6 +13,18 @@ import typer
 Output = Annotated[str, typer.Option("-o", "--output", help="Write the JSON result here; '-' is stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Compute afresh: look nothing up in the cache ($ICR_CACHE_DIR) "
+                                       "and leave nothing in it.")]
+
+
+def cache_scope(no_cache: bool):
+    """The with-block a command does its work in: the real cache, or with --no-cache a temporary one that is
+    removed at the end (icrcli.cache.scratch)."""
+    import contextlib
+    if not no_cache:
+        return contextlib.nullcontext()
+    from icrcli.cache import scratch
+    return scratch()
 
 
 def choices(name: str, values: str) -> type[Enum]:

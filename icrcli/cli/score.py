@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Estimator, Output, Quiet
+from icrcli.cli.options import Debug, Estimator, NoCache, Output, Quiet
 
 
 @app.command()
@@ -32,8 +32,7 @@ def score(
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
     block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute afresh: neither look up nor store the "
-                                           "result in the cache.")] = False,
+    no_cache: NoCache = False,
     output: Output = "-",
     quiet: Quiet = False,
     debug: Debug = False,

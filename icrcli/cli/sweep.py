@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, Quiet, with_model_options, with_score_options, with_view_options
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
+                                with_view_options)
 
 SCAN_OUT = "Output"
 CHECKS = "Checks"
@@ -41,6 +42,7 @@ def sweep(
                                                "(cosine).", rich_help_panel=CHECKS)] = None,
     quiet: Quiet = False,
     debug: Debug = False,
+    no_cache: NoCache = False,
     mopts=None, vopts=None, sopts=None,
 ):
     """ICR at every noise level of a grid (and at every --layer): finds the semantic window of a checkpoint,
@@ -69,8 +71,9 @@ def sweep(
     levels = parse_sigmas(sigmas)
     scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts), output, csv, plot)
     probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
-    result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
-                       on_level=scan_output.level_printer(json_lines), probe=probe_opts)
+    with cache_scope(no_cache):
+        result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
+                           on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)
     layers = result["layers"]
     best = result["argmin"]
     for layer in layers:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, Quiet, with_model_options, with_score_options, with_view_options
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
+                                with_view_options)
 
 SCAN_OUT = "Output"
 CHECKS = "Checks"
@@ -54,6 +55,7 @@ def timeline(
                                                         "(see `icr memorization`).", rich_help_panel=CHECKS)] = None,
     quiet: Quiet = False,
     debug: Debug = False,
+    no_cache: NoCache = False,
     mopts=None, vopts=None, sopts=None,
 ):
     """ICR of every checkpoint of a training run, in step order: steadily falling, or a minimum followed by a
@@ -81,10 +83,11 @@ def timeline(
     console.set_quiet(quiet)
     sigmas = parse_timeline_sigmas(sigma)
     scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts), output, csv, plot)
-    result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
-                          until=until, reporter=console.Reporter(),
-                          on_point=scan_output.level_printer(json_lines),
-                          checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization))
+    with cache_scope(no_cache):
+        result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
+                              until=until, reporter=console.Reporter(),
+                              on_point=scan_output.level_printer(json_lines),
+                              checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization))
     failed = []
     for series in result["series"]:
         pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
