@@ -161,9 +161,10 @@ def _is_scan_csv(path: Path) -> bool:
 
 
 def _is_plot(path: Path) -> bool:
-    """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes."""
+    """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes, and
+    icr's own PNG grids carry Software: icr."""
     head = _head(path, 4096)
-    return b"Matplotlib" in head or b"matplotlib" in head
+    return b"Matplotlib" in head or b"matplotlib" in head or b"Software\x00icr" in head
 
 
 def _is_directions(path: Path) -> bool:

@@ -288,3 +288,23 @@ def test_skip_bad_images_says_so_on_stderr(tmp_path, icr):
     r = icr("extract", ckpt, "--data", images, "--sigma", "0.3", "-o", tmp_path / "f.h5", "--skip-bad-images")
     assert r.code == 0, r.err
     assert "left out 1 of 4 images that cannot be decoded (2.png)" in r.err
+
+
+def test_plot_outputs_replace_only_icr_plots(tmp_path, icr):
+    """--plot, --csv and memorization's --grid write only over their own kind: a photo or a CSV of someone
+    else's stays untouched; icr's own plot may be redrawn."""
+    pytest.importorskip("matplotlib")
+    import json
+    res = {"kind": "sweep", "checkpoint": "ck.pt", "version": "0", "schema": 1,
+           "levels": [{"layer": "a", "sigma": s, "icr": 0.5 + s / 10, "trace_s": 1, "trace_xi": 1} for s in (0.1, 1)]}
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"someone else's picture")
+    before = photo.read_bytes()
+    r = icr("plot", tmp_path / "r.json", "-o", photo)
+    assert r.code == 2 and "not a plot drawn by icr" in r.err and photo.read_bytes() == before
+    ok = icr("plot", tmp_path / "r.json", "-o", tmp_path / "mine.png")
+    again = icr("plot", tmp_path / "r.json", "-o", tmp_path / "mine.png")
+    assert ok.code == 0 and again.code == 0
+    same = icr("plot", tmp_path / "r.json", "-o", tmp_path / "r.json")
+    assert same.code == 2 and json.loads((tmp_path / "r.json").read_text()) == res

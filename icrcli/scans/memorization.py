@@ -224,5 +224,8 @@ def write_grid(path, samples: np.ndarray, nearest_images: np.ndarray, copies: np
             xs = x0 + pad + j * (w + pad)
             canvas[y0 + pad:y0 + pad + h, xs:xs + w] = pix
     path = Path(path)
+    from PIL.PngImagePlugin import PngInfo
+    mark = PngInfo()
+    mark.add_text("Software", "icr")  # so a rerun may replace it (icrcli.outputs: only icr's own plots)
     with cache.atomic_write(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
+        Image.fromarray(canvas).save(tmp, format="PNG", pnginfo=mark)
