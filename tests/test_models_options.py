@@ -56,7 +56,9 @@ def test_noise_convention_defaults_and_overrides():
     sit = _den(param="flow", time_input="t", time_convention="sit")
     assert noise_convention(sit, ModelOptions()).time_convention == "sit"
     assert noise_convention(sit, ModelOptions(time_convention="repa")).time_convention == "repa"
-    assert noise_convention(sit, ModelOptions(param="ddpm")).param == "ddpm"
+    assert noise_convention(sit, ModelOptions(param="ddpm", schedule="cosine:1000")).param == "ddpm"
+    with pytest.raises(UserError, match="no noise schedule was given"):  # no silent default (issue 9)
+        noise_convention(sit, ModelOptions(param="ddpm"))
     with pytest.raises(UserError, match="--param"):
         noise_convention(_den(), ModelOptions())
 

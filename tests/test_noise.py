@@ -11,6 +11,8 @@ import torch
 from icrcli.models import noise
 from icrcli.errors import UserError
 
+DDPM = "linear:1e-4:0.02:1000"  # the schedule DDPM, ADM and DiT train with; icr assumes none (issue 9)
+
 
 def _alpha_bar_product(betas, t):
     """alpha_bar_t = prod_{s <= t} (1 - beta_s), in plain Python (independent of np.cumprod)."""
@@ -96,7 +98,7 @@ def test_nearest_and_interp_round_trips():
 def test_sigma_zero_is_step_zero_with_its_actual_sigma():
     ab = noise.parse_schedule("linear:1000")
     assert noise.ddpm_t_for_sigma(0.0, ab) == 0
-    conv = noise.from_options("ddpm")
+    conv = noise.from_options("ddpm", schedule_spec=DDPM)
     x = torch.zeros(2, 3, 4, 4)
     _, time, info = conv.model_inputs(x, torch.randn_like(x), 0.0)
     assert time.tolist() == [0, 0]
@@ -159,7 +161,7 @@ def test_ddpm_input_is_sqrt_alpha_bar_mix():
     betas = _dit_linear_betas(1000)
     g = torch.Generator().manual_seed(1)
     x, eps = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64), torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
-    x_in, time, info = noise.from_options("ddpm").model_inputs(x, eps, 0.416)
+    x_in, time, info = noise.from_options("ddpm", schedule_spec=DDPM).model_inputs(x, eps, 0.416)
     ab = _alpha_bar_product(betas, 121)
     torch.testing.assert_close(x_in, math.sqrt(ab) * x + math.sqrt(1 - ab) * eps)
     assert time.dtype == torch.int64 and time.tolist() == [121, 121]
@@ -172,7 +174,7 @@ def test_ddpm_input_is_sqrt_alpha_bar_mix():
     ("edm", {}, lambda s: s ** 2),
     ("ve", {}, lambda s: s ** 2),
     ("vp", {}, lambda s: s ** 2 / (1 + s ** 2)),
-    ("ddpm", {"t_mode": "interp", "time_kind": "index-float"}, lambda s: s ** 2 / (1 + s ** 2)),
+    ("ddpm", {"t_mode": "interp", "time_kind": "index-float", "schedule_spec": "linear:1e-4:0.02:1000"}, lambda s: s ** 2 / (1 + s ** 2)),
     ("flow", {"time_convention": "repa"}, lambda s: (s / (1 + s)) ** 2),
 ])
 def test_noise_only_input_has_expected_variance(param, options, variance):
@@ -203,7 +205,7 @@ def test_zero_one_data_halves_the_noise():
 def test_zero_one_ddpm_picks_the_step_of_half_sigma():
     ab = noise.parse_schedule("linear:1000")
     x = torch.zeros(1, 3, 4, 4)
-    _, time, _ = noise.from_options("ddpm").model_inputs(x, torch.randn_like(x), 0.832, data_range=(0, 1))
+    _, time, _ = noise.from_options("ddpm", schedule_spec=DDPM).model_inputs(x, torch.randn_like(x), 0.832, data_range=(0, 1))
     assert int(time[0]) == noise.ddpm_t_for_sigma(0.416, ab) == 121
 
 
@@ -245,8 +247,10 @@ def test_time_encodings():
 # ------------------------------------------------------------------------------- options, ranges, provenance
 
 def test_from_options_defaults_and_buffer_wins():
-    ddpm = noise.from_options("ddpm")
+    ddpm = noise.from_options("ddpm", schedule_spec=DDPM)
     assert ddpm.time_kind == "index" and ddpm.schedule_source == "linear:1e-4:0.02:1000"
+    with pytest.raises(UserError, match=r"no noise schedule was given.*icr does not assume one: pass the schedule"):
+        noise.from_options("ddpm")  # no silent default (issue 9, item 4)
     assert noise.from_options("edm").time_kind == "sigma"
     assert noise.from_options("vp").family == "vp" and noise.from_options("vp").time_kind == "999t"
     assert noise.from_options("flow", time_convention="sit").time_kind == "t"
@@ -286,11 +290,11 @@ def test_data_ranges():
 
 
 def test_describe_is_json_and_info_is_json():
-    for conv in (noise.from_options("ddpm"), noise.from_options("flow", time_convention="repa"),
+    for conv in (noise.from_options("ddpm", schedule_spec=DDPM), noise.from_options("flow", time_convention="repa"),
                  noise.from_options("vp"), noise.from_options("edm", data_range=(0, 1))):
         d = json.loads(json.dumps(conv.describe()))
         assert d["param"] == conv.param and d["sigma_axis"].startswith("EDM/VE sigma")
         x = torch.zeros(1, 3, 4, 4)
         json.dumps(conv.model_inputs(x, torch.randn_like(x), 0.29)[2])
-    assert noise.from_options("ddpm").describe()["schedule"]["T"] == 1000
+    assert noise.from_options("ddpm", schedule_spec=DDPM).describe()["schedule"]["T"] == 1000
     assert "t = 0 is clean" in noise.from_options("flow", time_convention="repa").describe()["time_convention_meaning"]

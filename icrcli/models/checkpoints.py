@@ -135,13 +135,27 @@ def _load_safetensors(path, key, map_location):
 
 
 def _under_prefix(state_dict, key, path):
-    prefix = key.rstrip(".") + "."
-    picked = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    picked = _prefixed(state_dict, key)
     if not picked:
         tops = sorted({k.split(".")[0] for k in state_dict})
-        raise UserError(f"{path} has no tensors under {key!r}; its top-level names are {tops}. "
+        raise UserError(f"{path} has no tensors under {key!r}; its top-level names are {few(tops)}. "
                         "Pass one of them with --key, or leave --key out to use all tensors.")
     return picked
+
+
+def _prefixed(mapping, key):
+    """The entries of a flat mapping under the dotted prefix `key`, with the prefix stripped ({} if none):
+    `--key network` on {"network.conv.weight": ...} gives {"conv.weight": ...}."""
+    prefix = key.rstrip(".") + "."
+    return {k[len(prefix):]: v for k, v in mapping.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def few(names, n=8):
+    """A list for a message: the first n names, then how many more (a state dict can have thousands of keys)."""
+    names = [str(x) for x in names]
+    if len(names) <= n:
+        return str(names)
+    return f"[{', '.join(map(repr, names[:n]))}, ...] ({len(names)} in all)"
 
 
 def _load_edm(path, key):
@@ -267,7 +281,7 @@ def _auto_pick(obj, path, depth=0):
     if len(held) == 1:
         return held, obj[held[0]]
     if len(held) > 1:
-        raise UserError(f"{path} holds several sets of weights ({held}) and none has a name icr "
+        raise UserError(f"{path} holds several sets of weights ({few(held)}) and none has a name icr "
                         f"prefers ({', '.join(WEIGHT_KEYS)}). Pick one with --key.")
     return None
 
@@ -285,10 +299,15 @@ def _lookup(root, key, path):
                 obj, parts = obj[walked[-1]], parts[n:]
                 break
         else:
+            # A flat state dict whose keys carry the rest as a prefix (a wrapper saved whole): that sub-tree.
+            picked = _prefixed(obj, ".".join(parts))
+            if picked:
+                return picked
             where = f"under {'.'.join(walked)!r}" if walked else "at the top level"
             raise UserError(f"{path} has no entry {key!r}: the entries {where} are "
-                            f"{[str(k) for k in obj]}. Pass one of them with --key "
-                            "(dotted for nested entries, e.g. ema.model).")
+                            f"{few(_entry_names(obj))}. Pass one of them with --key "
+                            "(dotted for nested entries, e.g. ema.model; a key prefix such as 'network' takes "
+                            "the tensors under it).")
     return obj
 
 
@@ -300,15 +319,24 @@ def _select(root, key, path):
         if found is None:
             raise UserError(f"{path}: entry {key!r} holds no named tensors (it is a "
                             f"{type(obj).__name__}). Pick an entry that holds weights with "
-                            f"--key; these do: {_candidates(root)}.")
+                            f"--key; these do: {few(_candidates(root))}.")
         return ".".join([key] + found[0]), found[1]
     found = _auto_pick(root, path)
     if found is None:
         entries = [str(k) for k in root] if isinstance(root, Mapping) else []
         raise UserError(f"{path} holds no tensors icr recognises as model weights (a "
-                        f"{type(root).__name__} with entries {entries}). Pass the entry that "
+                        f"{type(root).__name__} with entries {few(entries)}). Pass the entry that "
                         "holds them with --key (dotted for nested entries, e.g. ema.model).")
     return ".".join(found[0]) or "<root>", found[1]
+
+
+def _entry_names(obj):
+    """The entries at one level, for a message; for a flat state dict, its distinct first name parts (so a
+    wrapper's 8,000 keys read as `network`)."""
+    keys = [str(k) for k in obj]
+    if _is_state_dict(obj):
+        return sorted({k.split(".")[0] for k in keys})
+    return keys
 
 
 def _strip_wrapper_prefixes(state_dict):

@@ -37,7 +37,8 @@ class Denoiser:
     call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], object]
     labels: Callable[[int, torch.device], torch.Tensor | None]
     description: dict
-    schedule_buffer: object = None       # alphas_cumprod / betas stored in the checkpoint, if any
+    schedule_buffer: object = None       # a schedule stored in the checkpoint (alphas_cumprod, alpha_t, ...), if any
+    schedule_buffer_name: str | None = None  # its key in the state dict (noise.read_schedule_buffer reads it by name)
     title: str = ""                      # e.g. "EDM SongUNet (DDPM++), EDM preconditioning"
     options: ModelOptions | None = None  # the options it was loaded with, the sidecar's included (set by load_model)
 

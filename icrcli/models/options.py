@@ -23,3 +23,17 @@ class ModelOptions:
     call: str | None = None             # "x,t" | "x,t,y" | "sample=x,timestep=t"
     class_label: int | None = None      # None = the null class, as in the paper
     vae: str | None = None              # diffusers AutoencoderKL folder for latent models
+    image_shape: str | None = None      # "CxHxW" the network takes (your own architectures: default the data's)
+
+
+def parse_image_shape(spec: str, where: str = "--image-shape") -> tuple[int, int, int]:
+    """"1x28x28" -> (1, 28, 28); a UserError that names `where` otherwise."""
+    from icrcli.errors import UserError
+    parts = str(spec).lower().replace(" ", "").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"{where} {spec!r}: write the shape the network takes as CxHxW, e.g. 1x28x28 or 3x32x32.")
+    return shape

@@ -29,7 +29,15 @@ from icrcli.errors import UserError
 from icrcli.models import noise
 from icrcli.models.archs import diffusers_models, dit, edm
 from icrcli.models.checkpoints import load_checkpoint
-from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
+from icrcli.models.denoiser import (
+    Denoiser,
+    ModelOptions,
+    check_class_label,
+    jsonable,
+    key_diff,
+    load_strict,
+)
+from icrcli.models.options import parse_image_shape
 
 __all__ = ["BUILTIN_ARCHS", "Denoiser", "ModelOptions", "Sidecar", "check_class_label", "import_target",
            "load_model", "merge_sidecar", "noise_convention", "parse_call", "read_sidecar", "sidecar_for"]
@@ -48,11 +56,28 @@ def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str 
                         "or a diffusers model folder.")
     opts, side = merge_sidecar(path, opts)
     den = diffusers_models.denoiser(path, opts) if path.is_dir() else _from_checkpoint(path, opts)
+    if opts.image_shape:
+        _take_image_shape(den, opts.image_shape)
     den.net.eval().requires_grad_(False).to(device)
     den.options = opts
     den.data_range = opts.data_range or den.data_range  # callers read `their --data-range or den.data_range`
     den.description["sidecar"] = side.provenance() if side else None
     return den
+
+
+def _take_image_shape(den: Denoiser, spec: str) -> None:
+    """--image-shape CxHxW: the input your own network takes; a built-in network's must agree with its weights."""
+    c, h, w = parse_image_shape(spec, "--image-shape (or the sidecar's image_shape)")
+    if h != w:
+        raise UserError(f"--image-shape {spec}: icr feeds square inputs (H = W). Pass --resize to make the images "
+                        f"square, with --image-shape {c}x{max(h, w)}x{max(h, w)} or the side your network takes.")
+    if den.family == "user":
+        den.in_channels, den.resolution = c, h
+        return
+    if (den.in_channels, den.resolution) != (c, h) and den.resolution is not None:
+        r = den.resolution
+        raise UserError(f"--image-shape {spec}: this {den.title or den.family} takes {den.in_channels}x{r}x{r}, "
+                        "as its weights say. Drop --image-shape (it is for your own architectures).")
 
 
 def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest"):
@@ -66,13 +91,17 @@ def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest")
     for k in ("schedule", "time_input", "time_convention"):
         if getattr(opts, k) is not None:
             nd[k] = getattr(opts, k)
-    if not nd.get("param"):
+    nd["param"] = nd.get("param") or noise.implied_param(nd.get("time_input"))
+    if not nd["param"]:
         raise UserError("Unknown noise parametrization: pass --param edm|vp|ddpm|flow|ve.")
     buffer = den.schedule_buffer if opts.schedule is None and nd["param"] in ("ddpm", "vp") else None
+    # One data range for the noise and for the record: the options' (sidecar included), else the family's.
+    data_range = noise.parse_data_range(opts.data_range or den.data_range)
     return noise.from_options(nd["param"], schedule_spec=nd.get("schedule") if buffer is None else None,
                               schedule_buffer=buffer, time_kind=nd.get("time_input"),
                               time_convention=nd.get("time_convention"), t_mode=t_mode,
-                              time_shape=opts.time_shape or "(B,)")
+                              time_shape=opts.time_shape or "(B,)", data_range=data_range,
+                              schedule_buffer_name=den.schedule_buffer_name if buffer is not None else None)
 
 
 def _unset(value) -> bool:
@@ -224,7 +253,7 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
     sd, meta = ckpt.state_dict, ckpt.meta
     desc = {"checkpoint": str(path), "format": ckpt.format, "weights": ckpt.source,
             "weights_found": ckpt.candidates}
-    buffer = next((sd[k] for k in ("alphas_cumprod", "betas") if k in sd), None)
+    buffer = noise.find_schedule_buffer(sd)
     arch = opts.arch
     if arch and ":" in arch:
         den = _user_arch(arch, opts, sd)
@@ -236,7 +265,7 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
         raise UserError(f"Unknown --arch {arch!r}. Built-in: {', '.join(BUILTIN_ARCHS)}; or your own network "
                         "as `my.module:build_fn` or `path/to/file.py:ClassName` with --arch-arg k=v.")
     den.description.update(desc)
-    den.schedule_buffer = buffer
+    den.schedule_buffer_name, den.schedule_buffer = buffer or (None, None)
     return den
 
 
@@ -291,29 +320,95 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
                         "Pass constructor arguments with --arch-arg k=v.") from None
     if not isinstance(net, torch.nn.Module):
         raise UserError(f"--arch {spec} returned {type(net).__name__}, not a torch.nn.Module.")
+    _refuse_wrapped(net, sd, spec)
     load_strict(net, sd, spec, "Hints: check --arch-arg values (layer widths, depth); pick the right sub-dict "
                                 "with --key; a common prefix (e.g. 'model.') in the file but not in your class "
-                                "means the file wraps the network.", assign=False)
-    if not opts.param:
+                                "means the file wraps the network: pass that prefix with --key.", assign=False)
+    if not opts.param and not noise.implied_param(opts.time_input):
         raise UserError("A user architecture needs its noise parametrization: --param edm|vp|ddpm|flow|ve "
                         "(and --schedule / --time-input / --time-convention as applicable; see README).")
     roles = parse_call(opts.call)
+    _check_signature(net, roles, spec, opts)
 
     def call(x, t, y):
         values = {"x": x, "t": t, "y": y}
         args = [values[r] for k, r in roles if k is None]
         kwargs = {k: values[r] for k, r in roles if k is not None}
-        return net(*args, **kwargs)
+        try:
+            return net(*args, **kwargs)
+        except (RuntimeError, TypeError, ValueError, IndexError) as e:  # the user's forward, with our inputs
+            raise UserError(f"Your network {spec} failed on an input of shape {_shape(x)} with time {_shape(t)}: "
+                            f"{type(e).__name__}: {_first_line(e)}. Give the input shape it takes with "
+                            "--image-shape CxHxW (and --resize if the images differ), and check --call, "
+                            "--time-input and --time-shape.") from e
 
     def labels(b, device):
         if opts.class_label is None:
             return None
         return torch.full((b,), opts.class_label, dtype=torch.long, device=device)
 
-    in_ch = int(opts.arch_args.get("in_channels", opts.arch_args.get("img_channels", 3)))
+    # The input shape: --image-shape (applied by load_model), else the constructor arguments that say it, else
+    # the data's (None: taken from the images).
+    in_ch = opts.arch_args.get("in_channels", opts.arch_args.get("img_channels"))
     res = opts.arch_args.get("img_resolution", opts.arch_args.get("resolution"))
     return Denoiser(
-        net=net, family="user", default_layer="", in_channels=in_ch, resolution=res, latent=False,
-        noise_defaults={}, data_range="-1:1", call=call, labels=labels,
+        net=net, family="user", default_layer="", in_channels=int(in_ch) if in_ch is not None else None,
+        resolution=res, latent=False, noise_defaults={}, data_range="-1:1", call=call, labels=labels,
         description={"arch": spec, "config": jsonable(opts.arch_args)}, title=f"your network {spec}",
     )
+
+
+def _shape(t) -> str:
+    return "x".join(map(str, t.shape)) if torch.is_tensor(t) and t.ndim else "a scalar" if torch.is_tensor(t) else "None"
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _refuse_wrapped(net: torch.nn.Module, sd: dict, spec: str) -> None:
+    """A wrapper saved whole: every key in the file starts with one prefix ("network.") that the class does not
+    have, and without it the weights fit. Say which --key takes them."""
+    heads = {k.split(".", 1)[0] for k in sd}
+    if len(heads) != 1 or not any(key_diff(net, sd, kinds=False)):
+        return
+    prefix = heads.pop()
+    inner = {k[len(prefix) + 1:]: v for k, v in sd.items() if "." in k}
+    if len(inner) == len(sd) and not any(key_diff(net, inner, kinds=False)):
+        raise UserError(f"The weights do not fit {spec} as they are: every key in the file starts with "
+                        f"'{prefix}.' (the network was saved inside a wrapper), and without that prefix they fit. "
+                        f"Pass --key {prefix} to take the weights under it.")
+
+
+def _check_signature(net: torch.nn.Module, roles: list, spec: str, opts: ModelOptions) -> None:
+    """Before any forward pass: --call must fit forward's signature, and a class input needs its class."""
+    import inspect
+    call = opts.call or "x,t"
+    try:
+        sig = inspect.signature(net.forward)
+    except (TypeError, ValueError):  # a builtin or C forward: nothing to check here
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(*[None for k, _ in roles if k is None], **{k: None for k, _ in roles if k is not None})
+        except TypeError as e:
+            raise UserError(f"Your network {spec} is called as forward{sig}, which --call {call} does not fit "
+                            f"({e}). Pass --call to match it: positional roles x, t, y in order (e.g. --call x,t,y, "
+                            "with --class-label N for a class-conditional model), or keywords such as "
+                            "--call sample=x,timestep=t.") from None
+    if any(r == "y" for _, r in roles) and opts.class_label is None:
+        raise UserError(f"--call {call} feeds your network a class y, but no class was given: pass --class-label N, "
+                        "the class to condition on." + _null_class_hint(net))
+
+
+def _null_class_hint(net: torch.nn.Module) -> str:
+    """Where a label embedding has one row more than the classes (classifier-free guidance, as DiT's y_embedder),
+    that last row is the null class the paper uses: name it."""
+    for name, mod in net.named_modules():
+        if isinstance(mod, torch.nn.Embedding) and any(w in name.lower() for w in ("y_emb", "label", "class")):
+            n = mod.num_embeddings
+            return (f" Your network's {name} has {n} rows; if it was trained with classifier-free guidance "
+                    f"(a dropped label as an extra class, as DiT), its null class is {n - 1}: --class-label {n - 1}.")
+    return (" For a model trained with classifier-free guidance, its null class (often the number of classes) "
+            "conditions on no class, as the paper does for built-in models.")
