@@ -17,6 +17,9 @@ ColorJitter, is its default but no strengths are given. Our choices, all in torc
              p=0.8, grayscale with p=0.2 (no blur: SimCLR drops it for small images).
   none       the identity.
 
+Every strength can be set in the spec, `crop:pad=2`, `paper:pad=4,jitter=0.4,p=0.8` (see STRENGTHS): the
+spec is recorded exactly (canonical spelling) and is part of the cache key. ICR depends on them strongly.
+
 Zero padding, not reflection: it is torchvision's default for RandomCrop and so the recipe that
 "RandomCrop" names in CIFAR code, and a blank border adds no image content, whereas reflection
 invents mirrored structure that a representation could pick up as content. On 1-channel images the
@@ -30,6 +33,7 @@ parameters are then applied to the whole batch at once on x's device.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import numpy as np
@@ -49,11 +53,15 @@ _RESIZED_CROP = {"op": "resized_crop", "scale": [0.08, 1.0], "ratio": [3 / 4, 4 
 _GRAY = {"op": "grayscale", "p": 0.2, "weights": [0.299, 0.587, 0.114]}
 
 
+def _span(v: float) -> list[float]:
+    """A jitter strength v -> its factor range [1 - v, 1 + v] (0.2, not 0.19999999999999996)."""
+    return [round(1 - v, 9), round(1 + v, 9)]
+
+
 def _jitter(b: float, c: float, s: float, h: float, p: float) -> dict:
     """torchvision ColorJitter(b, c, s, h) inside RandomApply(p)."""
-    span = lambda v: [round(1 - v, 9), round(1 + v, 9)]  # noqa: E731  (0.2, not 0.19999999999999996)
-    return {"op": "color_jitter", "p": p, "brightness": span(b), "contrast": span(c),
-            "saturation": span(s), "hue": [-h, h], "order": "random permutation per sample",
+    return {"op": "color_jitter", "p": p, "brightness": _span(b), "contrast": _span(c),
+            "saturation": _span(s), "hue": [-h, h], "order": "random permutation per sample",
             "grey_images": "brightness and contrast only"}
 
 
@@ -66,17 +74,98 @@ _POLICY_OPS = {
 }
 POLICIES = tuple(_POLICY_OPS)
 
+# Strengths a policy spec may set, `crop:pad=2`, `paper:pad=4,jitter=0.4,p=0.8`: name -> (the op it changes, what
+# it is, the check on its value). A policy takes those whose op it has. The order here is the canonical order.
+STRENGTHS = {
+    "pad": ("pad_crop", "zero padding in px on each side (default: side/8, rounded)", lambda v: v >= 0 and v == int(v)),
+    "flip": ("hflip", "probability of a horizontal flip", lambda v: 0 <= v <= 1),
+    "scale": ("resized_crop", "least area fraction of the resized crop", lambda v: 0 < v <= 1),
+    "jitter": ("color_jitter", "brightness, contrast and saturation strength s: factors in [1-s, 1+s]",
+               lambda v: 0 <= v <= 1),
+    "brightness": ("color_jitter", "brightness strength", lambda v: 0 <= v <= 1),
+    "contrast": ("color_jitter", "contrast strength", lambda v: 0 <= v <= 1),
+    "saturation": ("color_jitter", "saturation strength", lambda v: 0 <= v <= 1),
+    "hue": ("color_jitter", "hue shift in turns, in [-h, h]", lambda v: 0 <= v <= 0.5),
+    "p": ("color_jitter", "probability that the colour jitter applies", lambda v: 0 <= v <= 1),
+    "gray": ("grayscale", "probability of grey", lambda v: 0 <= v <= 1),
+}
+
 
 def describe_policy(name: str) -> dict:
-    """The exact parameters of a policy, as a JSON-serialisable dict (for provenance records)."""
-    return {"policy": name, "ops": copy.deepcopy(_ops(name)),
-            "rng": "numpy Generator(PCG64(seed)) per sample; view seeds from view_seeds (SplitMix64)"}
+    """The exact parameters of a policy or policy spec ("crop:pad=2"), as a JSON-serialisable dict (for
+    provenance records). A spec with strengths adds its canonical text as "spec"."""
+    base, strengths = parse_policy(name)
+    out = {"policy": base, "ops": copy.deepcopy(_ops(name))}
+    if strengths:
+        out["spec"] = canonical_policy(name)
+    out["rng"] = "numpy Generator(PCG64(seed)) per sample; view seeds from view_seeds (SplitMix64)"
+    return out
+
+
+def parse_policy(spec: str) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """'crop:pad=2' -> ('crop', (('pad', 2.0),)), strengths in canonical order; 'paper' -> ('paper', ())."""
+    return _parse(str(spec))
+
+
+def policy_name(spec: str) -> str:
+    """The policy a spec names: 'crop:pad=2' -> 'crop'."""
+    return parse_policy(spec)[0]
+
+
+def canonical_policy(spec: str) -> str:
+    """One spelling per spec (strengths in STRENGTHS order, numbers as %g): the key and the record use it."""
+    base, strengths = parse_policy(spec)
+    return base + (":" + ",".join(f"{k}={v:g}" for k, v in strengths) if strengths else "")
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(spec: str):
+    base, colon, rest = spec.strip().partition(":")
+    if base not in _POLICY_OPS:
+        raise UserError(f"unknown augmentation policy '{base}'. Choose one of: {', '.join(POLICIES)} (strengths as "
+                        "e.g. crop:pad=2 or paper:pad=4,jitter=0.4,p=0.8; see README 'Views').")
+    allowed = [k for k, (op, _, _) in STRENGTHS.items() if any(o["op"] == op for o in _POLICY_OPS[base])]
+    given = {}
+    for item in rest.split(",") if colon else []:
+        k, eq, v = item.strip().partition("=")
+        if k not in allowed or not eq:
+            takes = ", ".join(f"{a} ({STRENGTHS[a][1]})" for a in allowed) or "no strengths"
+            raise UserError(f"--augment {spec!r}: {item.strip()!r} is not a strength of '{base}', which takes "
+                            f"{takes}. Write them as {base}:name=value,name=value.")
+        try:
+            value = float(v)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and STRENGTHS[k][2](value)):
+            raise UserError(f"--augment {spec!r}: {k}={v} is out of range ({STRENGTHS[k][1]}).")
+        given[k] = value
+    return base, tuple((k, given[k]) for k in STRENGTHS if k in given)
+
+
+@functools.lru_cache(maxsize=64)
+def _ops_of(spec: str) -> tuple:
+    base, strengths = _parse(spec)
+    ops = copy.deepcopy(_POLICY_OPS[base])
+    for k, v in strengths:
+        op = next(o for o in ops if o["op"] == STRENGTHS[k][0])
+        if k == "pad":
+            del op["pad_fraction"]
+            op["pad"] = int(v)
+            op["padding"] = f"{int(v)} px on each side; offset uniform over all positions"
+        elif k in ("flip", "gray", "p"):
+            op["p"] = v
+        elif k == "scale":
+            op["scale"] = [v, 1.0]
+        elif k == "hue":
+            op["hue"] = [-v, v]
+        else:
+            for name in (("brightness", "contrast", "saturation") if k == "jitter" else (k,)):
+                op[name] = _span(v)
+    return tuple(ops)
 
 
 def _ops(name: str) -> list[dict]:
-    if name not in _POLICY_OPS:
-        raise UserError(f"unknown augmentation policy '{name}'. Choose one of: {', '.join(POLICIES)}.")
-    return _POLICY_OPS[name]
+    return list(_ops_of(str(name)))
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -100,8 +189,15 @@ def view_seeds(seed: int, image_indices: np.ndarray, view: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- parameters
 
 def pad_px(side: int, op: dict = _PAD_CROP) -> int:
-    """Padding of pad_crop for an image side: side/8 rounded half up (4 at 32, 4 at 28, 32 at 256)."""
-    return int(side * op["pad_fraction"] + 0.5)
+    """Padding of pad_crop for an image side: its `pad` strength, else side/8 rounded half up (4 at 32, 4 at 28,
+    32 at 256)."""
+    return int(op["pad"]) if "pad" in op else int(side * op["pad_fraction"] + 0.5)
+
+
+def policy_pad_px(spec: str, side: int) -> int | None:
+    """The padding in px a policy applies at this image side; None if it does not pad-and-crop."""
+    op = next((o for o in _ops(spec) if o["op"] == "pad_crop"), None)
+    return pad_px(side, op) if op else None
 
 
 def _draw_pad_crop(rng, op, h, w) -> dict:
