@@ -280,6 +280,15 @@ def tree_sha256(paths: list[Path], root: str | os.PathLike | None = None) -> str
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def content_sha256(path: str | os.PathLike, hash_file: Callable[[Path], str] | None = None) -> str:
+    """A file's sha256 (by `hash_file`, default the memoised file_sha256), or a folder's (a diffusers model, a
+    VAE): the tree hash of every file in it."""
+    p = Path(path)
+    if p.is_dir():
+        return tree_sha256(sorted(f for f in p.rglob("*") if f.is_file()))
+    return (hash_file or file_sha256)(p)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:

@@ -54,10 +54,17 @@ class Request:
     chunk_images: int = 256         # rows per resumable chunk, and per HDF5 chunk (so: the file's bytes)
     t_mode: str = "nearest"         # discrete-time models: nearest step or interpolated
     skip_bad_images: bool = False   # leave out undecodable images (recorded in the configuration when set)
+    indices: tuple[int, ...] | None = None  # the images to use (--indices FILE), instead of `images` drawn by seed
 
     def __post_init__(self):
         object.__setattr__(self, "sigma", float(self.sigma))
         object.__setattr__(self, "layers", tuple(self.layers))
+        # One spelling per augmentation spec ("paper" stays "paper"), so equal requests have equal keys.
+        object.__setattr__(self, "augment", augment.canonical_policy(self.augment))
+        if self.indices is not None:
+            object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
+            if len(self.indices) < 2:
+                raise UserError(f"--indices: {len(self.indices)} image(s) listed; ICR needs at least two.")
         if not math.isfinite(self.sigma) or self.sigma < 0:
             raise UserError(f"--sigma {self.sigma}: the noise level must be a finite number >= 0 (0 gives "
                             "augmentation-only views).")
@@ -71,7 +78,6 @@ class Request:
             raise UserError(f"--chunk-images {self.chunk_images}: expected a positive number of images.")
         if self.t_mode not in T_MODES:
             raise UserError(f"--t-mode {self.t_mode}: expected one of {', '.join(T_MODES)}.")
-        augment.describe_policy(self.augment)  # validates the name
 
     def at(self, sigma: float) -> Request:
         """The same request at another noise level (a sweep's levels)."""
@@ -179,11 +185,26 @@ class Plan:
         return np.arange(c * step, min(len(self.indices), (c + 1) * step))
 
     def record(self) -> dict:
-        """What the feature file records besides the configuration, and is not part of the key."""
+        """What the feature file records besides the configuration, and is not part of the key (each follows
+        from what is): what the views really got at this sigma (effective_sigma on [-1, 1] data, the discrete
+        step effective_step, the time_value fed to the network) and the crop padding in px at this image size."""
         rec = {"prediction": self.model.prediction or "", "data_images": len(self.data)}
-        if self.request.images is not None:
+        if self.request.images is not None and self.request.indices is None:
             rec["images_requested"] = int(self.request.images)
+        at = self.noise_at()
+        rec["effective_sigma"] = float(at["effective_sigma"])
+        if self.noise.family == "ddpm":
+            rec["effective_step"] = float(at["t"])
+        rec["time_value"] = float(at["time_value"])
+        pad = augment.policy_pad_px(self.request.augment, self.aug_hw[0])
+        if pad is not None:
+            rec["augment_pad_px"] = pad
         return rec
+
+    def noise_at(self) -> dict:
+        """NoiseConvention.at for this plan's sigma, in the units the noise is added in (noise.py)."""
+        units = (-1.0, 1.0) if self.vae is not None or self.latent_data else self.data_range
+        return self.noise.at(self.sigma, units)
 
 
 def device(name: str) -> torch.device:
@@ -214,8 +235,8 @@ def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "
         vae = load_vae(mopts.vae, dev)
     hash_file = hashes or cache.file_sha256
     reporter.step(f"hashing checkpoint {checkpoint}")
-    sha = _content_sha256(checkpoint, hash_file)
-    vae_sha = _content_sha256(mopts.vae, hash_file) if vae is not None else None
+    sha = cache.content_sha256(checkpoint, hash_file)
+    vae_sha = cache.content_sha256(mopts.vae, hash_file) if vae is not None else None
     return LoadedModel(checkpoint, mopts, den, vae, dev, sha, vae_sha, mopts.prediction)
 
 
@@ -245,9 +266,12 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
         raise UserError(f"{data.path} was opened for a model that reads {'latents' if data.latent else 'images'}; "
                         "open it again with load_data for this model.")
     imgs = data.images
-    idx = subset_indices(len(imgs), request.images, request.seed)
-    if request.images is not None and request.images > len(imgs):
-        reporter.warn(f"--images {request.images}: the data hold {len(imgs)} images; using all {len(imgs)}.")
+    if request.indices is not None:
+        idx = _given_indices(request.indices, len(imgs), data.path)
+    else:
+        idx = subset_indices(len(imgs), request.images, request.seed)
+        if request.images is not None and request.images > len(imgs):
+            reporter.warn(f"--images {request.images}: the data hold {len(imgs)} images; using all {len(imgs)}.")
     idx, skipped = _leave_out_bad(imgs, idx, request, reporter)
     layers = request.layers or ((den.default_layer,) if den.default_layer else ())
     if not layers:
@@ -273,9 +297,41 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
     }
     if skipped is not None:         # only when asked, so every other request keeps its key
         config["skipped_images"] = skipped
+    if mopts.image_shape:           # only when given: the input shape, which --resize fits the images to
+        config["image_shape"] = mopts.image_shape
     aug_hw, noise_chw = _view_shapes(model, imgs)
-    return Plan(model, data, request, idx, tuple(layers), conv, noise.parse_data_range(data_range),
-                aug_hw, noise_chw, config, cache.config_key(config))
+    p = Plan(model, data, request, idx, tuple(layers), conv, conv.data_range, aug_hw, noise_chw, config,
+             cache.config_key(config))
+    _say_noise(p, reporter)
+    return p
+
+
+def _say_noise(p: Plan, reporter: Reporter) -> None:
+    """Where the schedule came from (a stored buffer, by name), and a warning when sigma is below the least noise
+    the model was trained on: its views then carry more noise than asked (discrete steps), or it is conditioned
+    on a time it was not trained at (SDE time inputs)."""
+    if p.noise.family == "ddpm" and (p.noise.schedule_source or "").startswith("buffer"):
+        reporter.step(p.noise.summary())
+    at = p.noise_at()
+    if at["below_smallest"]:
+        lo = p.noise.smallest_sigma_model() * 2 / (at["data_range"][1] - at["data_range"][0])
+        what = (f"its views carry sigma = {at['effective_sigma']:.4g} (step {at['t']:g}), whatever smaller sigma is "
+                "asked, so such sigmas give the same features" if p.noise.family == "ddpm" else at.get("note", ""))
+        reporter.warn(f"--sigma {p.sigma:g} is below this model's smallest noise level ({lo:.4g} on [-1, 1] data): "
+                      f"{what}.")
+
+
+def _given_indices(given: tuple[int, ...], n: int, where) -> np.ndarray:
+    """--indices: the listed images, in ascending order (rows of the feature file), each once and in range."""
+    idx = np.asarray(given, dtype=np.int64)
+    bad = idx[(idx < 0) | (idx >= n)]
+    if bad.size:
+        raise UserError(f"--indices lists image {int(bad[0])}, but {where} holds {n} images (indices 0..{n - 1}). "
+                        "Check that the list was made for this data set.")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if (counts > 1).any():
+        raise UserError(f"--indices lists image {int(uniq[counts > 1][0])} more than once; list each image once.")
+    return uniq
 
 
 _NAMED_SKIPS = 20   # names kept in the configuration (an HDF5 attribute): the count and the kept indices say the rest
@@ -343,7 +399,7 @@ def _check_fit(model: LoadedModel, imgs, request: Request) -> None:
             raise UserError(f"The latents are {c}x{h}x{w} but {den.description.get('arch')} takes "
                             f"{den.in_channels}x{want_res}x{want_res} (--resize does not apply to latents). Encode "
                             f"images of {want_res * 8}x{want_res * 8} pixels, or pass images with --vae.")
-        if request.augment not in ("none", "crop", "crop-flip"):
+        if augment.policy_name(request.augment) not in ("none", "crop", "crop-flip"):
             raise UserError("Colour jitter has no meaning on VAE latents: with latent --data use --augment "
                             "crop-flip, crop or none (or give --vae to augment in pixel space).")
     ok_c = want_c is None or c == want_c
@@ -352,8 +408,3 @@ def _check_fit(model: LoadedModel, imgs, request: Request) -> None:
         raise UserError(f"The images are {c}x{h}x{w} (CxHxW) but the model takes {want_c}x{want_res}x{want_res}. "
                         "Pass --resize to resize (and convert grey<->colour), or use matching data.")
 
-
-def _content_sha256(path, hash_file: Callable[[Path], str]) -> str:
-    """A file's hash, or a folder's (diffusers model, VAE): the tree hash of every file in it."""
-    p = Path(path)
-    return cache.tree_sha256(sorted(f for f in p.rglob("*") if f.is_file())) if p.is_dir() else hash_file(p)

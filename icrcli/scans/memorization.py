@@ -22,26 +22,11 @@ from icrcli.data.images import open_images
 from icrcli.errors import UserError
 from icrcli.models import noise, sampler
 from icrcli.models.resolve import ModelOptions, load_model, noise_convention
+from icrcli.features.plan import device as device_named
 from icrcli.stats.neighbours import memorization_ratio, nearest
 
 CHUNK = 256            # samples per cache file: the unit of resumption
 SAMPLES_FORMAT = 1     # bumped when the sampler's output for a key would change
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.") from None
-
-
-def _content_sha256(path: Path) -> str:
-    return cache.tree_sha256(sorted(f for f in path.rglob("*") if f.is_file())) if path.is_dir() \
-        else cache.file_sha256(path)
 
 
 class SampleSource:
@@ -67,7 +52,7 @@ class SampleSource:
         label = self.mopts.class_label
         self.classes = "none" if not self.n_classes else ("uniform" if label is None else int(label))
         self.config = {
-            "samples_format": SAMPLES_FORMAT, "checkpoint_sha256": _content_sha256(ckpt_path),
+            "samples_format": SAMPLES_FORMAT, "checkpoint_sha256": cache.content_sha256(ckpt_path),
             "arch": self.den.description.get("arch"), "model": self.den.description.get("config"),
             "weights": self.den.description.get("weights"), "call": self.mopts.call, "noise": self.conv.describe(),
             "data_range": list(self.data_range), "prediction": self.prediction, "sampler": "edm-heun",
@@ -159,7 +144,7 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
         raise UserError(f"--samples {samples}: draw at least one sample.")
     if (embed is None) != (embed_layer is None):
         raise UserError("--embed CKPT and --embed-layer NAME go together: name the checkpoint and its layer.")
-    dev = _device(device)
+    dev = device_named(device)
     imgs = open_images(data_path)
     if len(imgs) < 2:
         raise UserError(f"{data_path}: {len(imgs)} image; the ratio rule needs at least two training images.")

@@ -17,12 +17,6 @@ SCHEMA = 1
 RUN_ONLY = ("batch_size", "device")
 
 
-def _file_or_tree(path: Path) -> str:
-    if path.is_dir():
-        return cache.tree_sha256(sorted(f for f in path.rglob("*") if f.is_file()))
-    return cache.file_sha256(path)
-
-
 def sidecar_hashes(checkpoint: Path) -> dict:
     """The content of the sidecars that could shape how the checkpoint is read (CKPT.icr.json, icr.json)."""
     out = {}
@@ -39,8 +33,8 @@ def checkpoint_identity(checkpoint: Path, mopts) -> dict:
                         "or a diffusers model folder.")
     m = dataclasses.asdict(mopts)
     vae = m.get("vae")
-    return {"checkpoint_sha256": _file_or_tree(checkpoint), "sidecars": sidecar_hashes(checkpoint),
-            "vae_sha256": _file_or_tree(Path(vae)) if vae else None, "model_options": m}
+    return {"checkpoint_sha256": cache.content_sha256(checkpoint), "sidecars": sidecar_hashes(checkpoint),
+            "vae_sha256": cache.content_sha256(Path(vae)) if vae else None, "model_options": m}
 
 
 def data_identity(data: Path) -> str:
@@ -51,7 +45,7 @@ def data_identity(data: Path) -> str:
     try:
         return cache.tree_sha256(open_images(data).source_files())
     except UserError:
-        return _file_or_tree(data)  # e.g. a latent array that only a latent model reads
+        return cache.content_sha256(data)  # e.g. a latent array that only a latent model reads
 
 
 def record_key(kind: str, parts: dict) -> str:
