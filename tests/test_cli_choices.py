@@ -15,7 +15,8 @@ def _values(enum) -> set[str]:
 def test_cli_choices_match_the_modules():
     assert _values(cli.Estimator) == set(estimators.ESTIMATORS)
     assert _values(cli.Param) == set(noise.PARAMS)
-    assert _values(cli.Augment) == set(augment.POLICIES)
+    assert set(cli.AUGMENT_POLICIES.split()) == set(augment.POLICIES)  # --augment is POLICY[:strengths]
+    assert all(p in cli.AUGMENT_HELP for p in augment.POLICIES)
     assert _values(cli.Pool) == set(taps.POOLS)
     assert _values(cli.DType) == set(extract.DTYPES)
     assert _values(cli.TimeConvention) == set(noise.FLOW_CONVENTIONS)

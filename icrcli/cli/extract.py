@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import (Arch, ArchArg, Call, ClassLabel, DataRange, DType, Debug, Key, MODEL_HELP,
-                                NoCache, ParamOpt, Pool, Augment, Prediction, Quiet, Schedule, TimeConv, TimeInput,
-                                TimeShape, TMode, TrustPickle, Vae, cache_scope, model_options)
+from icrcli.cli.options import (Arch, ArchArg, AugmentOpt, Call, ClassLabel, DataRange, DType, Debug, ImageShape,
+                                Indices, Key, MODEL_HELP, NoCache, ParamOpt, Pool, Prediction, Quiet, Schedule,
+                                TimeConv, TimeInput, TimeShape, TMode, TrustPickle, Vae, cache_scope, model_options)
 
 
 @app.command()
@@ -26,7 +26,8 @@ def extract(
     views: Annotated[int, typer.Option(min=2, help="Views K per image.")] = 2,
     images: Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every "
                                         "sigma.")] = 4096,
-    augment: Annotated[Augment, typer.Option(help="Augmentation before the noise.")] = Augment("paper"),
+    augment: AugmentOpt = "paper",
+    indices: Indices = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -46,7 +47,7 @@ def extract(
     arch: Arch = None, arch_arg: ArchArg = None, key: Key = None, trust_pickle: TrustPickle = False,
     param: ParamOpt = None, schedule: Schedule = None, time_input: TimeInput = None, time_shape: TimeShape = None,
     time_convention: TimeConv = None, data_range: DataRange = None, prediction: Prediction = None,
-    call: Call = None, class_label: ClassLabel = None, vae: Vae = None,
+    call: Call = None, class_label: ClassLabel = None, vae: Vae = None, image_shape: ImageShape = None,
     t_mode: Annotated[TMode, typer.Option(help="Discrete-time models: the nearest step, or a fractional step "
                                           "(needs --time-input index-float).", rich_help_panel=MODEL_HELP)]
     = TMode("nearest"),
@@ -69,22 +70,25 @@ def extract(
     """
     from icrcli.cli import console
     from icrcli.features.extract import extract as run_extract, output_path
+    from icrcli.data.indices import read_indices
     from icrcli.features.plan import Request, RunOptions, load_data, load_model, make_plan
 
     console.set_quiet(quiet)
-    request = Request(sigma=sigma, layers=tuple(layer or ()), views=views, images=images, augment=augment.value,
+    request = Request(sigma=sigma, layers=tuple(layer or ()), views=views, images=images, augment=augment,
                       seed=seed, dtype=dtype.value, pool=pool.value, resize=resize, chunk_images=chunk_images,
-                      t_mode=t_mode.value, skip_bad_images=skip_bad_images)
+                      t_mode=t_mode.value, skip_bad_images=skip_bad_images,
+                      indices=read_indices(indices) if indices is not None else None)
     run_opts = RunOptions(batch_size=batch_size, device=device, overwrite=overwrite)
     mopts = model_options(arch=arch, arch_arg=arch_arg, key=key, trust_pickle=trust_pickle, param=param,
                            schedule=schedule, time_input=time_input, time_shape=time_shape,
                            time_convention=time_convention, data_range=data_range, prediction=prediction, call=call,
-                           class_label=class_label, vae=vae)
+                           class_label=class_label, vae=vae, image_shape=image_shape)
     if output is not None:      # checked before any model is loaded, not after minutes of work
         from icrcli.models.resolve import SIDECAR_SUFFIX
         from icrcli.outputs import check_output
         sidecars = [checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX), checkpoint.parent / "icr.json"]
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", vae),
+                                    ("the indices", indices),
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
     if no_cache and output is None:
         from icrcli.errors import UserError

@@ -35,7 +35,11 @@ def choices(name: str, values: str) -> type[Enum]:
 
 Estimator = choices("Estimator", "paper plugin")
 Param = choices("Param", "edm vp ddpm flow ve")
-Augment = choices("Augment", "paper crop crop-flip simclr none")
+# --augment is a free string, POLICY[:name=value,...], checked by icrcli.data.augment when the command runs; the
+# policy names are spelled out for --help (tests/test_cli_choices.py keeps them equal to augment.POLICIES).
+AUGMENT_POLICIES = "paper crop crop-flip simclr none"
+AUGMENT_HELP = ("Augmentation before the noise: " + ", ".join(AUGMENT_POLICIES.split()) + "; strengths as "
+                "crop:pad=2 or paper:pad=4,jitter=0.4,p=0.8 (README 'Views').")
 Pool = choices("Pool", "mean none")
 DType = choices("DType", "float32 bfloat16 float16")
 TMode = choices("TMode", "nearest interp")
@@ -105,6 +109,9 @@ ClassLabel = Annotated[Optional[int], typer.Option(min=0, help="Condition on thi
                                                    "class, as the paper).", rich_help_panel=MODEL_HELP)]
 Vae = Annotated[Optional[str], typer.Option(help="diffusers AutoencoderKL folder for latent models.",
                                             rich_help_panel=MODEL_HELP)]
+ImageShape = Annotated[Optional[str], typer.Option(metavar="CxHxW", help="Input shape your own network takes, e.g. "
+                                                   "1x28x28 (default: the data's); never passed to its constructor.",
+                                                   rich_help_panel=MODEL_HELP)]
 
 
 
@@ -118,8 +125,11 @@ Layer = Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeata
 Views = Annotated[int, typer.Option(min=2, help="Views K per image.", rich_help_panel=VIEWS_HELP)]
 Images = Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every sigma.",
                                      rich_help_panel=VIEWS_HELP)]
-AugmentOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation before the noise.",
-                                             rich_help_panel=VIEWS_HELP)]
+AugmentOpt = Annotated[str, typer.Option("--augment", metavar="POLICY[:k=v,...]", help=AUGMENT_HELP,
+                                         rich_help_panel=VIEWS_HELP)]
+Indices = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Use exactly these images: a text file of "
+                                                 "indices (one per line) or a .npy integer array; --images is "
+                                                 "then ignored.", rich_help_panel=VIEWS_HELP)]
 Seed = Annotated[int, typer.Option(min=0, help="Seed for the subset, augmentations and noise.",
                                    rich_help_panel=VIEWS_HELP)]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Compute precision (autocast); features are stored as "
@@ -139,9 +149,10 @@ _MODEL_GROUP = [("arch", Arch, None), ("arch_arg", ArchArg, None), ("key", Key, 
                 ("time_input", TimeInput, None), ("time_shape", TimeShape, None),
                 ("time_convention", TimeConv, None), ("data_range", DataRange, None),
                 ("prediction", Prediction, None), ("call", Call, None), ("class_label", ClassLabel, None),
-                ("vae", Vae, None)]
+                ("vae", Vae, None), ("image_shape", ImageShape, None)]
 _VIEW_GROUP = [("layer", Layer, None), ("views", Views, 2), ("images", Images, 4096),
-               ("augment", AugmentOpt, Augment("paper")), ("seed", Seed, 0), ("dtype", DTypeOpt, DType("float32")),
+               ("augment", AugmentOpt, "paper"), ("indices", Indices, None), ("seed", Seed, 0),
+               ("dtype", DTypeOpt, DType("float32")),
                ("pool", PoolOpt, Pool("mean")), ("resize", Resize, False), ("chunk_images", ChunkImages, 256),
                ("t_mode", TModeOpt, TMode("nearest")), ("batch_size", BatchSize, 256), ("device", Device, "auto")]
 
@@ -176,14 +187,24 @@ def _with_group(group: str, declared: list[tuple], build):
 
 
 def with_model_options(fn):
-    """The 14 model options, handed to the command as `mopts` (an icrcli.models.resolve.ModelOptions)."""
+    """The 15 model options, handed to the command as `mopts` (an icrcli.models.resolve.ModelOptions)."""
     return _with_group("mopts", _MODEL_GROUP, model_options)(fn)
 
 
 def with_view_options(fn):
     """What views are drawn and how they run (layers, K, N, augmentation, seed, dtype, pool, ..., batch size,
     device), handed to the command as `vopts`, a plain dict of values keyed by option name."""
-    return _with_group("vopts", _VIEW_GROUP, lambda **v: _plain(v))(fn)
+    return _with_group("vopts", _VIEW_GROUP, view_options)(fn)
+
+
+def view_options(**values) -> dict:
+    """The view options as plain values; --indices FILE read into the tuple of indices it lists (so what is
+    keyed is the list, not the file's name)."""
+    v = _plain(values)
+    if v.get("indices") is not None:
+        from icrcli.data.indices import read_indices
+        v["indices"] = read_indices(v["indices"])
+    return v
 
 
 SCORE_HELP = "Scoring"

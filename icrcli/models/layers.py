@@ -6,28 +6,34 @@ from pathlib import Path
 
 import torch
 
+from icrcli.errors import UserError
 from icrcli.models.denoiser import Denoiser
 from icrcli.models.resolve import ModelOptions, load_model, noise_convention
 from icrcli.models.taps import trace_shapes
 
 
 def list_layers(checkpoint: str | Path, mopts: ModelOptions, depth: int | None = None) -> tuple[Denoiser, list[dict]]:
-    """(the loaded network, one row per module: name, type, output_shape, default), down to `depth`."""
+    """(the loaded network, one row per module: name, type, output_shape, default), down to `depth`. The dry
+    forward pass takes one input of the network's shape: its own, --image-shape, else 3x32x32."""
     den = load_model(checkpoint, mopts, "cpu")
     c = den.in_channels or 3
     r = den.resolution or 32
     x = torch.zeros(1, c, r, r)
     conv = noise_convention(den, mopts)
-    x_in, t, _ = conv.model_inputs(x, torch.randn_like(x), 0.5, (-1.0, 1.0))
-    with torch.inference_mode():
-        shapes = trace_shapes(den.net, lambda: den.call(x_in, t, den.labels(1, torch.device("cpu"))))
+    x_in, t, _ = conv.model_inputs(x, torch.randn_like(x), 0.5)
+    try:
+        with torch.inference_mode():
+            shapes = trace_shapes(den.net, lambda: den.call(x_in, t, den.labels(1, torch.device("cpu"))))
+    except UserError as e:
+        tried = "" if den.resolution else f" `icr layers` tried {c}x{r}x{r}, its guess when no --image-shape is given."
+        raise UserError(f"{e}{tried}") from None
     rows = []
     for name, cls, shape in shapes:
         d = name.count(".") + 1 if name else 0
         if depth is not None and d > depth:
             continue
         rows.append({"name": name or "<root>", "type": cls, "output_shape": list(shape) if shape else None,
-                     "default": name == den.default_layer})
+                     "default": bool(den.default_layer) and name == den.default_layer})
     return den, rows
 
 

@@ -126,7 +126,7 @@ def make_request(vopts: dict, sigma: float, layers: list[str]):
     v = request_fields(vopts)
     return Request(sigma=sigma, layers=tuple(layers), views=v["views"], images=v["images"], augment=v["augment"],
                    seed=v["seed"], pool=v["pool"], dtype=v["dtype"], resize=v["resize"],
-                   chunk_images=v["chunk_images"], t_mode=v["t_mode"])
+                   chunk_images=v["chunk_images"], t_mode=v["t_mode"], indices=v.get("indices"))
 
 
 def run_options(vopts: dict):
