@@ -167,3 +167,17 @@ def test_plot_refuses_other_results_and_formats(tmp_path):
         plot_result({"icr": 0.5}, tmp_path / "x.png")
     with pytest.raises(UserError, match="must end in"):
         plot_result(_sweep_result(), tmp_path / "x.jpg")
+
+
+def test_step_stored_in_the_checkpoint_orders_nameless_files(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    w = {"w": torch.zeros(2)}
+    torch.save({"model": w, "global_step": 700}, tmp_path / "last.pt")
+    save_file(w, tmp_path / "best.safetensors", metadata={"step": "300"})
+    torch.save({"model": w}, tmp_path / "final.pt")
+    (tmp_path / "ckpt-500.pt").write_bytes(b"x")
+    found, notes = find_checkpoints(tmp_path)
+    assert [(f.path.name, f.step) for f in found] == [("best.safetensors", 300), ("ckpt-500.pt", 500),
+                                                        ("last.pt", 700)]
+    assert len(notes) == 1 and "final.pt" in notes[0]

@@ -2,8 +2,10 @@
 
 Names seen in the field: `ckpt-000100.pt`, `network-snapshot-002000.pkl` (EDM, kimg), `step_1000.safetensors`,
 `epoch=3-step=900.ckpt` (Lightning), `model-40000.pth`, `checkpoint_5/` (a diffusers folder). The step is the number
-after a `step` word when there is one, else the last number in the name; numbers compare as numbers. Ties and
-names without a step are reported, never guessed.
+after a `step` word when there is one, else the last number in the name; numbers compare as numbers. A name
+without a number is read for a step stored in the checkpoint (`step`, `global_step`, `train_steps`: training
+checkpoints; `step` in a safetensors header). Ties, and checkpoints with no step at all, are reported, never
+guessed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,29 @@ def step_of(name: str) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
+_STORED_STEP_KEYS = ("step", "global_step", "train_steps", "steps")
+
+
+def stored_step(path: Path) -> int | None:
+    """The training step a checkpoint stores beside its weights, or None. Read with icr's own safe loader (no
+    code runs); a file it cannot read has no step here (extraction will say why, if it is ever given)."""
+    from icrcli.models.checkpoints import load_checkpoint
+    if path.is_dir():
+        return None
+    try:
+        meta = load_checkpoint(path).meta
+    except (UserError, OSError):
+        return None
+    values = {**meta, **(meta.get("metadata") or {})}
+    for k in _STORED_STEP_KEYS:
+        v = values.get(k)
+        if isinstance(v, str) and v.isdigit():
+            return int(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer():
+            return int(v)
+    return None
+
+
 def _is_checkpoint(p: Path) -> bool:
     if p.name.startswith(".") or p.name.endswith((".icr.json", ".tmp")):
         return False
@@ -62,9 +87,10 @@ def find_checkpoints(folder: str | Path, pattern: str | None = None) -> tuple[li
         raise UserError(f"{folder}: no checkpoint files {what}. Point at the run's checkpoint folder, or set "
                         "--pattern (e.g. --pattern 'ema_*.pt').")
     found = [Found(p, step_of(p.name)) for p in entries]
+    found = [f if f.step is not None else Found(f.path, stored_step(f.path)) for f in found]
     nameless = [f.path.name for f in found if f.step is None]
-    notes = [f"left out {_few(nameless)}: no training step in the name (rename as ckpt-001000.pt to include)"] \
-        if nameless else []
+    notes = [f"left out {_few(nameless)}: no training step in the name or stored in the file (rename as "
+             "ckpt-001000.pt to include)"] if nameless else []
     found = [f for f in found if f.step is not None]
     if not found:
         raise UserError(f"{folder}: no training step in the name of any checkpoint ({_few(nameless)}). Name "
