@@ -121,7 +121,10 @@ ImageShape = Annotated[Optional[str], typer.Option(metavar="CxHxW", help="Input 
 
 VIEWS_HELP = "Views"
 Layer = Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeatable; default: the architecture's, "
-                                                    "see `icr layers`).", rich_help_panel=VIEWS_HELP)]
+                                                    "see `icr layers`). sweep also takes `auto`: EDM U-Nets the "
+                                                    "decoder's second block at each resolution (dec.RxR_block1), "
+                                                    "DiT/SiT every quarter of the depth, diffusers U-Nets mid_block "
+                                                    "and each up block.", rich_help_panel=VIEWS_HELP)]
 Views = Annotated[int, typer.Option(min=2, help="Views K per image.", rich_help_panel=VIEWS_HELP)]
 Images = Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every sigma.",
                                      rich_help_panel=VIEWS_HELP)]
