@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from icrcli import __version__, cache
+from icrcli.errors import UserError
 from icrcli.stats.options import ScoreOptions
 from icrcli.stats.result import SCHEMA
 
@@ -63,7 +64,10 @@ def cached_score(path: str | Path, dataset: str | None, layer: str | None, opts:
     through warn (without warn: added to the result's warnings) and recomputed."""
     if not use_cache or opts.top > 0:
         return compute()
-    key = score_key(path, dataset, layer, opts)
+    try:
+        key = score_key(path, dataset, layer, opts)
+    except UserError:       # missing, unreadable, not a file: the reader says so in its own words
+        return compute()
     hit, note = load(key)
     if hit is not None:
         hit["input"] = {**hit.get("input", {}), "path": str(path)}
