@@ -368,3 +368,17 @@ def test_indices_file_gives_the_subset_and_the_key(icr, mnist, tmp_path):
     (tmp_path / "word.txt").write_text("1 three")
     assert message(icr("extract", tmp_path / "ln.pt", "--data", mnist, *args, "--indices", tmp_path / "word.txt")) \
         == f"--indices {tmp_path / 'word.txt'}: 'three' is not an integer index."
+
+
+def test_sweep_takes_the_same_options(icr, mnist, tmp_path):
+    """--indices, --image-shape and augmentation strengths reach `icr sweep` through the shared option groups."""
+    save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
+    (tmp_path / "ids.txt").write_text("2 4 6 8")
+    r = icr("sweep", tmp_path / "ln.pt", "--data", mnist, "--sigmas", "0.3", "--arch", f"{NETS}:LayerNormNet",
+            "--param", "edm", "--layer", "norm", "--indices", tmp_path / "ids.txt", "--image-shape", "1x28x28",
+            "--augment", "crop:pad=1", "--batch-size", "4", "-o", tmp_path / "sweep.json")
+    assert r.code == 0, r.err
+    level = json.loads((tmp_path / "sweep.json").read_text())["levels"][0]
+    got, index, attrs, config = feats(level["features"], "norm")
+    assert index.tolist() == [2, 4, 6, 8] and config["augment"] == "crop:pad=1" and attrs["augment_pad_px"] == 1
+    assert config["image_shape"] == "1x28x28"
