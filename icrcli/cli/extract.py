@@ -102,7 +102,7 @@ def extract(
         console.say("\n".join([*p.denoiser.notes(), f"{p.denoiser.headline()}; layers {', '.join(p.layers)}; "
                                f"{len(p.indices)} images x {views} views at sigma={sigma:g}"]))
         summary = run_extract(p, out, run_opts, reporter)
-    console.write_json(summary, "-")
+    console.write_json({"schema": 1, **summary}, "-")
     console.say(("cached: " if summary["cached"] else "wrote ") + summary["features"])
 
 

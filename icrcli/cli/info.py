@@ -29,7 +29,7 @@ def info(
     from icrcli.features.inspect import describe, render
     d = describe(features)
     if json_out:
-        console.write_json(d, "-")
+        console.write_json({"schema": 1, **d}, "-")
     else:
         typer.echo(render(d))
 
