@@ -49,3 +49,25 @@ def test_score_imports_what_it_uses_and_a_cached_score_nothing_heavy(tmp_path):
     cached = _imports("score", f, "-q", "-o", tmp_path / "b.json", env=env)
     assert not any(cached.values()), cached                          # answered from the score cache
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+def test_every_command_module_is_registered_by_name():
+    """main.COMMANDS (the entry point imports only the command it runs) names every module that registers one."""
+    from pathlib import Path
+
+    from icrcli.cli import main as entry
+    cli = Path(entry.__file__).parent
+    registering = {p.stem for p in cli.glob("*.py") if p.stem != "app"
+                   and ("@app.command" in p.read_text() or "app.add_typer" in p.read_text())}
+    assert registering == set(entry.COMMANDS.values())
+    import typer.main
+    assert set(typer.main.get_command(entry.app).commands) == set(entry.COMMANDS)
+
+
+def test_one_command_run_registers_only_that_command():
+    code = ("import sys; from icrcli.cli.main import main; sys.argv = ['icr', 'cache', 'path']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\nprint(sorted(m for m in sys.modules if m.startswith('icrcli.cli.')), file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    loaded = p.stderr.strip().splitlines()[-1]
+    assert "icrcli.cli.cache_cmd" in loaded and "icrcli.cli.sweep" not in loaded and "icrcli.cli.extract" not in loaded
