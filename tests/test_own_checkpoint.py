@@ -382,3 +382,12 @@ def test_sweep_takes_the_same_options(icr, mnist, tmp_path):
     got, index, attrs, config = feats(level["features"], "norm")
     assert index.tolist() == [2, 4, 6, 8] and config["augment"] == "crop:pad=1" and attrs["augment_pad_px"] == 1
     assert config["image_shape"] == "1x28x28"
+
+
+def test_memorization_takes_a_user_network_its_shape_from_the_data(icr, mnist, tmp_path):
+    """A user network says no image shape: memorization samples at the training images' shape."""
+    save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
+    r = icr("memorization", tmp_path / "ln.pt", "--data", mnist, "--arch", f"{NETS}:LayerNormNet", "--param", "edm",
+            "--prediction", "denoised", "--samples", "4", "--steps", "4", "-q")
+    assert r.code == 0, r.err
+    assert r.json["n_samples"] == 4 and 0 <= r.json["ratio"] <= 1

@@ -43,10 +43,13 @@ class SampleSource:
         self.data_range = noise.parse_data_range(self.mopts.data_range or self.den.data_range)
         self.prediction = sampler.prediction_for(self.den, self.mopts.prediction)
         self.sigmas = sampler.round_sigmas(sampler.edm_sigmas(steps), self.conv, self.data_range)
+        # A user network says no shape of its own: --image-shape, else the training images' (shape_hint).
         res = self.den.resolution or (shape_hint[1] if shape_hint else None)
-        if not res:
-            raise UserError("the network does not say its image size; give it with --arch-arg img_resolution=N.")
-        self.shape = (self.den.in_channels, int(res), int(res))
+        channels = self.den.in_channels or (shape_hint[0] if shape_hint else None)
+        if not res or not channels:
+            raise UserError("the network does not say its image shape; give it with --image-shape CxHxW "
+                            "(e.g. --image-shape 1x28x28).")
+        self.shape = (int(channels), int(res), int(res))
         self.n_classes = sampler.class_count(self.den)
         self.seed, self.device = seed, device
         label = self.mopts.class_label
