@@ -146,6 +146,9 @@ TModeOpt = Annotated[TMode, typer.Option("--t-mode", help="Discrete-time models:
                                          "step (needs --time-input index-float).", rich_help_panel=VIEWS_HELP)]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.", rich_help_panel=VIEWS_HELP)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.", rich_help_panel=VIEWS_HELP)]
+SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="Leave out images that cannot be decoded "
+                                             "(counted and named on stderr, recorded in the file) instead of "
+                                             "stopping.", rich_help_panel=VIEWS_HELP)]
 
 _MODEL_GROUP = [("arch", Arch, None), ("arch_arg", ArchArg, None), ("key", Key, None),
                 ("trust_pickle", TrustPickle, False), ("param", ParamOpt, None), ("schedule", Schedule, None),
@@ -157,7 +160,8 @@ _VIEW_GROUP = [("layer", Layer, None), ("views", Views, 2), ("images", Images, 4
                ("augment", AugmentOpt, "paper"), ("indices", Indices, None), ("seed", Seed, 0),
                ("dtype", DTypeOpt, DType("float32")),
                ("pool", PoolOpt, Pool("mean")), ("resize", Resize, False), ("chunk_images", ChunkImages, 256),
-               ("t_mode", TModeOpt, TMode("nearest")), ("batch_size", BatchSize, 256), ("device", Device, "auto")]
+               ("t_mode", TModeOpt, TMode("nearest")), ("skip_bad_images", SkipBadImages, False),
+               ("batch_size", BatchSize, 256), ("device", Device, "auto")]
 
 
 def _plain(values: dict) -> dict:
@@ -204,8 +208,10 @@ def view_options(**values) -> dict:
     """The view options as plain values; --indices FILE read into the tuple of indices it lists (so what is
     keyed is the list, not the file's name)."""
     v = _plain(values)
+    v["indices_file"] = None
     if v.get("indices") is not None:
         from icrcli.data.indices import read_indices
+        v["indices_file"] = str(v["indices"])  # an input (no output may overwrite it), never part of a key
         v["indices"] = read_indices(v["indices"])
     return v
 

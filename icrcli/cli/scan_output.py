@@ -33,11 +33,11 @@ def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None,
         raise UserError(f"{' and '.join(f for _, f in given)} name the same file; give each its own path.")
 
 
-def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts) -> list[tuple[str, Path]]:
+def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts, vopts: dict) -> list[tuple[str, Path]]:
     sidecars = [checkpoint_or_folder.with_name(checkpoint_or_folder.name + ".icr.json"),
                 checkpoint_or_folder.parent / "icr.json", checkpoint_or_folder / "icr.json"]
     return [("the checkpoint", checkpoint_or_folder), ("the data", data), ("the VAE", mopts.vae),
-            *[("a sidecar", s) for s in sidecars]]
+            ("the indices", vopts.get("indices_file")), *[("a sidecar", s) for s in sidecars]]
 
 
 def level_printer(json_lines: bool):

@@ -69,7 +69,7 @@ def sweep(
 
     console.set_quiet(quiet)
     levels = parse_sigmas(sigmas)
-    scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts), output, csv, plot)
+    scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts, vopts), output, csv, plot)
     probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
     with cache_scope(no_cache):
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),

@@ -82,7 +82,7 @@ def timeline(
 
     console.set_quiet(quiet)
     sigmas = parse_timeline_sigmas(sigma)
-    scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts), output, csv, plot)
+    scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts, vopts), output, csv, plot)
     with cache_scope(no_cache):
         result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
                               until=until, reporter=console.Reporter(),

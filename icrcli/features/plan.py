@@ -27,7 +27,7 @@ from icrcli.data.images import ImageSet, open_images, subset_indices
 from icrcli.errors import UserError
 from icrcli.features.featurefile import FORMAT_VERSION
 from icrcli.features.report import SILENT, Reporter
-from icrcli.models import noise, resolve
+from icrcli.models import resolve
 from icrcli.models.noise import NoiseConvention
 from icrcli.models.resolve import Denoiser, ModelOptions, noise_convention
 from icrcli.models.taps import resolve_layers
@@ -84,6 +84,15 @@ class Request:
         return dataclasses.replace(self, sigma=sigma)
 
 
+def request_from(v: dict, sigma: float, layers: list[str] | tuple[str, ...] | None = None) -> Request:
+    """A Request from the view options as plain values keyed by option name (the CLI's view group); `layers`
+    replaces v["layer"] (a sweep's `auto`, resolved)."""
+    return Request(sigma=sigma, layers=tuple(v.get("layer") or () if layers is None else layers),
+                   views=v["views"], images=v["images"], augment=v["augment"], seed=v["seed"], pool=v["pool"],
+                   dtype=v["dtype"], resize=v["resize"], chunk_images=v["chunk_images"], t_mode=v["t_mode"],
+                   skip_bad_images=v.get("skip_bad_images", False), indices=v.get("indices"))
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a plan runs; nothing here changes the features or the key."""
@@ -94,6 +103,11 @@ class RunOptions:
     def __post_init__(self):
         if self.batch_size < 1:
             raise UserError(f"--batch-size {self.batch_size}: expected a positive number of images.")
+
+
+def run_options_from(v: dict, overwrite: bool = False) -> RunOptions:
+    """RunOptions from the view options' plain values (batch size, device)."""
+    return RunOptions(batch_size=v["batch_size"], device=v["device"], overwrite=overwrite)
 
 
 @dataclass(frozen=True)

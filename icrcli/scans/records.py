@@ -14,7 +14,7 @@ from icrcli.errors import UserError
 
 SCHEMA = 1
 # Options that say how work runs, not what it computes: never part of a key.
-RUN_ONLY = ("batch_size", "device")
+RUN_ONLY = ("batch_size", "device", "indices_file")  # (the indices themselves are keyed, not their file's name)
 
 
 def sidecar_hashes(checkpoint: Path) -> dict:

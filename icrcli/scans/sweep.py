@@ -121,29 +121,16 @@ def _best(levels: list[dict]) -> dict:
     return {"layer": r["layer"], "sigma": r["sigma"], "icr": r["icr"]}
 
 
-def make_request(vopts: dict, sigma: float, layers: list[str]):
-    from icrcli.features.plan import Request
-    v = request_fields(vopts)
-    return Request(sigma=sigma, layers=tuple(layers), views=v["views"], images=v["images"], augment=v["augment"],
-                   seed=v["seed"], pool=v["pool"], dtype=v["dtype"], resize=v["resize"],
-                   chunk_images=v["chunk_images"], t_mode=v["t_mode"], indices=v.get("indices"))
-
-
-def run_options(vopts: dict):
-    from icrcli.features.plan import RunOptions
-    return RunOptions(batch_size=vopts["batch_size"], device=vopts["device"])
-
-
 def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporter) -> list:
     """One plan per level over one loaded model and data set (layers resolved, `auto` expanded)."""
-    from icrcli.features.plan import make_plan
+    from icrcli.features.plan import make_plan, request_from
     layers = list(vopts.get("layer") or [])
     if AUTO in layers:
         if layers != [AUTO]:
             raise UserError("--layer auto stands alone: give either auto or the layers to compare.")
         layers = candidate_layers([n for n, _ in model.denoiser.net.named_modules()])
         reporter.step(f"--layer auto: {', '.join(layers)}")
-    return [make_plan(model, dset, make_request(vopts, s, layers), reporter) for s in sigmas]
+    return [make_plan(model, dset, request_from(vopts, s, layers), reporter) for s in sigmas]
 
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
@@ -152,9 +139,10 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
     every (level, layer), probing it too with `probe`: the records, in level order."""
     from icrcli.features.extract import extract_levels
+    from icrcli.features.plan import run_options_from
     from icrcli.stats.score import score_file
     outs = [cache.cached_path(p.key) for p in plans]
-    extract_levels(plans, outs, run_options(vopts), reporter)
+    extract_levels(plans, outs, run_options_from(vopts), reporter)
     out = []
     for p, path in zip(plans, outs):
         for layer in p.layers:
@@ -189,7 +177,7 @@ def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: di
              reporter: Reporter, on_level, probe: ProbeOptions | None = None) -> tuple[list[dict], list]:
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
-    dset = load_data(data, model, reporter)
+    dset = load_data(data, model, reporter, vopts.get("skip_bad_images", False))
     check_labels(dset, probe)
     plans = level_plans(model, dset, sigmas, vopts, reporter)
     return extract_and_score(plans, vopts, sopts, reporter, on_level, probe=probe), plans

@@ -57,13 +57,13 @@ def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict,
 
 class _Loaded:
     """The data set, loaded once, for the first checkpoint that needs computing."""
-    def __init__(self, data: Path, reporter: Reporter):
-        self.path, self.reporter, self.dset = data, reporter, None
+    def __init__(self, data: Path, reporter: Reporter, skip_bad_images: bool = False):
+        self.path, self.reporter, self.dset, self.skip = data, reporter, None, skip_bad_images
 
     def for_model(self, model):
         from icrcli.features.plan import load_data
         if self.dset is None or self.dset.latent != model.reads_latents:
-            self.dset = load_data(self.path, model, self.reporter)
+            self.dset = load_data(self.path, model, self.reporter, self.skip)
         return self.dset
 
 
@@ -137,7 +137,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         sigmas = [sw["argmin"]["sigma"]]
         auto = {"checkpoint": str(found[-1].path), "grid": AUTO_GRID, "sigma": sigmas[0]}
         reporter.step(f"--sigma auto: following sigma {sigmas[0]:g}, where {found[-1].path.name} has its lowest ICR")
-    loaded = _Loaded(data, reporter)
+    loaded = _Loaded(data, reporter, vopts.get("skip_bad_images", False))
     points: list[dict] = []
     seen: set[Path] = set()
     while True:
