@@ -37,11 +37,11 @@ def extract(
 
     Examples:
 
-      icr extract edm-cifar10-32x32-uncond-vp.pkl --data cifar10/ --sigma 0.29 -o feats.h5
+      icr extract edm-cifar10-uncond.pkl --data cifar10/ --sigma 0.29 -o f.h5
 
-      icr extract ckpt.pt --data imgs.zip --sigma 0.5 --views 4 --layer model.dec.16x16_block1
+      icr extract ckpt.pt --data imgs.zip --sigma 0.5 --views 4 --layer dec.16x16
 
-      icr score $(icr extract ckpt.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
+      icr score $(icr extract ck.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
     """
     from icrcli.cli import console
     from icrcli.features.extract import extract as run_extract, output_path

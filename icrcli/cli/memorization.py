@@ -53,11 +53,11 @@ def memorization(
 
     Examples:
 
-      icr memorization run/network-snapshot-200000.pkl --data cifar10-4096.zip --grid copies.png
+      icr memorization snapshot-200000.pkl --data train.zip --grid copies.png
 
-      icr memorization ckpt.pt --data train/ --criterion cosine --threshold 0.6 --samples 10000
+      icr memorization ckpt.pt --data train/ --criterion cosine --threshold 0.6
 
-      icr memorization ckpt.pt --data train/ --criterion cosine --embed dino.pt --embed-layer blocks.11
+      icr memorization ckpt.pt --data train/ --embed enc.pt --embed-layer blk.11
     """
     from icrcli.cli import console
     from icrcli.scans.memorization import memorization as run

@@ -24,7 +24,7 @@ def plot(
 
     Examples:
 
-      icr sweep ckpt.pt --data imgs/ -o sweep.json && icr plot sweep.json -o sweep.png
+      icr plot sweep.json -o sweep.png
 
       icr plot timeline.json -o timeline.svg
     """

@@ -57,7 +57,7 @@ def sweep(
 
       icr sweep ckpt.pt --data imgs/ --sigmas 0.1:10:20
 
-      icr sweep edm.pkl --data cifar10/ --sigmas edm18:..3.3 --ci --plot sweep.png -o sweep.json
+      icr sweep edm.pkl --data cifar10/ --sigmas edm18:..3.3 --ci --plot s.png
 
       icr sweep ckpt.pt --data imgs/ --layer auto --plot grid.png
 

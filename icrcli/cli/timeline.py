@@ -63,17 +63,17 @@ def timeline(
 
     Each point is exactly `icr extract` + `icr score` of that checkpoint, cached by its content: rerun after new
     checkpoints appear and only those are computed. Exit status: 0, 2 on bad input, 3 when a --fail-on-rise or
-    --fail-above gate fails.
+    --fail-above gate fails (in CI: `--fail-on-rise 5` fails the job on a 5% rise).
 
     Examples:
 
       icr timeline runs/ckpts/ --data train/ --sigma 0.3
 
-      icr timeline runs/ckpts/ --data train/ --sigma auto --plot timeline.png -o timeline.json
+      icr timeline runs/ckpts/ --data train/ --sigma auto --plot timeline.png
 
-      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --fail-on-rise 5   # in CI: exit 3 on a 5% rise
+      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --fail-on-rise 5
 
-      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --watch --until 100000 --json-lines
+      icr timeline runs/ --data train/ --sigma 0.3 --watch --until 100000
     """
     from icrcli.cli import console, scan_output
     from icrcli.scans.sweep import ProbeOptions
