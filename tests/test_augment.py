@@ -36,6 +36,7 @@ def test_output_of_a_sample_ignores_the_rest_of_the_batch(policy, c):
     assert torch.equal(augment(x, torch.from_numpy(s), policy), full)  # torch seeds are fine too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["paper", "simclr"])
 def test_large_lone_image_matches_itself_in_a_batch(policy):
     # torch splits a single-output reduction over 65k pixels across threads; a lone image must
@@ -69,6 +70,7 @@ def test_shape_dtype_and_range_are_kept(policy, dtype):
     assert y.min() >= 0 and y.max() <= 1
 
 
+@pytest.mark.slow
 def test_batch_of_256_cifar_images_runs():
     # speed sanity (not timed): one batched pass, no per-image Python work on the tensors
     y = augment(_images(256), _seeds(256), "paper")

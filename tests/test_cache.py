@@ -325,6 +325,7 @@ def _hold_lock(target, acquired, released_at):
         released_at.value = time.time()
 
 
+@pytest.mark.slow
 def test_second_process_waits_for_the_first_and_finds_its_file(cache_root):
     target = cache.cached_path(cache.config_key({"run": 1}))
     acquired, released_at = SPAWN.Event(), SPAWN.Value("d", 0.0)
@@ -376,6 +377,7 @@ def _ensure_entry(target, log, barrier, results):
     results.put((built, Path(path).read_text()))
 
 
+@pytest.mark.slow
 def test_concurrent_ensure_builds_once(cache_root, tmp_path):
     target = cache.cached_path(cache.config_key({"run": 2}))
     log = tmp_path / "build.log"
@@ -405,6 +407,7 @@ def _hash_all(paths, results):
         results.put(("error", repr(e)))
 
 
+@pytest.mark.slow
 def test_memo_shared_by_two_processes(cache_root, tmp_path, monkeypatch):
     datas = [f"file {i}".encode() * (i + 1) for i in range(120)]
     files = [_write(tmp_path / "data" / f"{i}.bin", d) for i, d in enumerate(datas)]

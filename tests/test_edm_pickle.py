@@ -298,6 +298,7 @@ def test_corrupt_edm_pickle_is_a_user_error(tmp_path):
         load_edm_pickle(path)
 
 
+@pytest.mark.slow
 def test_pickled_edmprecond_loads_strictly_into_icr_edm_port(tmp_path):
     """A snapshot of a tiny EDMPrecond(SongUNet), pickled as EDM does (every network class
     persistent), rebuilds in icrcli.models.archs.edm from the recovered kwargs and computes the same."""
@@ -337,6 +338,7 @@ def _global(module, name):
     return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("payload", [
     _global("torch", "_dynamo"),                                     # a plain pickle
     b"\x80\x02ctorch_utils.persistence\n_reconstruct_persistent_obj\n0" + _global("torch", "_dynamo")[2:],  # EDM

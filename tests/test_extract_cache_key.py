@@ -75,6 +75,7 @@ def test_bad_sigma_is_refused_before_loading(sigma):
         Request(sigma=sigma)
 
 
+@pytest.mark.slow
 def test_sidecar_options_reach_the_key(tiny_edm, tmp_path, icr, monkeypatch):
     """A class label said in the sidecar shapes the features as one said on the command line: same key."""
     import json

@@ -573,6 +573,7 @@ def test_cifar10_tar_labels_from_class_folders(zoo, icr, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # Determinism.
 
+@pytest.mark.slow
 def test_same_command_same_features_batch_size_and_seed(zoo, icr, tmp_path):
     def run(name, *args):
         extract(icr, zoo["ddpmpp"], zoo["img32"], tmp_path / name, *args)
@@ -631,6 +632,7 @@ def test_low_precision_compute_stores_float32(zoo, icr, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # Caching.
 
+@pytest.mark.slow
 def test_cache_hit_changed_option_and_foreign_output(zoo, icr, tmp_path, cache_dir, monkeypatch):
     import icrcli.features.extract as ex
     real = ex.compute_levels

@@ -35,6 +35,7 @@ def _counting(monkeypatch, module, name):
     return calls
 
 
+@pytest.mark.slow
 def test_levels_share_clean_views_resume_per_level_and_equal_single_plans(tiny_edm, tmp_path, monkeypatch):
     model = load_model(tiny_edm / "net.safetensors", ModelOptions(), "cpu")
     data = load_data(tiny_edm / "imgs.npy", model)

@@ -138,6 +138,7 @@ def _fails_on_call(fn, n: int, exc: BaseException):
     return wrapped
 
 
+@pytest.mark.slow
 def test_interrupt_writes_partial_file_then_resumes(tiny_edm, tmp_path, monkeypatch, icr):
     ref = _reference(icr, tiny_edm, tmp_path)
     import icrcli.features.extract as ex
@@ -162,6 +163,7 @@ def test_interrupt_writes_partial_file_then_resumes(tiny_edm, tmp_path, monkeypa
     assert not parts.exists() and not list(tmp_path.glob("*.lock"))
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_chunks_and_resumes(tiny_edm, tmp_path, monkeypatch, icr):
     ref = _reference(icr, tiny_edm, tmp_path)
     real = numpy.savez  # what icrcli.features.chunks.write_part saves a chunk with

@@ -48,6 +48,7 @@ def test_every_command_has_a_section():
                                  "memorization", "cache info", "cache clear"}
 
 
+@pytest.mark.slow
 def test_documented_keys_match_real_output(icr, tiny_edm, tmp_path):
     from safetensors.torch import save_file
 

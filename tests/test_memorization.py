@@ -97,6 +97,7 @@ def tiny(tmp_path):
     return ckpt, data
 
 
+@pytest.mark.slow
 def test_cli_memorization(icr, tiny, tmp_path, cache_dir):
     ckpt, data = tiny
     base = ("memorization", ckpt, "--data", data, "--samples", "6", "--steps", "4", "--device", "cpu")
@@ -131,6 +132,7 @@ def test_cli_memorization(icr, tiny, tmp_path, cache_dir):
     assert r.json["threshold"] == 0.6
 
 
+@pytest.mark.slow
 def test_cli_memorization_in_features_of_a_layer(icr, tiny):
     ckpt, data = tiny
     r = icr("memorization", ckpt, "--data", data, "--samples", "3", "--steps", "2", "--device", "cpu",

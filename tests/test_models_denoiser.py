@@ -43,6 +43,7 @@ def test_check_class_label():
         check_class_label(10, 10, "EDM")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["edm", "dit", "diffusers_models"])
 def test_architectures_do_not_import_the_resolver(module):
     """Each archs module loads alone, and loading it pulls in neither resolve.py nor a sibling architecture."""

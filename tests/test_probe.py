@@ -44,6 +44,7 @@ def test_separable_features_give_accuracy_near_one():
     assert r["optimizer"]["converged"]
 
 
+@pytest.mark.slow
 def test_shuffled_labels_give_chance_within_a_few_standard_errors():
     x, y = blobs(2400, 10, 4, sep=6.0, seed=1)
     y = np.random.default_rng(2).permutation(y)      # labels carry no information about x
@@ -151,6 +152,7 @@ def write_features(path, s, labels, views=2, seed=0, noise=0.1):
     return h
 
 
+@pytest.mark.slow
 def test_cli_probe_split_and_test_file(icr, tmp_path):
     x, y = blobs(120, 6, 3, sep=1.2, seed=9)
     h = write_features(tmp_path / "a.h5", x, y)

@@ -108,6 +108,7 @@ def test_extract_never_writes_where_a_sidecar_is_read(tmp_path, icr, name):
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.slow
 def test_extract_overwrite_replaces_only_icr_feature_files(tmp_path, icr):
     ckpt, data = tiny_checkpoint(tmp_path / "ck.safetensors"), tiny_data(tmp_path / "d.npy")
     other = _junk(tmp_path / "notes.h5", b"my notes, not features")

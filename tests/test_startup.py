@@ -1,3 +1,4 @@
+import pytest
 """Start-up: what `icr` imports. Heavy modules only where they are used (torch for commands that run a network,
 scipy.stats for the interval, the statistics only when a score is computed), rich's pretty tracebacks never.
 (The times themselves are measured by bench/startup.py, not asserted here.)"""
@@ -36,6 +37,7 @@ def test_help_imports_neither_torch_nor_the_statistics():
         assert not m["torch"] and not m["scipy"] and not m["numpy"], (args, m)
 
 
+@pytest.mark.slow
 def test_score_imports_what_it_uses_and_a_cached_score_nothing_heavy(tmp_path):
     f = tmp_path / "f.h5"
     with h5py.File(f, "w") as h:

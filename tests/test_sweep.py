@@ -184,6 +184,7 @@ def test_kill9_mid_sweep_then_resume_equals_one_run(tiny_edm, tmp_path, icr, cac
             assert fa.read() == fb.read()
 
 
+@pytest.mark.slow
 def test_probe_on_every_level_and_the_verdict(tiny_edm, tmp_path, icr):
     import numpy as np
     rng = np.random.default_rng(1)

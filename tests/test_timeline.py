@@ -48,6 +48,7 @@ class Spy:
                             real(path, *a, **k))
 
 
+@pytest.mark.slow
 def test_points_in_step_order_equal_extract_plus_score(run, tiny_edm, tmp_path, icr):
     r = icr(*_tl(run, tiny_edm, "--sigma", "0.5"))
     assert r.code == 0, r.err
@@ -65,6 +66,7 @@ def test_points_in_step_order_equal_extract_plus_score(run, tiny_edm, tmp_path, 
     assert {"trace_s", "trace_xi"} <= p.keys()
 
 
+@pytest.mark.slow
 def test_new_checkpoint_computes_one_point(run, tiny_edm, icr, monkeypatch):
     spy = Spy(monkeypatch)
     assert icr(*_tl(run, tiny_edm, "--sigma", "0.5")).code == 0
@@ -78,6 +80,7 @@ def test_new_checkpoint_computes_one_point(run, tiny_edm, icr, monkeypatch):
     assert icr(*_tl(run, tiny_edm, "--sigma", "0.5")).code == 0 and spy.loaded == []  # a repeat loads nothing
 
 
+@pytest.mark.slow
 def test_changed_checkpoint_is_recomputed(run, tiny_edm, icr, monkeypatch):
     spy = Spy(monkeypatch)
     assert icr(*_tl(run, tiny_edm, "--sigma", "0.5")).code == 0
