@@ -37,6 +37,8 @@ def demo(
 
       icr demo -o demo-out --quick
     """
+    import importlib.util
+
     from icrcli import __version__
     from icrcli.cli import console, scan_output
     from icrcli.errors import UserError
@@ -76,11 +78,18 @@ def demo(
 
     console.write_json(sweep, str(paths["sweep.json"]))
     console.write_json(timeline, str(paths["timeline.json"]))
-    plot_result(sweep, paths["sweep.png"])
-    plot_result(timeline, paths["timeline.png"])
-    summary = {"schema": 1, "kind": "demo", "version": __version__, "settings": result["settings"], "files": {n: str(p) for n, p in paths.items()},
+    written = [n for n in FILES if n.endswith(".json")]
+    if importlib.util.find_spec("matplotlib") is None:   # the plots are optional; the results are not
+        console.say("no plots: matplotlib is not installed (pip install 'icr[plot]', then `icr plot "
+                    f"{paths['sweep.json']} -o {paths['sweep.png']}` draws one)")
+    else:
+        plot_result(sweep, paths["sweep.png"])
+        plot_result(timeline, paths["timeline.png"])
+        written += ["sweep.png", "timeline.png"]
+    summary = {"schema": 1, "kind": "demo", "version": __version__, "settings": result["settings"],
+               "files": {n: str(paths[n]) for n in written},
                "sweep_argmin": best, "probe": sweep.get("probe"),
                "timeline_trend": [s["trend"] for s in timeline["series"]],
                "memorization": [{"step": p["step"], "ratio": p["memorization_ratio"]} for p in timeline["points"]]}
     console.write_json(summary, str(paths["summary.json"]))
-    console.say(f"wrote {', '.join(FILES)} to {output}")
+    console.say(f"wrote {', '.join(sorted(written))} to {output}")
