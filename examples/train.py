@@ -1,19 +1,21 @@
 """Train a small EDM-preconditioned SongUNet (icr's built-in architecture) on real images, on a CPU, bit for bit
 reproducibly from a seed. Not part of the installed CLI: it makes the models `icr demo` ships.
 
-    python examples/train.py --data ../shared/data/mnist5k/mnist_5k.csv.gz --images 5000 --steps 6000 \
-        --every 1000 --out runs/rich
-    python examples/train.py --data ../shared/data/mnist5k/mnist_5k.csv.gz --images 64 --steps 6000 \
-        --every 500 --out runs/limited
+    python examples/train.py --data ../shared/data/mnist5k/mnist_5k.csv.gz --images 5000 --steps 2500 --every 500 \
+        --batch 64 --ema 0.999 --seed 0 --out runs/rich
+    python examples/train.py --data ../shared/data/mnist5k/mnist_5k.csv.gz --images 64 --steps 4000 --every 250 \
+        --batch 32 --ema 0.995 --seed 0 --out runs/limited
 
-Writes into --out: train-images.npz (the uint8 images and labels trained on, our own subset file), config.json,
-ckpt-NNNNNN.safetensors every --every steps (EMA weights of the EDMPrecond network; the step in the name orders
-them for `icr timeline`), and loss.csv (step, mean training loss over the last --every steps... per log interval).
+(the two runs shipped in icrcli/demo_data). Writes into --out: train-images.npz (the uint8 images and labels trained
+on, our own subset file), config.json, ckpt-NNNNNN.safetensors every --every steps (EMA weights of the EDMPrecond
+network; the step in the name orders them for `icr timeline`), and loss.csv (step, mean loss of the last 50 steps,
+seconds since the start).
 
 Loss: Karras et al. 2022 (EDM), Sec. 5 and Table 1: ln sigma ~ N(P_mean = -1.2, P_std = 1.2), weight
 lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 with sigma_data = 0.5, on images in [-1, 1].
-Determinism: one RNG seeded by --seed for weights, batches and noise, torch's deterministic algorithms and a
-fixed thread count (float sums depend on it), so the same command on the same machine gives the same files.
+Determinism: --seed seeds the subset (numpy), the initial weights (torch) and the batches and noise (a torch
+Generator); with torch's deterministic algorithms and a fixed thread count (float sums depend on it), the same
+command on the same machine and torch version gives the same files.
 """
 
 from __future__ import annotations
