@@ -78,7 +78,11 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     if acc_ax is not None:
         acc_ax.set_ylabel("linear-probe test accuracy")
     ax.set_title(_title(result), fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if acc_ax is not None:  # the probe's dashed lines live on the second axis: one legend for both
+        more = acc_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     if grid:
         _heatmap(axes[0][1], result, layers)
