@@ -1,9 +1,10 @@
 """`icr demo`: the shipped models and images are complete and installed with the package, and `icr demo --quick`
 runs both scans end to end into its folder."""
 
+import ast
 import fnmatch
 import json
-import tomllib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ def test_demo_files_are_package_data():
     """Every file under icrcli/demo_data matches a package-data pattern, so `pip install` ships it."""
     from icrcli.scans.demo import demo_data
     files = demo_data()
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["icrcli"]
+    section = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-data]", 1)[1]
+    patterns = ast.literal_eval(re.search(r"^icrcli = (\[.*\])$", section, re.MULTILINE).group(1))   # no tomllib on 3.10
     shipped = [p for p in (ROOT / "icrcli" / "demo_data").rglob("*") if p.is_file()]
     rel = [p.relative_to(ROOT / "icrcli").as_posix() for p in shipped]
     assert [r for r in rel if not any(fnmatch.fnmatch(r, pat) for pat in patterns)] == []
