@@ -179,6 +179,7 @@ def test_tiny_forward_shapes(kwargs):
     assert y.shape == (2, 5, 32, 32) and torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precond", ["edm", "vp", "ve", "iddpm"])
 def test_precond_forward_shape(precond):
     torch.manual_seed(0)
@@ -306,6 +307,7 @@ def test_default_layer_is_hookable(kwargs, channels):
     assert len(captured) == 1 and captured[0].shape == (2, channels, 16, 16)
 
 
+@pytest.mark.slow
 def test_default_layer_imagenet64_matches_paper():
     # Appendix C: the ImageNet-64 EDM tap "dec.16x16 block1" gives tensors of shape (576, 16, 16).
     with torch.device("meta"):
@@ -330,6 +332,7 @@ ROUND_TRIP = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ROUND_TRIP))
 @pytest.mark.parametrize("bare", [False, True], ids=["precond", "bare"])
 def test_infer_config_round_trip(name, bare):
@@ -373,6 +376,7 @@ def test_infer_config_rejects_other_state_dicts():
     assert infer_edm_config({k: v for k, v in sd.items() if "aux_conv" not in k}) is None
 
 
+@pytest.mark.slow
 def test_edm_from_state_dict_loads_strictly():
     torch.manual_seed(0)
     src = build_edm("edm", **TINY_ADM, img_resolution=16, img_channels=3, label_dim=10).eval()
@@ -386,6 +390,7 @@ def test_edm_from_state_dict_loads_strictly():
         edm_from_state_dict({"weight": torch.zeros(2)})
 
 
+@pytest.mark.slow
 def test_edm_from_state_dict_bare_iddpm_net_gets_its_noise_levels():
     src = build_edm("iddpm", **TINY_SONG, img_resolution=16, img_channels=3)
     loaded = edm_from_state_dict(src.model.state_dict())

@@ -352,6 +352,7 @@ def test_lock_free_entry_does_not_call_on_wait_and_is_reentrant_across_calls(tmp
     assert waits == []
 
 
+@pytest.mark.slow
 def test_lock_timeout_is_a_user_error(tmp_path):
     target = tmp_path / "e.h5"
     other = filelock.FileLock(f"{target}.lock")        # another holder: flock locks are per open file

@@ -77,6 +77,7 @@ zpty -d z
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_completes():
     r = subprocess.run(["zsh", "-f", "-c", _ZPTY % (REPO / "completions")], capture_output=True, text=True,

@@ -138,6 +138,7 @@ def test_damaged_copies_work_or_raise_user_error(tmp_path, fmt):
     victim.write_bytes(original)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, damage", [("zip", "truncated to 1"), ("npy", "truncated to 16"),
                                          ("png", "1 bit flip(s) from byte 0"), ("tar.gz", "truncated to 16")])
 def test_damaged_data_through_the_cli_is_exit_2(tmp_path, icr, monkeypatch, fmt, damage):

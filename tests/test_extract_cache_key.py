@@ -35,6 +35,7 @@ def key(files, monkeypatch, tmp_path):
     return key
 
 
+@pytest.mark.slow
 def test_key_tracks_what_changes_features(key):
     base = key()
     assert base == key()

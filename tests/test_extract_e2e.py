@@ -304,6 +304,7 @@ def noise_std(x_in, x, scale=1.0):
 # ------------------------------------------------------------------------------------------------------------
 # Built-in architectures and file formats.
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ddpmpp", "ddpmpp_pt", "ddpmpp_ddp", "ddpmpp_pkl"])
 def test_edm_songunet_every_format(zoo, icr, tmp_path, spy, fmt):
     """Each file format loads the same DDPM++ weights; the features are those of a fresh EDMPrecond fed the
@@ -328,6 +329,7 @@ def test_edm_songunet_every_format(zoo, icr, tmp_path, spy, fmt):
     scored(icr, out)
 
 
+@pytest.mark.slow
 def test_edm_pickle_records_its_preconditioning(zoo, icr, tmp_path):
     """A VPPrecond pickle is run as VPPrecond (its class name is in the pickle): the same as bare weights
     with --arch-arg precond=vp, and not the same as those weights under the default EDMPrecond."""
@@ -343,6 +345,7 @@ def test_edm_pickle_records_its_preconditioning(zoo, icr, tmp_path):
     scored(icr, a)
 
 
+@pytest.mark.slow
 def test_dhariwal_unet_null_class_and_class_label(zoo, icr, tmp_path, spy):
     """Class-conditional EDM models get EDM's null class (an all-zero label vector) unless --class-label."""
     s = spy()
@@ -358,6 +361,7 @@ def test_dhariwal_unet_null_class_and_class_label(zoo, icr, tmp_path, spy):
     scored(icr, tmp_path / "null.h5")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fam", ["dit", "sit", "repa"])
 def test_transformer_training_checkpoint_uses_ema(zoo, icr, tmp_path, fam):
     """A {"model", "ema", "opt", "args"} checkpoint is read EMA-first: its features equal those of a
@@ -421,6 +425,7 @@ def test_flow_time_conventions(zoo, icr, tmp_path, spy, fam, t):
 # ------------------------------------------------------------------------------------------------------------
 # The user's own architecture.
 
+@pytest.mark.slow
 def test_user_arch_by_file_and_by_module(zoo, icr, tmp_path, spy):
     """--arch file.py:Class and --arch module:function build the same network; --param/--call/--layer are
     honoured; the features are the fresh network's at the recorded inputs."""
@@ -463,6 +468,7 @@ def test_user_arch_by_file_and_by_module(zoo, icr, tmp_path, spy):
     scored(icr, a)
 
 
+@pytest.mark.slow
 def test_user_arch_mismatch_names_the_keys(zoo, icr, tmp_path):
     io = ["extract", zoo["user"], "--data", zoo["img16"], "--sigma", "0.5", "-o", tmp_path / "f.h5"]
     base = io + ["--param", "edm", "--layer", "body.0", "--arch", "user_arch:build"]
@@ -480,6 +486,7 @@ def test_user_arch_mismatch_names_the_keys(zoo, icr, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # diffusers.
 
+@pytest.mark.slow
 def test_diffusers_unet_pipeline_folder(icr, tmp_path, spy):
     """A UNet2DModel + DDPMScheduler folder (cosine betas): the time is the DDPM step whose sigma (from the
     scheduler's own alphas_cumprod) is nearest; the default tap is the mid block."""
@@ -508,6 +515,7 @@ def test_diffusers_unet_pipeline_folder(icr, tmp_path, spy):
     scored(icr, out)
 
 
+@pytest.mark.slow
 def test_vae_turns_pixel_views_into_latents(zoo, icr, tmp_path):
     """--vae PATH: images (64x64) are encoded by the VAE (posterior mean x scaling_factor) for the latent
     DiT; with --augment none the features equal those of the same latents given directly."""
@@ -541,6 +549,7 @@ def _need(path):
     return path
 
 
+@pytest.mark.slow
 def test_mnist_idx_resized_into_colour_model(zoo, icr, tmp_path):
     """28x28 grey MNIST digits (IDX) --resize into a 3x32x32 model; their labels are kept by index."""
     folder = _need(SHARED_DATA / "mnist-test")
@@ -555,6 +564,7 @@ def test_mnist_idx_resized_into_colour_model(zoo, icr, tmp_path):
     scored(icr, out)
 
 
+@pytest.mark.slow
 def test_cifar10_tar_labels_from_class_folders(zoo, icr, tmp_path):
     """The CIFAR-10 test tar (32x32 JPEGs in test/<class>/) goes in as is; label = the class's index in
     CIFAR-10's order (alphabetical, as the folders sort)."""
@@ -589,6 +599,7 @@ def test_same_command_same_features_batch_size_and_seed(zoo, icr, tmp_path):
     np.testing.assert_allclose(run("e.h5", "--batch-size", "4", "--views", "3")[:, :2], a, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_subset_is_the_same_for_every_sigma(zoo, icr, tmp_path):
     idx = []
     for s in (0.0, 0.2, 1.5):
@@ -600,6 +611,7 @@ def test_subset_is_the_same_for_every_sigma(zoo, icr, tmp_path):
     assert not np.allclose(only(tmp_path / "0.2.h5"), only(tmp_path / "1.5.h5"), rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_several_layers_at_once_equal_separate_runs(zoo, icr, tmp_path):
     layers = [EDM32, "model.enc.16x16_block0", "model.dec.8x8_block0"]
     extract(icr, zoo["ddpmpp"], zoo["img32"], tmp_path / "all.h5", *sum((["--layer", n] for n in layers), []))
@@ -612,6 +624,7 @@ def test_several_layers_at_once_equal_separate_runs(zoo, icr, tmp_path):
     assert r["dim"] == together["model.dec.8x8_block0"].shape[-1]
 
 
+@pytest.mark.slow
 def test_pool_none_flattens(zoo, icr, tmp_path):
     """--pool none gives D = C*H*W (16 channels at 16x16), whose spatial mean is the pooled feature."""
     extract(icr, zoo["ddpmpp"], zoo["img32"], tmp_path / "flat.h5", "--pool", "none")
@@ -621,6 +634,7 @@ def test_pool_none_flattens(zoo, icr, tmp_path):
     np.testing.assert_allclose(flat.reshape(8, 2, 16, 256).mean(-1), mean, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_low_precision_compute_stores_float32(zoo, icr, tmp_path):
     extract(icr, zoo["ddpmpp"], zoo["img32"], tmp_path / "f32.h5")
     extract(icr, zoo["ddpmpp"], zoo["img32"], tmp_path / "bf16.h5", "--dtype", "bfloat16")
@@ -671,6 +685,7 @@ def test_cache_hit_changed_option_and_foreign_output(zoo, icr, tmp_path, cache_d
 # ------------------------------------------------------------------------------------------------------------
 # Early stop.
 
+@pytest.mark.slow
 def test_early_stop_skips_later_modules(zoo, icr, tmp_path, spy):
     """Tapping dec.16x16_block1 runs nothing after it (the output conv never runs); the features equal
     the tapped layer's output in a full forward pass of a fresh network on the same inputs."""
@@ -693,6 +708,7 @@ def test_early_stop_skips_later_modules(zoo, icr, tmp_path, spy):
 # ------------------------------------------------------------------------------------------------------------
 # icr layers.
 
+@pytest.mark.slow
 def test_layers_lists_shapes_and_marks_default(zoo, icr):
     r = icr("layers", zoo["ddpmpp"])
     assert r.code == 0, r.err
@@ -714,6 +730,7 @@ def test_layers_lists_shapes_and_marks_default(zoo, icr):
 # ------------------------------------------------------------------------------------------------------------
 # Bad input: exit 2, a clear message, no traceback.
 
+@pytest.mark.slow
 def test_bad_checkpoints(zoo, icr, tmp_path):
     data = ["--data", zoo["img32"], "--sigma", "0.5", "-o", tmp_path / "f.h5"]
     junk = tmp_path / "junk.pt"
@@ -752,6 +769,7 @@ def test_pickle_with_code_needs_trust(zoo, icr, tmp_path):
     np.testing.assert_array_equal(only(tmp_path / "a.h5"), only(tmp_path / "b.h5"))
 
 
+@pytest.mark.slow
 def test_bad_data_and_options(zoo, icr, tmp_path):
     from PIL import Image
     run = lambda data, *a: icr("extract", zoo["ddpmpp"], "--data", data, "--sigma", "0.5", "-o",

@@ -99,6 +99,7 @@ def _cmd(d, out, *extra):
             "-o", out, *extra]
 
 
+@pytest.mark.slow
 def test_cli_records_prediction_and_reduced_images_and_leaves_no_lock(tiny_edm, tmp_path, icr):
     out = tmp_path / "f.h5"
     r = icr(*_cmd(tiny_edm, out, "--images", str(10**12), "--prediction", "eps"))

@@ -23,6 +23,7 @@ def _examples(cmd) -> list[str]:
         if "Examples:" in text else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, cmd", list(_commands()), ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_examples_are_shown_whole_at_80_columns(path, cmd):
     examples = _examples(cmd)

@@ -344,6 +344,7 @@ def test_real_mnist_idx():
     assert x.dtype == np.uint8 and x.max() == 255 and x[:, :, 0, 0].max() == 0
 
 
+@pytest.mark.slow
 @needs_data
 def test_real_cifar_tar():
     s = open_images(DATA / "cifar10-test" / "cifar10_test_jpg.tar")

@@ -66,6 +66,7 @@ def test_ratio_is_one_for_the_training_images_and_zero_for_another_split():
     assert nb.memorization_ratio(v, "cosine", 0.6)["ratio"] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10-test").exists(), reason="real images not present")
 def test_real_images_of_another_split_are_not_copies():
     from icrcli.data.images import open_images
@@ -141,6 +142,7 @@ def test_cli_memorization_in_features_of_a_layer(icr, tiny):
     assert "model.enc.8x8_block0" in r.json["space"] and r.json["n_samples"] == 3
 
 
+@pytest.mark.slow
 def test_cli_memorization_refuses_bad_input(icr, tiny, tmp_path):
     ckpt, data = tiny
     np.save(tmp_path / "big.npy", np.zeros((4, 3, 16, 16), np.uint8))

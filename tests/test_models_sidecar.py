@@ -112,6 +112,7 @@ def test_icr_result_named_icr_json_is_not_a_sidecar(icr, tmp_path):
     assert r.code == 0 and "JSON list" in r.err, r.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content, words", [
     ({"layer": "model.dec.4x4_block0"}, ["unknown keys ['layer']", "arch, arch_args, key, param", "comment"]),
     ({"class_label": "3"}, ['"class_label" is "3"', "which is not an integer"]),
@@ -128,6 +129,7 @@ def test_bad_sidecar_is_a_user_error(icr, tmp_path, content, words):
     refused(icr("layers", ckpt), str(side), *words)
 
 
+@pytest.mark.slow
 def test_sidecar_used_is_said_and_recorded(icr, tmp_path):
     ckpt = tiny_edm(tmp_path / "m.safetensors")
     side = tmp_path / "icr.json"

@@ -78,6 +78,7 @@ def message(r):
 
 # ------------------------------------------------------------------------------------------------- 1. image shape
 
+@pytest.mark.slow
 def test_image_shape_defaults_to_the_data_and_is_never_a_constructor_argument(icr, mnist, tmp_path):
     net = save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
     arch = ["--arch", f"{NETS}:LayerNormNet", "--param", "edm", "--layer", "norm"]
@@ -220,6 +221,7 @@ def test_continuous_time_closed_forms():
         noise.parse_time_kind("ve-sde:0.01")
 
 
+@pytest.mark.slow
 def test_ve_sde_model_takes_continuous_t(icr, mnist, tmp_path):
     net = save(own_nets.ScoreNet(), tmp_path / "score.pt")
     args = ["--arch", f"{NETS}:ScoreNet", "--time-input", "ve-sde:0.01:50", "--data-range", "0:1", "--layer", "norm"]
@@ -269,6 +271,7 @@ def test_a_model_needing_y_stops_before_the_first_forward(icr, mnist, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- 7. augmentation strength
 
+@pytest.mark.slow
 def test_augmentation_strengths_are_options_recorded_and_keyed(icr, mnist, tmp_path):
     save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
     args = ["--sigma", "0.2", "--arch", f"{NETS}:LayerNormNet", "--param", "edm", "--layer", "norm"]
@@ -296,6 +299,7 @@ def test_augmentation_strengths_are_options_recorded_and_keyed(icr, mnist, tmp_p
 
 # ------------------------------------------------------------------------------------------------- 8. recorded truth
 
+@pytest.mark.slow
 def test_sigma_below_the_first_step_is_recorded_and_warned(icr, mnist, tmp_path):
     save(own_nets.DDPMNet(), tmp_path / "ddpm.pt")
     args = ["--arch", f"{NETS}:DDPMNet", "--param", "ddpm", "--time-input", "index/T", "--layer", "norm",
@@ -342,6 +346,7 @@ def test_data_range_is_one_truth(icr, mnist, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- 10. given indices
 
+@pytest.mark.slow
 def test_indices_file_gives_the_subset_and_the_key(icr, mnist, tmp_path):
     save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
     args = ["--sigma", "0.3", "--arch", f"{NETS}:LayerNormNet", "--param", "edm", "--layer", "norm"]

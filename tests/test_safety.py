@@ -252,6 +252,7 @@ def test_usage_lines_name_arguments_in_capitals(icr, command, name):
 
 
 # ------------------------------------------------------------------------------------------------ bad images
+@pytest.mark.slow
 def test_skip_bad_images_leaves_out_undecodable_files_and_records_them(tmp_path, icr):
     import json
 
@@ -291,6 +292,7 @@ def test_skip_bad_images_says_so_on_stderr(tmp_path, icr):
     assert "left out 1 of 4 images that cannot be decoded (2.png)" in r.err
 
 
+@pytest.mark.slow
 def test_plot_outputs_replace_only_icr_plots(tmp_path, icr):
     """--plot, --csv and memorization's --grid write only over their own kind: a photo or a CSV of someone
     else's stays untouched; icr's own plot may be redrawn."""

@@ -144,6 +144,7 @@ def _sweep_result(layers=("a",)):
     return {"kind": "sweep", "checkpoint": "ck.pt", "levels": levels}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml")])
 def test_plots_are_valid_files(tmp_path, suffix, magic):
     pytest.importorskip("matplotlib")

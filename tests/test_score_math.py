@@ -20,6 +20,7 @@ def _score_array(tmp_path, h, **kw):
     return score_file(p, opts=ScoreOptions(**kw))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["paper", "plugin"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("block", [1, 7, 64, None])
@@ -225,6 +226,7 @@ def test_helmert_contrasts_have_the_residual_scatter(k):
     np.testing.assert_allclose(out2, out, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_scoring_module_does_not_import_scipy_stats():
     # scipy.stats costs ~0.8 s of start-up and is needed only for the interval's t quantile (issue 10)
     import subprocess

@@ -42,6 +42,7 @@ def _rankme(h):
 SLOW_CASES = ("D close to N(K-1)", "decaying spectrum")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_ill_conditioned_matches_dense_reference(tmp_path, case, dtype):

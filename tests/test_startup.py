@@ -1,4 +1,3 @@
-import pytest
 """Start-up: what `icr` imports. Heavy modules only where they are used (torch for commands that run a network,
 scipy.stats for the interval, the statistics only when a score is computed), rich's pretty tracebacks never.
 (The times themselves are measured by bench/startup.py, not asserted here.)"""
@@ -10,6 +9,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 _RUN = """
 import json, sys
@@ -31,6 +31,7 @@ def _imports(*args, env=None) -> dict:
     return json.loads(p.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_help_imports_neither_torch_nor_the_statistics():
     for args in (["--help"], ["score", "--help"], ["sweep", "--help"], ["cache", "clear", "--help"]):
         m = _imports(*args)
@@ -66,6 +67,7 @@ def test_every_command_module_is_registered_by_name():
     assert set(typer.main.get_command(entry.app).commands) == set(entry.COMMANDS)
 
 
+@pytest.mark.slow
 def test_one_command_run_registers_only_that_command():
     code = ("import sys; from icrcli.cli.main import main; sys.argv = ['icr', 'cache', 'path']\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\nprint(sorted(m for m in sys.modules if m.startswith('icrcli.cli.')), file=sys.stderr)")

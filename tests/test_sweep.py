@@ -51,6 +51,7 @@ def test_level_equals_extract_plus_score(tiny_edm, tmp_path, icr):
     assert res["argmin"] == {"layer": best["layer"], "sigma": best["sigma"], "icr": best["icr"]}
 
 
+@pytest.mark.slow
 def test_levels_share_views_common_random_numbers(tiny_edm, icr):
     """sigma 0 with augmentation 'none' gives identical views, and every level draws the same unit noise: the
     features at sigma s of one level are those of a one-level sweep at s."""
@@ -73,6 +74,7 @@ def test_spec_forms_and_bad_specs(tiny_edm, icr, monkeypatch):
     assert r.code == 2 and "geometric spacing needs start > 0" in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 def test_repeat_answers_from_cache_without_torch(tiny_edm, tmp_path, icr, cache_dir):
     first = icr(*_sweep(tiny_edm, "--sigmas", "0.2,1"))
     assert first.code == 0, first.err
@@ -86,6 +88,7 @@ def test_repeat_answers_from_cache_without_torch(tiny_edm, tmp_path, icr, cache_
     assert json.loads(p.stdout)["levels"] == first.json["levels"]
 
 
+@pytest.mark.slow
 def test_changed_option_is_not_answered_from_cache(tiny_edm, icr, monkeypatch):
     assert icr(*_sweep(tiny_edm, "--sigmas", "0.5")).code == 0
     import icrcli.features.compute as comp
@@ -101,6 +104,7 @@ def test_changed_option_is_not_answered_from_cache(tiny_edm, icr, monkeypatch):
     assert r2.code == 0 and not calls and r2.json["levels"] == r.json["levels"]
 
 
+@pytest.mark.slow
 def test_damaged_cache_record_is_recomputed(tiny_edm, icr, cache_dir):
     r = icr(*_sweep(tiny_edm, "--sigmas", "0.5"))
     assert r.code == 0
@@ -127,6 +131,7 @@ def test_layer_grid_table_heatmap_and_outputs(tiny_edm, tmp_path, icr):
     assert "◀ min" in r.err and "lowest ICR" in r.err
 
 
+@pytest.mark.slow
 def test_json_lines_stream_one_record_per_level(tiny_edm, icr):
     r = icr(*_sweep(tiny_edm, "--sigmas", "0.2,1,3", "--json-lines"))
     assert r.code == 0, r.err
