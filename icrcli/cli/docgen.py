@@ -406,7 +406,7 @@ def _opt_lines(o: Opt) -> list[str]:
 def man(root: Cmd) -> str:
     from icrcli import __version__
     leaves = [c for c in root.walk() if not c.subs]
-    out = [f'.\\" Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.',
+    out = ['.\\" Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.',
            f'.TH ICR 1 "" "icr {__version__}" "User Commands"',
            ".SH NAME",
            "icr \\- the Invariant Contamination Ratio of diffusion\\-model features",

@@ -6,9 +6,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
 
 from icrcli.cli import console
 from icrcli.errors import UserError
+
+
+SCAN_OUT = "Output"
+JsonLines = Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished level or point on "
+                                         "stdout; the last line is the whole result.", rich_help_panel=SCAN_OUT)]
+Csv = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the records as CSV.",
+                                             rich_help_panel=SCAN_OUT)]
+Plot = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot the scan (.png/.svg/.pdf; needs "
+                                              "icr\\[plot]).", rich_help_panel=SCAN_OUT)]
 
 
 def write_json_line(obj) -> None:

@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
+from icrcli.cli.scan_output import Csv, JsonLines, Plot
 from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
                                 with_view_options)
 
-SCAN_OUT = "Output"
 CHECKS = "Checks"
 
 
@@ -27,13 +27,9 @@ def sweep(
         "0,0.1,0.5, edmN or edmN:LO..HI (EDM/Karras levels). Default: 0 plus the EDM-18 levels up to 3.3, "
         "the paper's grid.")] = None,
     output: Output = "-",
-    json_lines: Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished level on "
-                                             "stdout; the last line is the whole result.",
-                                             rich_help_panel=SCAN_OUT)] = False,
-    csv: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the levels as CSV.",
-                                                rich_help_panel=SCAN_OUT)] = None,
-    plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot ICR against sigma (.png/.svg/.pdf; "
-                                                 "needs icr\\[plot]).", rich_help_panel=SCAN_OUT)] = None,
+    json_lines: JsonLines = False,
+    csv: Csv = None,
+    plot: Plot = None,
     probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each level's features (labelled data): "
                                         "the accuracy's argmax beside ICR's argmin.", rich_help_panel=CHECKS)] = False,
     probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the probe trains on "

@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
+from icrcli.cli.scan_output import Csv, JsonLines, Plot
 from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
                                 with_view_options)
 
-SCAN_OUT = "Output"
 CHECKS = "Checks"
 GATES = "CI gates (exit 3)"
 EXIT_GATE = 3
@@ -40,14 +40,9 @@ def timeline(
     fail_above: Annotated[Optional[float], typer.Option(metavar="X", help="Exit 3 when the last ICR exceeds X.",
                                                         rich_help_panel=GATES)] = None,
     output: Output = "-",
-    json_lines: Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished point on "
-                                             "stdout; the last line is the whole result.",
-                                             rich_help_panel=SCAN_OUT)] = False,
-    csv: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the points as CSV.",
-                                                rich_help_panel=SCAN_OUT)] = None,
-    plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot ICR and traces against step "
-                                                 "(.png/.svg/.pdf; needs icr\\[plot]).",
-                                                 rich_help_panel=SCAN_OUT)] = None,
+    json_lines: JsonLines = False,
+    csv: Csv = None,
+    plot: Plot = None,
     probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each point's features (labelled "
                                         "data).", rich_help_panel=CHECKS)] = False,
     memorization: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Also the memorization ratio of N "

@@ -41,6 +41,17 @@ def _by_layer(levels: list[dict]) -> dict[str, list[dict]]:
     return {k: sorted(v, key=lambda r: r["sigma"]) for k, v in out.items()}
 
 
+def _icr_curve(ax, x: np.ndarray, y: np.ndarray, ci: list, label: str):
+    """ICR against x: the line, its interval band when every point has one, a star at the minimum."""
+    line, = ax.plot(x, y, "o-", ms=4, label=label)
+    if all(ci):
+        lo, hi = np.array(ci, float).T
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    j = int(np.nanargmin(y))
+    ax.plot([x[j]], [y[j]], "*", ms=14, color=line.get_color(), mec="black")
+    return line
+
+
 def plot_sweep(result: dict, path: str | Path) -> Path:
     """ICR against sigma (log axis), one line per layer, interval band, minimum marked; probe accuracy on a second
     axis when the sweep has it; plus a layer x sigma heatmap panel when there are several layers."""
@@ -56,13 +67,7 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
         s = np.array([r["sigma"] for r in recs], float)
         x, zero_at = _x_positions(s)
         y = np.array([r["icr"] for r in recs], float)
-        line, = ax.plot(x, y, "o-", ms=4, label=f"ICR {name}" if grid else "ICR")
-        ci = [r.get("icr_ci") for r in recs]
-        if all(ci):
-            lo, hi = np.array(ci, float).T
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-        j = int(np.nanargmin(y))
-        ax.plot([x[j]], [y[j]], "*", ms=14, color=line.get_color(), mec="black")
+        line = _icr_curve(ax, x, y, [r.get("icr_ci") for r in recs], f"ICR {name}" if grid else "ICR")
         acc = [r.get("probe_test_accuracy") for r in recs]
         if any(a is not None for a in acc):
             acc_ax = acc_ax or ax.twinx()
@@ -124,13 +129,7 @@ def plot_timeline(result: dict, path: str | Path) -> Path:
         pts = sorted(pts, key=lambda p: p["step"])
         st = np.array([p["step"] for p in pts], float)
         y = np.array([p["icr"] for p in pts], float)
-        line, = ax.plot(st, y, "o-", ms=4, label=f"ICR σ={sigma:g}")
-        ci = [p.get("icr_ci") for p in pts]
-        if all(ci):
-            lo, hi = np.array(ci, float).T
-            ax.fill_between(st, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-        j = int(np.nanargmin(y))
-        ax.plot([st[j]], [y[j]], "*", ms=14, color=line.get_color(), mec="black")
+        line = _icr_curve(ax, st, y, [p.get("icr_ci") for p in pts], f"ICR σ={sigma:g}")
         bx.plot(st, [p["trace_s"] for p in pts], "o-", ms=3, color=line.get_color(), label=f"trace Σ_s σ={sigma:g}")
         bx.plot(st, [p["trace_xi"] for p in pts], "s--", ms=3, color=line.get_color(), alpha=0.7,
                 label=f"trace Σ_ξ σ={sigma:g}")
