@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 from icrcli import __version__, cache
-from icrcli.data.images import open_images
 from icrcli.errors import UserError
 
 SCHEMA = 1
@@ -38,14 +37,12 @@ def checkpoint_identity(checkpoint: Path, mopts) -> dict:
 
 
 def data_identity(data: Path) -> str:
-    """The content hash of a data set's files, as `icr extract` computes it (latent arrays: the file's hash)."""
+    """The content hash of a data set's bytes: its file's (memoised by the hash memo, so free on a repeat), or
+    every file's in its folder. Opens nothing: that is load_data's work, once, when something is computed."""
     if not data.exists():
         raise UserError(f"{data}: no such data. Pass a folder of images, a .zip/.tar, .npy/.npz, CIFAR or MNIST "
                         "files.")
-    try:
-        return cache.tree_sha256(open_images(data).source_files())
-    except UserError:
-        return cache.content_sha256(data)  # e.g. a latent array that only a latent model reads
+    return cache.content_sha256(data)
 
 
 def record_key(kind: str, parts: dict) -> str:
