@@ -71,14 +71,14 @@ def in_memory_numpy(path: Path) -> float:
 def icr_score(path: Path) -> float:
     from icrcli.stats.score import ScoreOptions, score_file
     t = time.perf_counter()
-    score_file(path, opts=ScoreOptions())
+    score_file(path, opts=ScoreOptions(), use_cache=False)  # the computation, not the score cache
     return time.perf_counter() - t
 
 
 def peak_rss_mib(path: Path) -> float:
     """Peak RSS of a fresh process that imports icr and scores the file (MiB). VmHWM, not ru_maxrss: Linux
     carries ru_maxrss across exec, so a child would report this (large) benchmark process's peak."""
-    code = ("import sys; from icrcli.stats.score import score_file; score_file(sys.argv[1]); "
+    code = ("import sys; from icrcli.stats.score import score_file; score_file(sys.argv[1], use_cache=False); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
