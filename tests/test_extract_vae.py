@@ -70,3 +70,28 @@ def test_vae_refuses_wrong_image_size(files, icr, tmp_path, monkeypatch):
     r = icr("extract", d / "dit.pt", "--data", tmp_path / "big.npy", "--vae", d / "vae", "--sigma", "0.3",
             "--images", "4", "-q")
     assert r.code == 2 and "3x16x16" in r.err and "--resize" in r.err
+
+
+@pytest.mark.slow
+def test_memorization_of_a_latent_model_decodes_its_samples(files, icr, tmp_path):
+    """A DiT draws latents; with --vae they are decoded to pixels and compared with the training images."""
+    d, vae, net = files
+    no_vae = icr("memorization", d / "dit.pt", "--data", d / "imgs.npy", "--samples", "2", "--steps", "3", "-q")
+    assert no_vae.code == 2 and "give its VAE with --vae" in no_vae.err
+    r = icr("memorization", d / "dit.pt", "--data", d / "imgs.npy", "--vae", d / "vae", "--samples", "3",
+            "--steps", "3", "--grid", tmp_path / "g.png", "-q")
+    assert r.code == 0, r.err
+    assert r.json["n_samples"] == 3 and 0 <= r.json["ratio"] <= 1
+    from PIL import Image
+    assert Image.open(tmp_path / "g.png").size[1] == 16 + 4 + 4  # one row of 16-pixel pairs, framed and padded
+    # The decoded samples are the VAE's decoding of the latents the sampler drew (independent recomputation).
+    from icrcli.models.options import ModelOptions
+    from icrcli.scans.memorization import SampleSource
+    src = SampleSource(d / "dit.pt", ModelOptions(vae=str(d / "vae")), 3, 0, torch.device("cpu"), (3, 16))
+    x = src.draw(np.arange(2))
+    assert x.shape == (2, 3, 16, 16)
+    src.vae = None  # the same draw, undecoded: the latents
+    z = torch.from_numpy(src.draw(np.arange(2)) * 2 - 1)
+    with torch.no_grad():
+        ref = ((vae.decode(z / 0.5).sample + 1) / 2).clamp(0, 1).numpy()
+    np.testing.assert_allclose(x, ref, atol=1e-5)

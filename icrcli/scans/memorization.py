@@ -36,20 +36,27 @@ class SampleSource:
         ckpt_path = Path(ckpt_path)
         self.den = load_model(ckpt_path, mopts, device)
         self.mopts = self.den.options or mopts          # the sidecar's options included
-        if self.den.latent:
-            raise UserError(f"{self.den.description.get('arch')} is a latent model; memorization compares pixels, "
-                            "and decoding latents with a VAE is not supported yet. Use a pixel-space model.")
+        self.vae = None
+        if self.den.latent:  # samples are drawn as latents and decoded: memorization compares pixels
+            if not self.mopts.vae:
+                raise UserError(f"{self.den.description.get('arch')} is a latent model: memorization compares "
+                                "pixels, so give its VAE with --vae PATH (a diffusers AutoencoderKL folder) to decode "
+                                "the samples.")
+            from icrcli.models.archs.diffusers_models import load_vae
+            self.vae = load_vae(self.mopts.vae, device)
         self.conv = noise_convention(self.den, self.mopts)
         self.data_range = noise.parse_data_range(self.mopts.data_range or self.den.data_range)
         self.prediction = sampler.prediction_for(self.den, self.mopts.prediction)
         self.sigmas = sampler.round_sigmas(sampler.edm_sigmas(steps), self.conv, self.data_range)
         # A user network says no shape of its own: --image-shape, else the training images' (shape_hint).
-        res = self.den.resolution or (shape_hint[1] if shape_hint else None)
+        res = self.den.resolution or (shape_hint[1] if shape_hint and not self.vae else None)
         channels = self.den.in_channels or (shape_hint[0] if shape_hint else None)
         if not res or not channels:
             raise UserError("the network does not say its image shape; give it with --image-shape CxHxW "
                             "(e.g. --image-shape 1x28x28).")
-        self.shape = (int(channels), int(res), int(res))
+        self.shape = (int(channels), int(res), int(res))   # what the sampler draws (latents for a latent model)
+        self.pixel_shape = self.shape if self.vae is None else \
+            (self.vae.in_channels, int(res) * self.vae.factor, int(res) * self.vae.factor)
         self.n_classes = sampler.class_count(self.den)
         self.seed, self.device = seed, device
         label = self.mopts.class_label
@@ -61,6 +68,7 @@ class SampleSource:
             "data_range": list(self.data_range), "prediction": self.prediction, "sampler": "edm-heun",
             "sigmas": [float(s) for s in self.sigmas], "shape": list(self.shape), "seed": seed,
             "classes": self.classes, "noise_rng": "splitmix64-box-muller-float32",
+            **({"vae_sha256": cache.content_sha256(self.mopts.vae)} if self.vae is not None else {}),
         }
         self.key = cache.config_key(self.config)
 
@@ -75,10 +83,12 @@ class SampleSource:
             z = sampler.sample_latents(self.seed, idx, self.shape).to(self.device)
             with torch.inference_mode():
                 x = sampler.heun_sample(denoise, z, self.sigmas)
+                if self.vae is not None:
+                    x = self.vae.decode(x.float())  # the sampler integrates in float64
             out.append(((x + 1) / 2).clamp(0, 1).float().cpu().numpy())
             if progress:
                 progress(len(idx))
-        return np.concatenate(out) if out else np.zeros((0, *self.shape), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, *self.pixel_shape), np.float32)
 
     def _labels(self, idx: np.ndarray):
         if self.classes == "uniform":
@@ -152,8 +162,8 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
     if len(imgs) < 2:
         raise UserError(f"{data_path}: {len(imgs)} image; the ratio rule needs at least two training images.")
     src = SampleSource(ckpt_path, mopts or ModelOptions(), steps, seed, dev, (imgs.channels, imgs.height))
-    if src.shape != (imgs.channels, imgs.height, imgs.width):
-        raise UserError(f"the model draws {'x'.join(map(str, src.shape))} (CxHxW) samples but the training images "
+    if src.pixel_shape != (imgs.channels, imgs.height, imgs.width):
+        raise UserError(f"the model draws {'x'.join(map(str, src.pixel_shape))} (CxHxW) samples but the training images "
                         f"are {imgs.channels}x{imgs.height}x{imgs.width}. Pass the images the model was trained on.")
     phase = on_phase or (lambda name, total: progress if name == "sampling" else None)
     x, folder, drawn = src.samples(samples, batch_size, phase("sampling", samples))

@@ -202,3 +202,7 @@ class VaeEncoder:
 
     def __call__(self, x):
         return self.vae.encode(x).latent_dist.mean * self.scale
+
+    def decode(self, z):
+        """latents (as the model sees them, scaled) -> pixels in [-1, 1]: what memorization compares."""
+        return self.vae.decode(z / self.scale).sample
