@@ -90,8 +90,10 @@ def test_memorization_of_a_latent_model_decodes_its_samples(files, icr, tmp_path
     src = SampleSource(d / "dit.pt", ModelOptions(vae=str(d / "vae")), 3, 0, torch.device("cpu"), (3, 16))
     x = src.draw(np.arange(2))
     assert x.shape == (2, 3, 16, 16)
-    src.vae = None  # the same draw, undecoded: the latents
-    z = torch.from_numpy(src.draw(np.arange(2)) * 2 - 1)
-    with torch.no_grad():
-        ref = ((vae.decode(z / 0.5).sample + 1) / 2).clamp(0, 1).numpy()
+    from icrcli.models import sampler
+    with torch.no_grad():  # the latents the sampler draws, then the test's own VAE and latent scale (0.5)
+        denoise = sampler.make_denoise(src.den.call, src.conv, src.prediction, src.data_range,
+                                       src._labels(np.arange(2)))
+        z = sampler.heun_sample(denoise, sampler.sample_latents(0, np.arange(2), src.shape), src.sigmas)
+        ref = ((vae.decode(z.float() / 0.5).sample + 1) / 2).clamp(0, 1).numpy()
     np.testing.assert_allclose(x, ref, atol=1e-5)
