@@ -354,6 +354,36 @@ def _fsync_dir(folder: Path) -> None:
         _fsync(folder)
 
 
+# ---------------------------------------------------------------------------------------------- JSON entries
+def read_entry(kind: str, key: str, valid: Callable[[object], bool] = lambda v: True) -> tuple[object, str | None]:
+    """(the value stored under `key` in <cache>/<kind>/, or None; a note when the entry was damaged). A damaged
+    entry (not JSON, another key's, or a value `valid` refuses) is removed, so the caller recomputes it."""
+    path = cached_path(key, ".json", kind=kind)
+    if not path.exists():
+        return None, None
+    try:
+        entry = json.loads(path.read_text())
+        ok = isinstance(entry, dict) and entry.get("key") == key and valid(entry.get("value"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if ok:
+        return entry["value"], None
+    path.unlink(missing_ok=True)
+    return None, f"the cached {kind} entry {path} was damaged; recomputing it"
+
+
+def write_entry(kind: str, key: str, value) -> bool:
+    """Store `value` under `key` (atomically). NaN is kept (allow_nan) and nothing is converted, so what is read
+    back equals what was stored; a value JSON cannot hold exactly is not stored (False)."""
+    try:
+        text = json.dumps({"key": key, "value": value})
+    except (TypeError, ValueError):
+        return False
+    with atomic_write(cached_path(key, ".json", kind=kind)) as tmp:
+        tmp.write_text(text)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- locking
 @contextmanager
 def exclusive(path: str | os.PathLike, timeout: float | None = None,

@@ -5,11 +5,11 @@ importing torch), so a repeated scan answers at once; a corrupt entry is reporte
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from icrcli import __version__, cache
 from icrcli.errors import UserError
+from icrcli.models.options import sidecar_candidates
 
 SCHEMA = 1
 # Options that say how work runs, not what it computes: never part of a key.
@@ -19,7 +19,7 @@ RUN_ONLY = ("batch_size", "device", "indices_file")  # (the indices themselves a
 def sidecar_hashes(checkpoint: Path) -> dict:
     """The content of the sidecars that could shape how the checkpoint is read (CKPT.icr.json, icr.json)."""
     out = {}
-    for cand in (checkpoint.with_name(checkpoint.name + ".icr.json"), checkpoint.parent / "icr.json"):
+    for cand in sidecar_candidates(checkpoint):
         if cand.is_file():
             out[cand.name] = cache.file_sha256(cand)
     return out
@@ -50,26 +50,12 @@ def record_key(kind: str, parts: dict) -> str:
 
 
 def load(kind: str, key: str, warn=None) -> dict | None:
-    """The cached record, or None. A record that does not parse, or is not of this kind and key, is removed
-    (and said once through `warn`) so the caller recomputes it."""
-    path = cache.cached_path(key, ".json", kind=kind)
-    if not path.exists():
-        return None
-    try:
-        rec = json.loads(path.read_text())
-        ok = isinstance(rec, dict) and rec.get("schema") == SCHEMA and rec.get("record_key") == key
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        ok = False
-    if ok:
-        return rec
-    if warn is not None:
-        warn(f"the cached {kind} record {path} is damaged; recomputing it")
-    path.unlink(missing_ok=True)
-    return None
+    """The cached record, or None; a damaged one is said once through `warn` and removed, to be recomputed."""
+    rec, note = cache.read_entry(kind, key, lambda v: isinstance(v, dict) and v.get("schema") == SCHEMA)
+    if note is not None and warn is not None:
+        warn(note)
+    return rec
 
 
-def save(kind: str, key: str, record: dict) -> Path:
-    path = cache.cached_path(key, ".json", kind=kind)
-    with cache.atomic_write(path) as tmp:
-        Path(tmp).write_text(json.dumps({**record, "record_key": key}, default=str, allow_nan=True))
-    return path
+def save(kind: str, key: str, record: dict) -> None:
+    cache.write_entry(kind, key, record)

@@ -13,7 +13,6 @@ Imports nothing heavy (no numpy, no scipy): a repeated `icr score` answers witho
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -31,32 +30,6 @@ def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: Sc
                              "options": dataclasses.asdict(opts)})
 
 
-def load(key: str) -> tuple[dict | None, str | None]:
-    """(the cached result or None, a note if the entry was damaged: then it is removed, to be recomputed)."""
-    path = cache.cached_path(key, ".json", kind=KIND)
-    if not path.exists():
-        return None, None
-    try:
-        entry = json.loads(path.read_text())
-        ok = (isinstance(entry, dict) and entry.get("entry_key") == key and isinstance(entry.get("result"), dict)
-              and "icr" in entry["result"])
-    except (OSError, UnicodeDecodeError, ValueError):
-        ok = False
-    if ok:
-        return entry["result"], None
-    path.unlink(missing_ok=True)
-    return None, f"the cached score {path} was damaged; recomputed it"
-
-
-def save(key: str, result: dict) -> None:
-    try:    # NaN kept as NaN (allow_nan), no default=: what is stored reads back equal to the fresh result
-        text = json.dumps({"entry_key": key, "result": result})
-    except (TypeError, ValueError):
-        return  # a value JSON cannot hold exactly: not cached rather than cached changed
-    with cache.atomic_write(cache.cached_path(key, ".json", kind=KIND)) as tmp:
-        Path(tmp).write_text(text)
-
-
 def cached_score(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions,
                  compute: Callable[[], tuple[dict, object]], use_cache: bool = True,
                  warn: Callable[[str], None] | None = None) -> tuple[dict, object]:
@@ -68,12 +41,12 @@ def cached_score(path: str | Path, dataset: str | None, layer: str | None, opts:
         key = score_key(path, dataset, layer, opts)
     except UserError:       # missing, unreadable, not a file: the reader says so in its own words
         return compute()
-    hit, note = load(key)
+    hit, note = cache.read_entry(KIND, key, lambda v: isinstance(v, dict) and "icr" in v)
     if hit is not None:
         hit["input"] = {**hit.get("input", {}), "path": str(path)}
         return hit, None
     result, directions = compute()
-    save(key, result)
+    cache.write_entry(KIND, key, result)
     if note is not None:
         if warn is not None:
             warn(note)
