@@ -51,9 +51,9 @@ def extract(
     request = request_from(vopts, sigma)
     run_opts = run_options_from(vopts, overwrite)
     if output is not None:      # checked before any model is loaded, not after minutes of work
-        from icrcli.models.resolve import SIDECAR_SUFFIX
+        from icrcli.models.options import sidecar_candidates
         from icrcli.outputs import check_output
-        sidecars = [checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX), checkpoint.parent / "icr.json"]
+        sidecars = sidecar_candidates(checkpoint)
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", mopts.vae),
                                     ("the indices", vopts["indices_file"]),
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")

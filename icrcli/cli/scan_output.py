@@ -46,8 +46,9 @@ def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None,
 
 
 def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts, vopts: dict) -> list[tuple[str, Path]]:
-    sidecars = [checkpoint_or_folder.with_name(checkpoint_or_folder.name + ".icr.json"),
-                checkpoint_or_folder.parent / "icr.json", checkpoint_or_folder / "icr.json"]
+    from icrcli.models.options import sidecar_candidates
+    # a timeline's folder holds the run's shared icr.json
+    sidecars = [*sidecar_candidates(checkpoint_or_folder), checkpoint_or_folder / "icr.json"]
     return [("the checkpoint", checkpoint_or_folder), ("the data", data), ("the VAE", mopts.vae),
             ("the indices", vopts.get("indices_file")), *[("a sidecar", s) for s in sidecars]]
 

@@ -4,6 +4,7 @@ torch, so the CLI can key cached results on it without importing the network cod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -37,3 +38,12 @@ def parse_image_shape(spec: str, where: str = "--image-shape") -> tuple[int, int
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"{where} {spec!r}: write the shape the network takes as CxHxW, e.g. 1x28x28 or 3x32x32.")
     return shape
+
+
+SIDECAR_SUFFIX = ".icr.json"
+
+
+def sidecar_candidates(checkpoint: Path) -> tuple[Path, Path]:
+    """Where a checkpoint's sidecar may lie, first match wins: `CKPT.icr.json` beside it, else `icr.json` in its
+    folder (one file for a run's checkpoints). Inputs of every command that reads the checkpoint."""
+    return checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX), checkpoint.parent / "icr.json"

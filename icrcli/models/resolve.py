@@ -37,13 +37,12 @@ from icrcli.models.denoiser import (
     key_diff,
     load_strict,
 )
-from icrcli.models.options import parse_image_shape
+from icrcli.models.options import parse_image_shape, sidecar_candidates
 
 __all__ = ["BUILTIN_ARCHS", "Denoiser", "ModelOptions", "Sidecar", "check_class_label", "import_target",
            "load_model", "merge_sidecar", "noise_convention", "parse_call", "read_sidecar", "sidecar_for"]
 
 BUILTIN_ARCHS = ("edm", "dit", "sit", "repa")
-SIDECAR_SUFFIX = ".icr.json"
 
 
 def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str = "cpu") -> Denoiser:
@@ -144,7 +143,7 @@ class Sidecar:
 
 def sidecar_for(path: Path) -> Path | None:
     """`CKPT.icr.json` next to the checkpoint, else `icr.json` in its folder (one file for a run's checkpoints)."""
-    for cand in (path.with_name(path.name + SIDECAR_SUFFIX), path.parent / "icr.json"):
+    for cand in sidecar_candidates(path):
         if cand.is_file():
             return cand
     return None
