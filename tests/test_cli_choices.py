@@ -28,3 +28,12 @@ def test_help_does_not_import_torch():
     code = "import sys; from icrcli.cli.main import app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_view_option_defaults_for_programs_match_the_cli():
+    """features.plan.view_options (the scans' defaults without the CLI) names the CLI's view options, with the
+    CLI's defaults."""
+    from icrcli.cli.options import _VIEW_GROUP, _plain
+    from icrcli.features.plan import view_options
+    cli = _plain({name: default for name, _, default in _VIEW_GROUP})
+    assert view_options() == cli

@@ -105,6 +105,20 @@ class RunOptions:
             raise UserError(f"--batch-size {self.batch_size}: expected a positive number of images.")
 
 
+def view_options(**given) -> dict:
+    """The view options as plain values keyed by option name (what the CLI's view group hands on), with Request's
+    and RunOptions' defaults under `given`: for programs that call the scans without the CLI."""
+    r, run = Request(sigma=0.0), RunOptions()
+    v = {"layer": None, "views": r.views, "images": r.images, "augment": r.augment, "indices": None,
+         "seed": r.seed, "dtype": r.dtype, "pool": r.pool, "resize": r.resize, "chunk_images": r.chunk_images,
+         "t_mode": r.t_mode, "skip_bad_images": r.skip_bad_images, "batch_size": run.batch_size,
+         "device": run.device}
+    unknown = set(given) - set(v)
+    if unknown:
+        raise TypeError(f"unknown view options {sorted(unknown)}; known: {sorted(v)}")
+    return {**v, **given}
+
+
 def run_options_from(v: dict, overwrite: bool = False) -> RunOptions:
     """RunOptions from the view options' plain values (batch size, device)."""
     return RunOptions(batch_size=v["batch_size"], device=v["device"], overwrite=overwrite)

@@ -64,9 +64,8 @@ def demo_data() -> DemoData:
 
 def view_options(images: int, device: str, seed: int = 0) -> dict:
     """The view options of both scans: `icr extract`'s defaults, with the image count and device given."""
-    return {"layer": None, "views": 2, "images": images, "augment": "paper", "seed": seed, "dtype": "float32",
-            "pool": "mean", "resize": False, "chunk_images": 256, "t_mode": "nearest", "batch_size": 256,
-            "device": device}
+    from icrcli.features.plan import view_options as defaults_with
+    return defaults_with(images=images, device=device, seed=seed)
 
 
 def run_demo(quick: bool = False, device: str = "cpu", reporter: Reporter = SILENT,

@@ -23,9 +23,6 @@ from icrcli.stats.options import ScoreOptions
 
 KIND = "sweeps"
 AUTO = "auto"
-AUTO_HELP = ("`--layer auto` taps one layer per resolution level of a U-Net (EDM: the decoder's second block at "
-             "each resolution, dec.RxR_block1; diffusers: mid_block and each up block) or every quarter of a "
-             "transformer's depth (DiT/SiT: blocks.d/4-1, d/2-1, 3d/4-1, d-1).")
 
 
 def request_fields(vopts: dict) -> dict:
@@ -34,7 +31,9 @@ def request_fields(vopts: dict) -> dict:
 
 
 def candidate_layers(module_names: list[str]) -> list[str]:
-    """The --layer auto candidates among a network's module names, in forward order (see AUTO_HELP)."""
+    """The --layer auto candidates among a network's module names, in forward order: EDM U-Nets the decoder's
+    second block at each resolution (dec.RxR_block1), DiT/SiT every quarter of the depth, diffusers U-Nets
+    mid_block and each up block (said in --layer's help)."""
     edm = [n for n in module_names if re.fullmatch(r"model\.dec\.\d+x\d+_block1", n)]
     if edm:
         return edm
@@ -69,7 +68,7 @@ def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: d
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
-              probe: ProbeOptions | None = None, **_) -> dict:
+              probe: ProbeOptions | None = None) -> dict:
     """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin; with `probe`,
     each record's probe accuracy and the argmax of accuracy beside the argmin of ICR."""
     checkpoint, data = Path(checkpoint), Path(data)
