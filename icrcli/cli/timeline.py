@@ -73,7 +73,6 @@ def timeline(
     from icrcli.cli import console, scan_output
     from icrcli.scans.sweep import ProbeOptions
     from icrcli.scans.timeline import Checks, parse_timeline_sigmas, run_timeline
-    from icrcli.scans.trend import gate
 
     console.set_quiet(quiet)
     sigmas = parse_timeline_sigmas(sigma)
@@ -82,18 +81,15 @@ def timeline(
         result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
                               until=until, reporter=console.Reporter(),
                               on_point=scan_output.level_printer(json_lines),
-                              checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization))
-    failed = []
+                              checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization),
+                              fail_on_rise=fail_on_rise, fail_above=fail_above)
     for series in result["series"]:
         pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
         mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)
         scan_output.finish_table(pts, "step", f"ICR by step, sigma {series['sigma']:g}", mark, log_x=False)
         console.say(series["trend"]["description"])
-        from icrcli.scans.trend import Trend
-        t = Trend(**{k: v for k, v in series["trend"].items() if k != "description"})
-        failed += gate(t, fail_on_rise, fail_above)
-    result["gates"] = {"fail_on_rise": fail_on_rise, "fail_above": fail_above, "failed": failed}
     scan_output.finish(result, result["points"], output, json_lines, csv, plot)
+    failed = result["gates"]["failed"]
     for msg in failed:
         console.say(f"icr: gate failed: {msg}")
     if failed:

@@ -19,7 +19,7 @@ from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
 from icrcli.scans.sweep import ProbeOptions, check_labels, extract_and_score, level_plans, request_fields, run_sweep
-from icrcli.scans.trend import trend
+from icrcli.scans.trend import gate, trend
 from icrcli.stats.options import ScoreOptions
 
 KIND = "timeline-points"
@@ -105,21 +105,25 @@ def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, so
     return out
 
 
-def _series(points: list[dict]) -> list[dict]:
-    out = []
+def _series(points: list[dict], fail_on_rise: float | None, fail_above: float | None) -> tuple[list[dict], list]:
+    """Each sigma's trend, and the CI gates that failed over all of them."""
+    out, failed = [], []
     for sigma in sorted({p["sigma"] for p in points}):
         pts = sorted((p for p in points if p["sigma"] == sigma), key=lambda p: p["step"])
         ci = [p.get("icr_ci") for p in pts]
         t = trend([p["step"] for p in pts], [p["icr"] for p in pts], ci if all(ci) else None)
         out.append({"sigma": sigma, "layer": pts[0].get("layer"), "trend": t.as_dict()})
-    return out
+        failed += gate(t, fail_on_rise, fail_above)
+    return out, failed
 
 
 def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,
                  sopts: ScoreOptions | None = None, pattern: str | None = None, watch: bool = False,
                  poll: float = 30.0, until: int | None = None, reporter: Reporter = SILENT,
-                 on_point: Callable[[dict], None] | None = None, checks: Checks | None = None, **_) -> dict:
-    """The timeline result: one record per (checkpoint, sigma) in step order, and each series' trend."""
+                 on_point: Callable[[dict], None] | None = None, checks: Checks | None = None,
+                 fail_on_rise: float | None = None, fail_above: float | None = None) -> dict:
+    """The timeline result: one record per (checkpoint, sigma) in step order, each series' trend, and the CI
+    gates (`gates.failed` lists the conditions that failed: `icr timeline` exits 3 on any)."""
     checks = checks or Checks()
     folder, data = Path(folder), Path(data)
     sopts = sopts or ScoreOptions()
@@ -154,8 +158,10 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
             break
         found, _ = find_checkpoints(folder, pattern)
     points.sort(key=lambda p: (p["sigma"], p["step"]))
+    series, failed = _series(points, fail_on_rise, fail_above)
     return {"schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
             "data": str(data), "sigmas": list(sigmas), "sigma_auto": auto, "points": points,
-            "series": _series(points), "notes": notes,
+            "series": series, "notes": notes,
             "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                        "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks)}}
+                        "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks)},
+            "gates": {"fail_on_rise": fail_on_rise, "fail_above": fail_above, "failed": failed}}
