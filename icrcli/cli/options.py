@@ -54,20 +54,60 @@ def guard_output(out: str, *inputs: Path) -> None:
         check_output(out, "-o", [("the input file", p) for p in inputs], "result")
 
 
+ARCH_ARG_FORMS = ("a Python or JSON literal: a number (128, 0.1, 1e-4), True/False/None (or true/false/null), a "
+                  "quoted string ('silu'), a tuple (16,32,32,16), a list [1,2,2], a dict {'dropout': 0.1}; or a "
+                  "bare word, taken as a string (silu)")
+
+
 def _kv(pairs: list[str] | None) -> dict:
-    """--arch-arg k=v pairs; values parsed as JSON when they are JSON (numbers, lists, true/false)."""
-    import json
+    """--arch-arg k=v pairs -> {k: value}: v read as a JSON or Python literal (never evaluated as code; see
+    parse_arch_value), else as a bare string."""
     from icrcli.errors import UserError
     out = {}
     for pair in pairs or []:
         k, eq, v = pair.partition("=")
-        if not eq or not k:
-            raise UserError(f"--arch-arg {pair!r}: expected key=value, e.g. --arch-arg model_channels=128.")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
+        k = k.strip()
+        if not eq or not k.isidentifier():
+            raise UserError(f"--arch-arg {pair!r}: expected name=value with the constructor argument's name, e.g. "
+                            "--arch-arg model_channels=128 or --arch-arg 'n_hidden=(16,32,32,16)'.")
+        out[k] = parse_arch_value(k, v)
     return out
+
+
+def parse_arch_value(name: str, text: str):
+    """A constructor argument as written: JSON first (true, null, [1, 2]: what the sidecar holds), then a Python
+    literal by ast.literal_eval, which builds tuples, lists, dicts, numbers, strings, True/False/None and runs
+    nothing. A bare word (silu, vp, a path) stays a string; anything else that is not a literal is an error."""
+    import ast
+    import json
+    import re
+    from icrcli.errors import UserError
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if not text.strip() or re.fullmatch(r"[A-Za-z_./~][\w.+/:~-]*", text.strip()):  # a word, a name, a path
+            return text.strip()
+        raise UserError(f"--arch-arg {name}={text}: {text!r} is not a value icr can read. Write {ARCH_ARG_FORMS}. "
+                        "Quote it for the shell: --arch-arg 'n_hidden=(16, 32)'. Code (calls, names of "
+                        "functions) is never run: for a network that takes a function, write a builder, --arch "
+                        "file.py:build (README 'Your own checkpoint').") from None
+    if not _literal_ok(value):
+        raise UserError(f"--arch-arg {name}={text}: a {type(value).__name__} is not a constructor argument icr "
+                        f"passes. Write {ARCH_ARG_FORMS}.")
+    return value
+
+
+def _literal_ok(value) -> bool:
+    """Tuples, lists, dicts (string keys), numbers, strings, booleans, None: no sets, bytes or complex numbers."""
+    if isinstance(value, (tuple, list)):
+        return all(_literal_ok(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _literal_ok(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 MODEL_HELP = "Model"
@@ -82,7 +122,9 @@ def model_options(arch_arg=None, **given):
 
 Arch = Annotated[Optional[str], typer.Option(help="edm|dit|sit|repa, or your own: my.module:build_fn or "
                                              "path/to/model.py:ClassName.", rich_help_panel=MODEL_HELP)]
-ArchArg = Annotated[Optional[list[str]], typer.Option(help="Constructor argument k=v (repeatable).",
+ArchArg = Annotated[Optional[list[str]], typer.Option(help="Constructor argument name=value (repeatable); the "
+                                                      "value a JSON or Python literal: 128, 0.1, True, None, "
+                                                      "(16,32), [1,2], {'a': 1}, 'text', or a bare word.",
                                                       rich_help_panel=MODEL_HELP)]
 Key = Annotated[Optional[str], typer.Option(help="Sub-dict of a training checkpoint (default: EMA first).",
                                             rich_help_panel=MODEL_HELP)]

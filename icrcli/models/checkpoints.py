@@ -53,7 +53,9 @@ class Checkpoint:
     state_dict: name -> tensor (on map_location). source: where in the file they came from
     ("ema", "ema.model", "<root>"). meta: e.g. {"args": {...}} from a saved Namespace, or
     {"class_name", "init_kwargs", ...} from an EDM pickle. format: "safetensors" | "torch" |
-    "edm-pickle" | "pickle". candidates: every entry of the file that held weights.
+    "edm-pickle" | "pickle". candidates: every entry of the file that held weights. beside: the 1-D
+    floating-point tensors elsewhere in the file, outside the weights taken (full dotted name -> tensor), where a
+    training script may keep its noise schedule next to the network (`gt.*` beside `alpha_t`).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -61,6 +63,7 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)
     format: str = "torch"
     candidates: list[str] = field(default_factory=list)
+    beside: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def load_checkpoint(path, key=None, trust_pickle=False, map_location="cpu") -> Checkpoint:
@@ -125,13 +128,14 @@ def _load_safetensors(path, key, map_location):
     except (SafetensorError, OSError, ValueError, OverflowError, RuntimeError) as e:
         raise UserError(f"{path} could not be read as safetensors ({_first_line(e)}). The file may be "
                         "truncated or corrupt: download it again.") from e
-    source = "<root>"
+    source, whole = "<root>", state_dict
     if key is not None:  # a flat file: --key selects the entries under "key."
         state_dict = _under_prefix(state_dict, key, path)
         source = key
+    beside = _vectors_beside(whole, state_dict)
     state_dict, stripped = _strip_wrapper_prefixes(state_dict)
     meta = {"metadata": dict(metadata)} | ({"stripped_prefixes": stripped} if stripped else {})
-    return Checkpoint(state_dict, source, meta, "safetensors", [])
+    return Checkpoint(state_dict, source, meta, "safetensors", [], beside)
 
 
 def _under_prefix(state_dict, key, path):
@@ -379,7 +383,31 @@ def _from_root(root, key, fmt, path):
     if isinstance(weights, torch.nn.Module):
         meta["class_name"] = f"{type(weights).__module__}.{type(weights).__qualname__}"
         weights = weights.state_dict()
+    beside = _vectors_beside(root, weights)
     state_dict, stripped = _strip_wrapper_prefixes(dict(weights))
     if stripped:
         meta["stripped_prefixes"] = stripped
-    return Checkpoint(state_dict, source, meta, fmt, _candidates(root))
+    return Checkpoint(state_dict, source, meta, fmt, _candidates(root), beside)
+
+
+def _vectors_beside(root, weights) -> dict:
+    """The 1-D floating-point tensors of `root` outside `weights`, by full dotted name (at most 4 levels down):
+    where a schedule kept next to the network is (`alpha_t` beside `gt.*`, taken with --key gt)."""
+    if isinstance(weights, torch.nn.Module):
+        weights = weights.state_dict()
+    taken = {id(v) for v in weights.values()} if isinstance(weights, Mapping) else set()
+    out = {}
+
+    def walk(obj, prefix, depth):
+        if obj is weights or depth > 4 or not isinstance(obj, Mapping):
+            return
+        for k, v in obj.items():
+            name = f"{prefix}{k}"
+            if isinstance(v, torch.Tensor):
+                if id(v) not in taken and v.ndim == 1 and v.numel() >= 2 and v.is_floating_point():
+                    out[name] = v
+            else:
+                walk(v, f"{name}.", depth + 1)
+
+    walk(root, "", 0)
+    return out

@@ -39,6 +39,7 @@ class Denoiser:
     description: dict
     schedule_buffer: object = None       # a schedule stored in the checkpoint (alphas_cumprod, alpha_t, ...), if any
     schedule_buffer_name: str | None = None  # its key in the state dict (noise.read_schedule_buffer reads it by name)
+    schedule_buffer_beside: bool = False  # found beside the weights taken (its name then is its full path in the file)
     title: str = ""                      # e.g. "EDM SongUNet (DDPM++), EDM preconditioning"
     options: ModelOptions | None = None  # the options it was loaded with, the sidecar's included (set by load_model)
 

@@ -673,7 +673,7 @@ _SCHEDULE_NEEDED = (
     "(DDPM), --schedule cosine:1000, or \"schedule\" in the sidecar.")
 
 
-def _resolve_schedule(param, schedule_spec, schedule_buffer, buffer_name=None):
+def _resolve_schedule(param, schedule_spec, schedule_buffer, buffer_name=None, beside=False):
     """-> (alpha_bar or None, source). A checkpoint's buffer wins over a spec, a spec over defaults."""
     if param in ("edm", "ve", "flow"):
         if schedule_spec is not None or schedule_buffer is not None:
@@ -684,8 +684,10 @@ def _resolve_schedule(param, schedule_spec, schedule_buffer, buffer_name=None):
         return alpha_bar_from_buffer(schedule_buffer), "buffer"
     if schedule_buffer is not None:
         ab, how = read_schedule_buffer(buffer_name, schedule_buffer)
-        legacy = buffer_name in _LEGACY_BUFFERS and how in ("alpha_bar", "betas, cumulated: alpha_bar = cumprod(1 - beta)")
-        return ab, "buffer" if legacy else f"buffer {buffer_name!r}, read as {how}"
+        legacy = (not beside and buffer_name in _LEGACY_BUFFERS
+                  and how in ("alpha_bar", "betas, cumulated: alpha_bar = cumprod(1 - beta)"))
+        where = " beside the weights" if beside else ""
+        return ab, "buffer" if legacy else f"buffer {buffer_name!r}{where}, read as {how}"
     if schedule_spec is not None:
         return parse_schedule(schedule_spec), str(schedule_spec)
     if param == "ddpm":
@@ -694,10 +696,12 @@ def _resolve_schedule(param, schedule_spec, schedule_buffer, buffer_name=None):
 
 
 def from_options(param, schedule_spec=None, schedule_buffer=None, time_kind=None, time_convention=None,
-                 t_mode="nearest", data_range=(-1.0, 1.0), time_shape="(B,)", schedule_buffer_name=None):
+                 t_mode="nearest", data_range=(-1.0, 1.0), time_shape="(B,)", schedule_buffer_name=None,
+                 schedule_buffer_beside=False):
     """CLI options -> NoiseConvention, with each family's default time input (ddpm: index). A discrete (ddpm)
     model needs its schedule: a spec, or the checkpoint's buffer (schedule_buffer, named schedule_buffer_name
-    when it came from a checkpoint key; see read_schedule_buffer)."""
+    when it came from a checkpoint key; see read_schedule_buffer; schedule_buffer_beside when it lay outside the
+    weights taken, e.g. `alpha_t` beside `gt.*` under --key gt)."""
     if param not in PARAMS:
         raise UserError(f"Unknown noise parametrization {param!r}. Choose one of: {', '.join(PARAMS)}.")
     if time_convention is not None and param != "flow":
@@ -708,7 +712,8 @@ def from_options(param, schedule_spec=None, schedule_buffer=None, time_kind=None
         if schedule_spec is not None:
             raise UserError(f"--time-input {time_kind} is continuous time; it takes no --schedule. Drop --schedule.")
         schedule_buffer = None  # a stored discrete schedule does not apply to a continuous-time input
-    schedule, source = _resolve_schedule(param, schedule_spec, schedule_buffer, schedule_buffer_name)
+    schedule, source = _resolve_schedule(param, schedule_spec, schedule_buffer, schedule_buffer_name,
+                                         schedule_buffer_beside)
     family = "ddpm" if param == "vp" and schedule is not None else param
     steps = None
     if schedule is not None:

@@ -100,7 +100,8 @@ def noise_convention(den: Denoiser, opts: ModelOptions, t_mode: str = "nearest")
                               schedule_buffer=buffer, time_kind=nd.get("time_input"),
                               time_convention=nd.get("time_convention"), t_mode=t_mode,
                               time_shape=opts.time_shape or "(B,)", data_range=data_range,
-                              schedule_buffer_name=den.schedule_buffer_name if buffer is not None else None)
+                              schedule_buffer_name=den.schedule_buffer_name if buffer is not None else None,
+                              schedule_buffer_beside=den.schedule_buffer_beside)
 
 
 def _unset(value) -> bool:
@@ -252,7 +253,11 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
     sd, meta = ckpt.state_dict, ckpt.meta
     desc = {"checkpoint": str(path), "format": ckpt.format, "weights": ckpt.source,
             "weights_found": ckpt.candidates}
-    buffer = noise.find_schedule_buffer(sd)
+    # A schedule in the weights taken, else anywhere else in the file (`alpha_t` beside `gt.*` under --key gt).
+    buffer, beside = noise.find_schedule_buffer(sd), False
+    if buffer is None:
+        buffer = noise.find_schedule_buffer(ckpt.beside)
+        beside = buffer is not None
     arch = opts.arch
     if arch and ":" in arch:
         den = _user_arch(arch, opts, sd)
@@ -265,6 +270,7 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
                         "as `my.module:build_fn` or `path/to/file.py:ClassName` with --arch-arg k=v.")
     den.description.update(desc)
     den.schedule_buffer_name, den.schedule_buffer = buffer or (None, None)
+    den.schedule_buffer_beside = beside
     return den
 
 
@@ -314,9 +320,14 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
     build = import_target(spec)
     try:
         net = build(**opts.arch_args)
-    except TypeError as e:
-        raise UserError(f"--arch {spec}: constructing it with {opts.arch_args} failed: {e}. "
-                        "Pass constructor arguments with --arch-arg k=v.") from None
+    except Exception as e:  # noqa: BLE001  the user's constructor, with the user's arguments
+        words = [f"{k}={v!r}" for k, v in opts.arch_args.items() if isinstance(v, str)]
+        hint = (f" A bare word is passed as a string ({', '.join(words)}): a constructor that takes a function or "
+                "an object needs a builder of your own, --arch file.py:build_fn, that calls it (README 'Your own "
+                "checkpoint').") if words else ""
+        raise UserError(f"--arch {spec}: constructing it with {_args_words(opts.arch_args)} failed: "
+                        f"{type(e).__name__}: {_first_line(e)}. Pass constructor arguments with --arch-arg "
+                        f"name=value (Python literals: 128, (16,32), [1,2], True, None, 'text').{hint}") from None
     if not isinstance(net, torch.nn.Module):
         raise UserError(f"--arch {spec} returned {type(net).__name__}, not a torch.nn.Module.")
     _refuse_wrapped(net, sd, spec)
@@ -327,7 +338,7 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
         raise UserError("A user architecture needs its noise parametrization: --param edm|vp|ddpm|flow|ve "
                         "(and --schedule / --time-input / --time-convention as applicable; see README).")
     roles = parse_call(opts.call)
-    _check_signature(net, roles, spec, opts)
+    _check_signature(net, roles, spec, opts, build)
 
     def call(x, t, y):
         values = {"x": x, "t": t, "y": y}
@@ -353,8 +364,29 @@ def _user_arch(spec: str, opts: ModelOptions, sd: dict) -> Denoiser:
     return Denoiser(
         net=net, family="user", default_layer="", in_channels=int(in_ch) if in_ch is not None else None,
         resolution=res, latent=False, noise_defaults={}, data_range="-1:1", call=call, labels=labels,
-        description={"arch": spec, "config": jsonable(opts.arch_args)}, title=f"your network {spec}",
+        description={"arch": spec, "config": arch_config(opts.arch_args)}, title=f"your network {spec}",
     )
+
+
+def _args_words(args: dict) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")" if args else "no arguments"
+
+
+def arch_config(args: dict) -> dict:
+    """The constructor arguments as JSON (part of the cache key). JSON has no tuples: an argument holding one is
+    also kept as written (Python repr), so (16, 32) and [16, 32], which a constructor may treat differently, are
+    different requests; arguments without tuples give the JSON they always gave."""
+    config = jsonable(args)
+    tuples = {k: repr(v) for k, v in args.items() if _holds_tuple(v)}
+    return config | ({"__python_literals__": tuples} if tuples else {})
+
+
+def _holds_tuple(v) -> bool:
+    if isinstance(v, tuple):
+        return True
+    if isinstance(v, list):
+        return any(_holds_tuple(x) for x in v)
+    return isinstance(v, dict) and any(_holds_tuple(x) for x in v.values())
 
 
 def _shape(t) -> str:
@@ -380,7 +412,7 @@ def _refuse_wrapped(net: torch.nn.Module, sd: dict, spec: str) -> None:
                         f"Pass --key {prefix} to take the weights under it.")
 
 
-def _check_signature(net: torch.nn.Module, roles: list, spec: str, opts: ModelOptions) -> None:
+def _check_signature(net: torch.nn.Module, roles: list, spec: str, opts: ModelOptions, build=None) -> None:
     """Before any forward pass: --call must fit forward's signature, and a class input needs its class."""
     import inspect
     call = opts.call or "x,t"
@@ -398,16 +430,59 @@ def _check_signature(net: torch.nn.Module, roles: list, spec: str, opts: ModelOp
                             "--call sample=x,timestep=t.") from None
     if any(r == "y" for _, r in roles) and opts.class_label is None:
         raise UserError(f"--call {call} feeds your network a class y, but no class was given: pass --class-label N, "
-                        "the class to condition on." + _null_class_hint(net))
+                        "the class to condition on." + _null_class_hint(net, build, opts.arch_args))
 
 
-def _null_class_hint(net: torch.nn.Module) -> str:
-    """Where a label embedding has one row more than the classes (classifier-free guidance, as DiT's y_embedder),
-    that last row is the null class the paper uses: name it."""
-    for name, mod in net.named_modules():
-        if isinstance(mod, torch.nn.Embedding) and any(w in name.lower() for w in ("y_emb", "label", "class")):
-            n = mod.num_embeddings
-            return (f" Your network's {name} has {n} rows; if it was trained with classifier-free guidance "
-                    f"(a dropped label as an extra class, as DiT), its null class is {n - 1}: --class-label {n - 1}.")
-    return (" For a model trained with classifier-free guidance, its null class (often the number of classes) "
-            "conditions on no class, as the paper does for built-in models.")
+def _null_class_hint(net: torch.nn.Module, build, arch_args: dict) -> str:
+    """What --class-label to pass: the null class only where the label table has one row more than the classes
+    (classifier-free guidance's dropped label, as DiT's y_embedder); a table of exactly the classes has none."""
+    table = next(((n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Embedding)
+                  and any(w in n.lower() for w in ("y_emb", "label", "class", "cond"))), None)
+    classes, said = _number_of_classes(net, build, arch_args)
+    fixed = ("pick one real class, e.g. --class-label 0, and keep it the same for every checkpoint you compare "
+             "(README 'Your own checkpoint')")
+    if table is None:
+        return (" No label table (nn.Embedding) was found to tell whether the model has a null class: if it was "
+                "trained with one (a dropped label as an extra class, classifier-free guidance), pass that; if not, "
+                f"{fixed}.")
+    name, rows = table[0], table[1].num_embeddings
+    if classes is not None and rows == classes + 1:
+        return (f" Your network's {name} has {rows} rows for {classes} classes ({said}): the extra row, {classes}, "
+                "is its null class (classifier-free guidance, as DiT), which conditions on no class as the paper "
+                f"does: --class-label {classes}.")
+    if classes is not None and rows == classes:
+        return (f" Your network's {name} has {rows} rows for its {classes} classes ({said}): no row is left for a "
+                f"null class (--class-label {rows - 1} is the real class {rows - 1}), so the model has none: "
+                f"{fixed}.")
+    about = f" ({said}, which does not match)" if classes is not None else ""
+    return (f" Your network's {name} has {rows} rows{about}. If that is the classes plus one row for a dropped "
+            f"label (classifier-free guidance, as DiT), the null class is {rows - 1}: --class-label {rows - 1}; if "
+            f"every row is a real class, there is no null class: {fixed}. Pass --arch-arg num_classes=N (the name "
+            "your constructor uses) to let icr tell.")
+
+
+_CLASS_COUNTS = ("num_classes", "n_classes", "n_class", "num_class", "nclass", "nclasses", "class_num",
+                 "num_labels", "n_labels", "label_dim", "classes")
+
+
+def _number_of_classes(net: torch.nn.Module, build, arch_args: dict) -> tuple[int | None, str]:
+    """(the number of classes, where it was read) from --arch-arg, the constructor's default, or an attribute of
+    the network (DiT's LabelEmbedder.num_classes); (None, "") when none says it."""
+    import inspect
+    for k in _CLASS_COUNTS:
+        if isinstance(arch_args.get(k), int) and not isinstance(arch_args[k], bool):
+            return arch_args[k], f"--arch-arg {k}={arch_args[k]}"
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for k in _CLASS_COUNTS:
+        d = params[k].default if k in params else None
+        if isinstance(d, int) and not isinstance(d, bool):
+            return d, f"the constructor's default {k}={d}"
+    for n, m in net.named_modules():
+        for k in _CLASS_COUNTS:
+            v = getattr(m, k, None)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v, f"{n + '.' if n else ''}{k} = {v}"
+    return None, ""
