@@ -258,9 +258,9 @@ def test_a_model_needing_y_stops_before_the_first_forward(icr, mnist, tmp_path):
     err = message(icr("extract", tmp_path / "dit.pt", "--data", mnist, *args, "--call", "x,t,y", "-o",
                       tmp_path / "x.h5"))
     assert err == ("--call x,t,y feeds your network a class y, but no class was given: pass --class-label N, the "
-                   "class to condition on. Your network's y_embedder has 11 rows; if it was trained with "
-                   "classifier-free guidance (a dropped label as an extra class, as DiT), its null class is 10: "
-                   "--class-label 10.")
+                   "class to condition on. Your network's y_embedder has 11 rows for 10 classes (the constructor's "
+                   "default num_classes=10): the extra row, 10, is its null class (classifier-free guidance, as "
+                   "DiT), which conditions on no class as the paper does: --class-label 10.")
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.parts").exists()
     extract(icr, tmp_path / "dit.pt", mnist, tmp_path / "n.h5", *args, "--call", "x,t,y", "--class-label", "10")
     extract(icr, tmp_path / "dit.pt", mnist, tmp_path / "c.h5", *args, "--call", "x,t,y", "--class-label", "3")
@@ -396,3 +396,111 @@ def test_memorization_takes_a_user_network_its_shape_from_the_data(icr, mnist, t
             "--prediction", "denoised", "--samples", "4", "--steps", "4", "-q")
     assert r.code == 0, r.err
     assert r.json["n_samples"] == 4 and 0 <= r.json["ratio"] <= 1
+
+
+# ------------------------------------------------------------------------------------------------- second pass (issue 20)
+# 11. a schedule beside the weights taken with --key
+
+def test_a_schedule_beside_the_weights_taken_with_key_is_found_and_named(icr, mnist, tmp_path):
+    """`gt.*` (the network) next to `alpha_t`/`beta_t` (the schedule): --key gt takes the network, and the schedule
+    outside it is used and named. The features equal those of the same network saved with its buffers inside."""
+    from safetensors.torch import save_file
+
+    from icrcli.models.checkpoints import load_checkpoint
+    save(own_nets.GTWrapper(), tmp_path / "gt.pt")
+    save(own_nets.DDPMNet(), tmp_path / "inside.pt")  # the same weights (seed 0), the buffers among them
+    sd = torch.load(tmp_path / "gt.pt")
+    assert sorted(k for k in sd if not k.startswith("gt.")) == ["alpha_t", "beta_t"]
+    save_file(sd, str(tmp_path / "gt.safetensors"))
+    ckpt = load_checkpoint(tmp_path / "gt.pt", key="gt")
+    assert sorted(ckpt.beside) == ["alpha_t", "beta_t"] and "alpha_t" not in ckpt.state_dict
+    args = ["--sigma", "0.3", "--arch", f"{NETS}:LayerNormNet", "--param", "ddpm", "--time-input", "index/T",
+            "--layer", "norm"]
+    said = ("schedule from the checkpoint's buffer 'alpha_t' beside the weights, read as per-step alphas (all >= "
+            "0.98), cumulated: alpha_bar = cumprod(alpha) (1001 entries, steps 0..1000: T = 1000)")
+    for name in ("gt.pt", "gt.safetensors"):
+        r = extract(icr, tmp_path / name, mnist, tmp_path / f"{name}.h5", *args, "--key", "gt")
+        assert said in " ".join(r.err.split())
+    extract(icr, tmp_path / "inside.pt", mnist, tmp_path / "inside.h5", *args[:3], f"{NETS}:DDPMNet", *args[4:])
+    got, inside = feats(tmp_path / "gt.pt.h5", "norm"), feats(tmp_path / "inside.h5", "norm")
+    np.testing.assert_array_equal(got[0], inside[0])
+    np.testing.assert_array_equal(feats(tmp_path / "gt.safetensors.h5", "norm")[0], inside[0])
+    assert got[2]["effective_step"] == _step_for(0.3, own_nets.ddpm_schedules()["alphabar_t"])
+    assert got[3]["noise"]["schedule"]["source"].startswith("buffer 'alpha_t' beside the weights")
+    assert got[3]["weights"] == "gt"
+    # --schedule still wins over a stored buffer, beside the weights or not.
+    r = extract(icr, tmp_path / "gt.pt", mnist, tmp_path / "spec.h5", *args, "--key", "gt", "--schedule",
+                "linear:1e-4:0.02:1000")
+    assert "beside the weights" not in r.err
+    assert feats(tmp_path / "spec.h5", "norm")[3]["noise"]["schedule"]["source"] == "linear:1e-4:0.02:1000"
+
+
+# 12. constructor arguments as written
+
+def test_arch_arg_reads_python_literals_and_runs_no_code(icr, mnist, tmp_path):
+    from icrcli.cli.options import parse_arch_value
+    for text, want in [("(16,32,32,16)", (16, 32, 32, 16)), ("[1, 2]", [1, 2]), ("128", 128), ("1e-4", 1e-4),
+                       ("-3", -3), ("True", True), ("true", True), ("None", None), ("null", None),
+                       ("'silu'", "silu"), ('"a b"', "a b"), ("silu", "silu"), ("runs/a.pt", "runs/a.pt"),
+                       ("{'dropout': 0.1, 'mult': (1, 2)}", {"dropout": 0.1, "mult": (1, 2)}), ("", "")]:
+        got = parse_arch_value("k", text)
+        assert got == want and type(got) is type(want), (text, got)
+    save(own_nets.HiddenNet((4, 8)), tmp_path / "hidden.pt")
+    args = ["--sigma", "0.3", "--arch", f"{NETS}:HiddenNet", "--param", "edm", "--layer", "blocks.1"]
+    extract(icr, tmp_path / "hidden.pt", mnist, tmp_path / "t.h5", *args, "--arch-arg", "n_hidden=(4, 8)")
+    config = feats(tmp_path / "t.h5", "blocks.1")[3]
+    assert config["model"] == {"n_hidden": [4, 8], "__python_literals__": {"n_hidden": "(4, 8)"}}
+    # The same tuple however it is spaced is the same request; the JSON list is another (this class refuses it).
+    extract(icr, tmp_path / "hidden.pt", mnist, tmp_path / "u.h5", *args, "--arch-arg", "n_hidden=(4,8)")
+    assert feats(tmp_path / "u.h5", "blocks.1")[2]["config_key"] == feats(tmp_path / "t.h5", "blocks.1")[2]["config_key"]
+    err = message(icr("extract", tmp_path / "hidden.pt", "--data", mnist, *args, "--arch-arg", "n_hidden=[4,8]"))
+    assert err.startswith(f"--arch {NETS}:HiddenNet: constructing it with (n_hidden=[4, 8]) failed: TypeError: "
+                          "n_hidden must be a tuple, got list.")
+    forms = ("Write a Python or JSON literal: a number (128, 0.1, 1e-4), True/False/None (or true/false/null), a "
+             "quoted string ('silu'), a tuple (16,32,32,16), a list [1,2,2], a dict {'dropout': 0.1}; or a bare "
+             "word, taken as a string (silu).")
+    err = message(icr("extract", tmp_path / "hidden.pt", "--data", mnist, *args, "--arch-arg", "n_hidden=(4,8"))
+    assert err.startswith(f"--arch-arg n_hidden=(4,8: '(4,8' is not a value icr can read. {forms}")
+    assert forms in message(icr("extract", tmp_path / "hidden.pt", "--data", mnist, *args, "--arch-arg",
+                                "n_hidden={4, 8}"))
+    # Code is never evaluated: the call is refused, and nothing ran.
+    pwned = tmp_path / "pwned"
+    err = message(icr("extract", tmp_path / "hidden.pt", "--data", mnist, *args, "--arch-arg",
+                      f"n_hidden=__import__('pathlib').Path({str(pwned)!r}).touch()"))
+    assert "is not a value icr can read" in err and "Code (calls, names of functions) is never run" in err
+    assert not pwned.exists()
+    # A bare word is a string; a function is not something to write on the command line (the builder form is).
+    err = message(icr("extract", tmp_path / "hidden.pt", "--data", mnist, *args, "--arch-arg", "n_hidden=(4, 8)",
+                      "--arch-arg", "act=F.silu"))
+    assert "A bare word is passed as a string (act='F.silu')" in err and "--arch file.py:build_fn" in err
+
+
+# 13. the right null class
+
+def test_null_class_only_where_the_table_has_one_row_more_than_the_classes(icr, mnist, tmp_path):
+    save(own_nets.DigitTable(), tmp_path / "digits.pt")
+    args = ["--sigma", "0.3", "--param", "edm", "--layer", "conv", "--call", "x,t,y"]
+    err = message(icr("extract", tmp_path / "digits.pt", "--data", mnist, "--arch", f"{NETS}:DigitTable", *args))
+    assert err == ("--call x,t,y feeds your network a class y, but no class was given: pass --class-label N, the "
+                   "class to condition on. Your network's label_emb has 10 rows for its 10 classes (the "
+                   "constructor's default n_classes=10): no row is left for a null class (--class-label 9 is the "
+                   "real class 9), so the model has none: pick one real class, e.g. --class-label 0, and keep it "
+                   "the same for every checkpoint you compare (README 'Your own checkpoint').")
+    assert "null class is" not in err
+    save(own_nets.DiTLike(), tmp_path / "dit.pt")  # 11 rows for 10 classes: the eleventh is the null class
+    err = message(icr("extract", tmp_path / "dit.pt", "--data", mnist, "--arch", f"{NETS}:DiTLike", *args,
+                      "--arch-arg", "num_classes=10"))
+    assert err.endswith("Your network's y_embedder has 11 rows for 10 classes (--arch-arg num_classes=10): the extra "
+                        "row, 10, is its null class (classifier-free guidance, as DiT), which conditions on no class "
+                        "as the paper does: --class-label 10.")
+    # Built by a function that does not say the number of classes: both readings, and how to let icr tell.
+    err = message(icr("extract", tmp_path / "digits.pt", "--data", mnist, "--arch", f"{NETS}:digit_table", *args))
+    assert err.endswith("Your network's label_emb has 10 rows. If that is the classes plus one row for a dropped "
+                        "label (classifier-free guidance, as DiT), the null class is 9: --class-label 9; if every "
+                        "row is a real class, there is no null class: pick one real class, e.g. --class-label 0, "
+                        "and keep it the same for every checkpoint you compare (README 'Your own checkpoint'). Pass "
+                        "--arch-arg num_classes=N (the name your constructor uses) to let icr tell.")
+    # A fixed real class runs, and the label reaches the table.
+    extract(icr, tmp_path / "digits.pt", mnist, tmp_path / "c0.h5", "--arch", f"{NETS}:DigitTable", *args,
+            "--class-label", "0")
+    assert feats(tmp_path / "c0.h5", "conv")[3]["class_label"] == 0

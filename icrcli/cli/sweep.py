@@ -36,6 +36,17 @@ def sweep(
                                                "(stratified, by --seed).", rich_help_panel=CHECKS)] = 0.75,
     knn: Annotated[Optional[int], typer.Option(min=1, metavar="K", help="With --probe: also k-NN accuracy "
                                                "(cosine).", rich_help_panel=CHECKS)] = None,
+    probe_first: Annotated[Optional[int], typer.Option(metavar="N", help="A reference split from --indices' "
+                                                       "order: the probe trains on the first N images listed and "
+                                                       "tests on the rest (implies --probe).",
+                                                       rich_help_panel=CHECKS)] = None,
+    probe_train: Annotated[Optional[Path], typer.Option(metavar="FILE", help="A reference split by files: the "
+                                                        "images the probe trains on, listed as for --indices "
+                                                        "(implies --probe).", rich_help_panel=CHECKS)] = None,
+    probe_test: Annotated[Optional[Path], typer.Option(metavar="FILE", help="The images the probe tests on "
+                                                       "(default: the other images extracted). Without --indices "
+                                                       "the extraction is the two lists.",
+                                                       rich_help_panel=CHECKS)] = None,
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
@@ -58,6 +69,8 @@ def sweep(
       icr sweep ckpt.pt --data imgs/ --layer auto --plot grid.png
 
       icr sweep ckpt.pt --data imgs/ -q | jq '.argmin.sigma'
+
+      icr sweep ckpt.pt --data mnist/ --indices ref.txt --probe-first 1500
     """
     from icrcli.cli import console, scan_output
     from icrcli.scans.sigmas import parse_sigmas
@@ -65,8 +78,18 @@ def sweep(
 
     console.set_quiet(quiet)
     levels = parse_sigmas(sigmas)
-    scan_output.check_outputs(scan_output.scan_inputs(checkpoint, data, mopts, vopts), output, csv, plot)
     probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
+    given = {"--probe-train": probe_train, "--probe-test": probe_test}
+    if probe_first is not None or any(given.values()):
+        from icrcli.data.indices import read_indices
+        from icrcli.scans.sweep import reference_probe
+        lists = {k: read_indices(v, k) if v is not None else None for k, v in given.items()}
+        probe_opts, vopts["indices"] = reference_probe(
+            ProbeOptions(seed=vopts["seed"], knn=knn), vopts["indices"], lists["--probe-train"],
+            lists["--probe-test"], probe_first)
+    inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
+              *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
+    scan_output.check_outputs(inputs, output, csv, plot)
     with cache_scope(no_cache):
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
                            on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)

@@ -13,42 +13,43 @@ from icrcli.errors import UserError
 _MAX_TEXT_BYTES = 64 << 20
 
 
-def read_indices(path: str | Path) -> tuple[int, ...]:
+def read_indices(path: str | Path, flag: str = "--indices") -> tuple[int, ...]:
     """The indices in `path`, in file order: a .npy 1-D integer array (no pickles), or text with integers
-    separated by spaces, commas or newlines ('#' starts a comment). Checked: at least one, none negative."""
+    separated by spaces, commas or newlines ('#' starts a comment). Checked: at least one, none negative. `flag`
+    names the option in messages (--indices, --probe-train, ...)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--indices {path}: no such file. Pass a text file of image indices (one per line) or a "
+        raise UserError(f"{flag} {path}: no such file. Pass a text file of image indices (one per line) or a "
                         ".npy integer array.")
-    values = _npy(path) if path.suffix.lower() == ".npy" else _text(path)
+    values = _npy(path, flag) if path.suffix.lower() == ".npy" else _text(path, flag)
     if values.size == 0:
-        raise UserError(f"--indices {path}: the file lists no indices.")
+        raise UserError(f"{flag} {path}: the file lists no indices.")
     if (values < 0).any():
-        raise UserError(f"--indices {path}: index {int(values[values < 0][0])} is negative; indices count images "
+        raise UserError(f"{flag} {path}: index {int(values[values < 0][0])} is negative; indices count images "
                         "from 0.")
     return tuple(int(v) for v in values)
 
 
-def _npy(path: Path) -> np.ndarray:
+def _npy(path: Path, flag: str) -> np.ndarray:
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"--indices {path}: not a readable .npy array ({e}).") from None
+        raise UserError(f"{flag} {path}: not a readable .npy array ({e}).") from None
     if not isinstance(a, np.ndarray) or a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-        raise UserError(f"--indices {path}: expected a 1-D integer array, got shape {getattr(a, 'shape', '?')} "
+        raise UserError(f"{flag} {path}: expected a 1-D integer array, got shape {getattr(a, 'shape', '?')} "
                         f"{getattr(a, 'dtype', '')}.")
     return a.astype(np.int64)
 
 
-def _text(path: Path) -> np.ndarray:
+def _text(path: Path, flag: str) -> np.ndarray:
     if path.stat().st_size > _MAX_TEXT_BYTES:
-        raise UserError(f"--indices {path}: larger than {_MAX_TEXT_BYTES >> 20} MiB; that is not a list of indices.")
+        raise UserError(f"{flag} {path}: larger than {_MAX_TEXT_BYTES >> 20} MiB; that is not a list of indices.")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise UserError(f"--indices {path}: not text. Pass a text file of integers or a .npy array.") from None
+        raise UserError(f"{flag} {path}: not text. Pass a text file of integers or a .npy array.") from None
     tokens = [t for line in text.splitlines() for t in re.split(r"[\s,;]+", line.split("#", 1)[0]) if t]
     bad = next((t for t in tokens if not re.fullmatch(r"[+-]?\d+", t)), None)
     if bad is not None:
-        raise UserError(f"--indices {path}: {bad!r} is not an integer index.")
+        raise UserError(f"{flag} {path}: {bad!r} is not an integer index.")
     return np.array([int(t) for t in tokens], dtype=np.int64)

@@ -77,3 +77,35 @@ def probe_file(path: str | Path, test: str | Path | None = None, split: float = 
                          "float64, from zero"}
     result["version"] = __version__
     return result
+
+
+def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...], l2: float = 1e-4,
+                 knn: int | None = None, layer: str | None = None) -> dict:
+    """Probe a feature file on a given split by image index (the data's, as in the file's /index): trained on the
+    rows of the images `train`, tested on those of `test` (a reference split, e.g. the first 1,500 images another
+    study listed and the last 500). Unlabelled images are left out of both."""
+    x, y, facts = load_labelled(path, layer)
+    index = _labelled_index(path)
+    rows = {int(i): r for r, i in enumerate(index)}
+    missing = [i for i in (*train, *test) if i not in rows]
+    if missing:
+        raise UserError(f"{path}: image {missing[0]} of the probe's split has no labelled row in this file (it "
+                        "was not extracted, or is unlabelled). Split only images the extraction took.")
+    tr, te = [rows[i] for i in train], [rows[i] for i in test]
+    result = {"schema": 1, "command": "probe", "features": facts,
+              "layer": layer or str(facts["dataset"]).removeprefix("features/"),
+              "split": {"kind": "indices", "n_train": len(tr), "n_test": len(te)}}
+    result.update(probe_features(x[tr], y[tr], x[te], y[te], l2=l2, knn=knn))
+    result["options"] = {"l2": l2, "knn": knn, "split": None, "standardise": "training split mean and std",
+                         "optimizer": "L-BFGS strong Wolfe, float64, from zero"}
+    result["version"] = __version__
+    return result
+
+
+def _labelled_index(path: str | Path) -> np.ndarray:
+    """The data index of each labelled row of a feature file, in the order load_labelled returns the rows."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        n = int(f["labels"].shape[0]) if "labels" in f else 0
+        index, labels = np.asarray(f["index"][:n], dtype=np.int64), np.asarray(f["labels"][:n], dtype=np.int64)
+    return index[labels >= 0]

@@ -57,6 +57,60 @@ class ProbeOptions:
     knn: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ReferenceProbe(ProbeOptions):
+    """A probe on a given reference split: it trains on the images `train` and tests on the images `test`, both
+    from one extraction. Both sorted: which images, not their order, decide the probe (the sweep's key holds them,
+    so two listings that split differently are two requests); a plain ProbeOptions keeps the key it had."""
+    train: tuple[int, ...] = ()
+    test: tuple[int, ...] = ()
+
+
+def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: tuple[int, ...] | None = None,
+                    test: tuple[int, ...] | None = None, first: int | None = None,
+                    ) -> tuple[ReferenceProbe, tuple[int, ...] | None]:
+    """--probe-first N (the first N images as --indices lists them train the probe, the rest test it) or
+    --probe-train/--probe-test FILE: (the probe, the images to extract). Without --indices, the extraction is the
+    union of the two lists."""
+    if first is not None:
+        if train is not None or test is not None:
+            raise UserError("--probe-first takes its split from the order of --indices; --probe-train and "
+                            "--probe-test give one by files. Use one or the other.")
+        if indices is None:
+            raise UserError("--probe-first N splits the images as --indices FILE lists them: the first N train the "
+                            "probe, the rest test it. Pass --indices, or give the split as --probe-train FILE "
+                            "--probe-test FILE.")
+        if not 2 <= first <= len(indices) - 2:
+            raise UserError(f"--probe-first {first}: --indices lists {len(indices)} images, and the probe needs at "
+                            f"least 2 to train on and 2 to test on (2..{len(indices) - 2}).")
+        train, test = indices[:first], indices[first:]
+    for name, ids in (("--probe-train", train), ("--probe-test", test)):
+        if ids is not None and len(set(ids)) != len(ids):
+            raise UserError(f"{name} lists an image more than once; list each image once.")
+    if train is None and test is None:
+        raise UserError("a reference split needs --probe-first N, or --probe-train FILE and/or --probe-test FILE.")
+    if indices is None and (train is None or test is None):
+        raise UserError("Without --indices, the probe's split needs both --probe-train FILE and --probe-test FILE "
+                        "(the images extracted are then those two lists). Pass both, or --indices FILE with one.")
+    both = set(train or ()) & set(test or ())
+    if both:
+        raise UserError(f"--probe-train and --probe-test both list image {min(both)}: a probe is not tested on "
+                        "images it was trained on. Make the lists disjoint.")
+    if indices is None:
+        indices = tuple(sorted(set(train) | set(test)))
+    else:
+        outside = sorted((set(train or ()) | set(test or ())) - set(indices))
+        if outside:
+            raise UserError(f"the probe's split lists image {outside[0]}, which --indices does not: the probe can "
+                            "only use images that are extracted. Add it to --indices, or take it out of the split.")
+    train = set(train) if train is not None else set(indices) - set(test)
+    test = set(test) if test is not None else set(indices) - train
+    if len(train) < 2 or len(test) < 2:
+        raise UserError(f"the probe's split leaves {len(train)} image(s) to train on and {len(test)} to test on; it "
+                        "needs at least 2 of each.")
+    return ReferenceProbe(**dataclasses.asdict(base), train=tuple(sorted(train)), test=tuple(sorted(test))), indices
+
+
 def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
               probe: ProbeOptions | None = None) -> str:
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
@@ -156,8 +210,11 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
 
 
 def _probe(path: Path, layer: str, probe: ProbeOptions) -> dict:
-    from icrcli.scans.probe import probe_file
-    r = probe_file(path, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn, layer=layer)
+    from icrcli.scans.probe import probe_file, probe_images
+    if isinstance(probe, ReferenceProbe):
+        r = probe_images(path, probe.train, probe.test, l2=probe.l2, knn=probe.knn, layer=layer)
+    else:
+        r = probe_file(path, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn, layer=layer)
     out = {"probe_test_accuracy": r["test_accuracy"], "probe_test_accuracy_se": r["test_accuracy_se"],
            "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"]}
     if "knn" in r:
