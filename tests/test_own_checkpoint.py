@@ -504,3 +504,64 @@ def test_null_class_only_where_the_table_has_one_row_more_than_the_classes(icr, 
     extract(icr, tmp_path / "digits.pt", mnist, tmp_path / "c0.h5", "--arch", f"{NETS}:DigitTable", *args,
             "--class-label", "0")
     assert feats(tmp_path / "c0.h5", "conv")[3]["class_label"] == 0
+
+
+# 14. a reference split in a sweep
+
+def _probe_on(features: str, train: list[int], test: list[int]) -> float:
+    """The probe's test accuracy on the given images of a feature file, rows picked here from its /index."""
+    from icrcli.stats.probe import probe_features
+    with h5py.File(features, "r") as f:
+        s, index, labels = f["features/norm"][:].astype(np.float64).mean(1), f["index"][:], f["labels"][:]
+    row = {int(i): r for r, i in enumerate(index)}
+    tr, te = [row[i] for i in train], [row[i] for i in test]
+    return probe_features(s[tr], labels[tr], s[te], labels[te])["test_accuracy"]
+
+
+def test_a_reference_split_in_a_sweep_takes_one_extraction(icr, tmp_path):
+    """"Train the probe on the first 8 images listed and test on the last 8": --probe-first keeps --indices'
+    order for the probe; --probe-train/--probe-test give the same split by files. One extraction serves every
+    split of the same images, and each split is its own sweep record."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "digits.npz", images=rng.integers(0, 256, (24, 28, 28, 1), dtype=np.uint8),
+             labels=np.arange(24) % 3)
+    save(own_nets.LayerNormNet(), tmp_path / "ln.pt")
+    listed = [int(i) for i in rng.permutation(24)[:16]]  # another study's order, not sorted
+    (tmp_path / "ref.txt").write_text("\n".join(map(str, listed)))
+    (tmp_path / "rev.txt").write_text("\n".join(map(str, listed[::-1])))
+    (tmp_path / "train.txt").write_text(" ".join(map(str, listed[:8])))
+    np.save(tmp_path / "test.npy", np.array(listed[8:]))
+    base = ["sweep", tmp_path / "ln.pt", "--data", tmp_path / "digits.npz", "--sigmas", "0.2,0.5", "--arch",
+            f"{NETS}:LayerNormNet", "--param", "edm", "--layer", "norm", "--augment", "none", "--batch-size", "8"]
+
+    def sweep(name, *args):
+        r = icr(*base, *args, "-o", tmp_path / f"{name}.json")
+        assert r.code == 0, r.err
+        return json.loads((tmp_path / f"{name}.json").read_text()), r.err
+
+    first, _ = sweep("first", "--indices", tmp_path / "ref.txt", "--probe-first", "8")
+    for lv in first["levels"]:
+        assert lv["probe_test_accuracy"] == _probe_on(lv["features"], listed[:8], listed[8:])
+    assert first["options"]["probe"]["train"] == sorted(listed[:8])
+    # The same images listed the other way round: the same features (no new extraction), another split.
+    rev, err = sweep("rev", "--indices", tmp_path / "rev.txt", "--probe-first", "8")
+    assert "answered from the cache" not in err
+    assert [lv["features"] for lv in rev["levels"]] == [lv["features"] for lv in first["levels"]]
+    for lv in rev["levels"]:
+        assert lv["probe_test_accuracy"] == _probe_on(lv["features"], listed[8:], listed[:8])
+    assert rev["options"]["probe"]["train"] == sorted(listed[8:])
+    # By files, without --indices: the images extracted are the two lists, and the split is the first one's.
+    files, _ = sweep("files", "--probe-train", tmp_path / "train.txt", "--probe-test", tmp_path / "test.npy")
+    assert [lv["features"] for lv in files["levels"]] == [lv["features"] for lv in first["levels"]]
+    assert [lv["probe_test_accuracy"] for lv in files["levels"]] == [lv["probe_test_accuracy"]
+                                                                      for lv in first["levels"]]
+    again, err = sweep("again", "--indices", tmp_path / "ref.txt", "--probe-first", "8")
+    assert "answered from the cache" in err and again["levels"] == first["levels"]
+    # Mistakes are named before any work.
+    assert "needs at least 2 of each" in message(icr(*base, "--probe-train", tmp_path / "train.txt",
+                                                     "--indices", tmp_path / "train.txt"))
+    assert message(icr(*base, "--probe-first", "8")).startswith(
+        "--probe-first N splits the images as --indices FILE lists them")
+    (tmp_path / "out.txt").write_text(f"{listed[0]} {next(i for i in range(24) if i not in listed)}")
+    assert "which --indices does not" in message(icr(*base, "--indices", tmp_path / "ref.txt", "--probe-test",
+                                                     tmp_path / "out.txt"))
