@@ -22,6 +22,10 @@ def layers(
 ):
     """List the network's modules with their output shapes from one dry forward pass; * marks the default tap.
 
+    Activations computed by functions inside a forward (F.relu, a lambda passed to the constructor) are not
+    modules, so no --layer reaches them: stderr names them, with the module after each (the nearest tap); to tap
+    one, make it a module (nn.ReLU(), nn.SiLU()).
+
     Examples:
 
       icr layers edm-cifar10-32x32-uncond-vp.pkl --depth 3
@@ -36,6 +40,9 @@ def layers(
         console.say(line)
     if not den.default_layer:
         console.say("no default layer for this architecture: pass --layer NAME to `icr extract` (a name below)")
+    from icrcli.models.untapped import describe
+    for line in describe(den.description.get("not_taps") or [], own=den.family == "user"):
+        console.say(line)
     if json_out:
         console.write_json(rows, "-")
     else:
