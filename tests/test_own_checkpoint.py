@@ -10,6 +10,7 @@ augmentation; sigma 0 and 0.002 on a discrete model are the same step; a list of
 whatever its order or file type).
 """
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -565,3 +566,68 @@ def test_a_reference_split_in_a_sweep_takes_one_extraction(icr, tmp_path):
     (tmp_path / "out.txt").write_text(f"{listed[0]} {next(i for i in range(24) if i not in listed)}")
     assert "which --indices does not" in message(icr(*base, "--indices", tmp_path / "ref.txt", "--probe-test",
                                                      tmp_path / "out.txt"))
+
+
+# 15. functional activations are not taps; the builder form
+
+class _EndsInRelu(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return torch.nn.functional.relu(self.conv(x))  # the block's own output: tapping the block gives it
+
+
+def test_untapped_activations_and_the_module_after_each():
+    """Each reported activation is what the module named `next` receives (checked by a pre-hook of our own);
+    one that is its module's own output is not reported; the functions a module holds are put back."""
+    from icrcli.models.untapped import Untapped
+    torch.manual_seed(0)
+    net = own_nets.LambdaNet()
+    act = net.act
+    net.conv = torch.nn.Sequential(_EndsInRelu(), torch.nn.Conv2d(1, 4, 3, padding=1))
+    seen = {}
+
+    def keep(name, module, inputs):
+        seen.setdefault(name, inputs[0])
+    for name, mod in net.named_modules():
+        mod.register_forward_pre_hook(functools.partial(keep, name))
+    with torch.no_grad(), Untapped(net) as u:
+        net(torch.randn(2, 1, 28, 28), torch.rand(2))
+    events = [e for e in u.events if not e.get("is_output")]
+    assert [(e["module"], e["op"], e["after"], e["next"]) for e in events] == [
+        ("", "silu", "time", "mid"), ("", "self.act (<lambda>)", "mid", "out_act")]
+    for e in events:
+        assert e["_out"] is seen[e["next"]]  # the next module's input is that very tensor
+    assert net.act is act and "act" in vars(net)
+    assert [e["module"] for e in u.events if e.get("is_output")] == ["conv.0", "out_act"]
+
+
+def test_layers_names_what_is_not_a_tap_and_the_builder_form_takes_a_function(icr, mnist, tmp_path):
+    save(own_nets.LambdaNet(), tmp_path / "lam.pt")
+    shape = ["--param", "edm", "--image-shape", "1x28x28"]
+    for arch, held in ((f"{NETS}:LambdaNet", "self.act (<lambda>)"), (f"{NETS}:build_lambda_net", "self.act (gelu)")):
+        r = icr("layers", tmp_path / "lam.pt", "--arch", arch, *shape, "--json")
+        assert r.code == 0, r.err
+        rows = {row["name"]: row for row in r.json}
+        assert rows["<root>"]["not_taps"] == [{"op": "silu", "after": "time", "next": "mid", "calls": 1},
+                                              {"op": held, "after": "mid", "next": "out_act", "calls": 1}]
+        assert rows["out_act"]["type"] == "SiLU" and all(not row["not_taps"] for n, row in rows.items() if n != "<root>")
+        err = " ".join(r.err.split())
+        assert (f"not taps: these activations are computed by functions inside a forward, not by modules, so no "
+                f"--layer reaches them: silu in the network's forward, after time, before mid {held} in the "
+                "network's forward, after mid, before out_act to tap one, make it a module (e.g. self.act = "
+                "nn.SiLU(), called in forward, instead of F.silu or a function passed in), or tap the module that "
+                "follows it (named after 'before': its output comes next).") in err
+    # The builder's gelu is what the network computes: extracting `out_act` (a module after it) works, and the
+    # features are those of LambdaNet(act=gelu) run here.
+    r = extract(icr, tmp_path / "lam.pt", mnist, tmp_path / "b.h5", "--sigma", "0", "--arch",
+                f"{NETS}:build_lambda_net", "--param", "edm", "--layer", "out_act")
+    got, index, _, _ = feats(tmp_path / "b.h5", "out_act")
+    net = save(own_nets.LambdaNet(act=torch.nn.functional.gelu), tmp_path / "again.pt")
+    out = {}
+    net.out_act.register_forward_hook(lambda m, i, o: out.setdefault("o", o))
+    x = torch.from_numpy(np.load(mnist)[index].transpose(0, 3, 1, 2)).float() / 255 * 2 - 1
+    net(x, torch.full((len(x),), 0.002))
+    np.testing.assert_allclose(got[:, 0], out["o"].mean((2, 3)).detach().numpy(), rtol=1e-5, atol=1e-6)
