@@ -631,3 +631,29 @@ def test_layers_names_what_is_not_a_tap_and_the_builder_form_takes_a_function(ic
     x = torch.from_numpy(np.load(mnist)[index].transpose(0, 3, 1, 2)).float() / 255 * 2 - 1
     net(x, torch.full((len(x),), 0.002))
     np.testing.assert_allclose(got[:, 0], out["o"].mean((2, 3)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# 16. the README's command lines
+
+def test_readme_own_checkpoint_commands_use_real_options():
+    """Every `icr` command line in README 'Your own checkpoint' names a command and options that exist, and the
+    corrected forms of issue 20 are among them."""
+    import shlex
+
+    import typer.main
+
+    from icrcli.cli.main import app
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own checkpoint", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
+    lines = " ".join(b.replace("\\\n", " ") for b in blocks).replace(" icr ", "\nicr ").splitlines()
+    commands = [shlex.split(ln.split("#", 1)[0]) for ln in lines if ln.strip().startswith("icr ")]
+    root = typer.main.get_command(app)
+    for argv in commands:
+        cmd = root.commands[argv[1]]
+        known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        assert {a for a in argv if a.startswith("--")} <= known, argv
+    flat = [" ".join(a) for a in commands]
+    assert any("--key gt" in c and "n_hidden=(16,32,32,16)" in c for c in flat)
+    assert any("--probe-first 1500" in c for c in flat) and any("--probe-test" in c for c in flat)
+    assert any("--class-label 0" in c for c in flat) and any("build.py:unet" in c for c in flat)
