@@ -84,11 +84,14 @@ class Untapped:
                 out = fn(*args, **kwargs)
             finally:
                 self.inside_function -= 1
-            if torch.is_tensor(out) and self.stack[-1] == name:
-                self._record(f"self.{attr} ({label})", out)
+            if torch.is_tensor(out) and not self.inside_function:
+                self._record(f"{name + '.' if name else 'self.'}{attr} ({label})", out)
             return out
+        try:
+            setattr(mod, attr, held)
+        except (AttributeError, TypeError, RuntimeError):  # a scripted or frozen module: its calls are still seen
+            return
         self._wrapped.append((mod, attr, fn))
-        setattr(mod, attr, held)
 
     def _start(self, name, module, inputs):
         parent = self.stack[-1]
