@@ -83,7 +83,7 @@ def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...]
                  knn: int | None = None, layer: str | None = None) -> dict:
     """Probe a feature file on a given split by image index (the data's, as in the file's /index): trained on the
     rows of the images `train`, tested on those of `test` (a reference split, e.g. the first 1,500 images another
-    study listed and the last 500). Unlabelled images are left out of both."""
+    study listed and the last 500). Every image of the split needs a labelled row."""
     x, y, facts = load_labelled(path, layer)
     index = _labelled_index(path)
     rows = {int(i): r for r, i in enumerate(index)}
