@@ -429,6 +429,21 @@ def test_a_schedule_beside_the_weights_taken_with_key_is_found_and_named(icr, mn
     assert got[2]["effective_step"] == _step_for(0.3, own_nets.ddpm_schedules()["alphabar_t"])
     assert got[3]["noise"]["schedule"]["source"].startswith("buffer 'alpha_t' beside the weights")
     assert got[3]["weights"] == "gt"
+    # Nested, without --key: the EMA weights' own buffer wins over one beside them; without one, the one beside.
+    from icrcli.models.resolve import ModelOptions, load_model, noise_convention
+    inner = {k: v for k, v in torch.load(tmp_path / "inside.pt").items()}
+    cosine = torch.from_numpy(noise.parse_schedule("cosine:1000")).float()
+    net_only = {k: v for k, v in inner.items() if k not in ("alpha_t", "beta_t")}
+    for arch, ckpt, want in [
+            ("DDPMNet", {"ema": inner, "alphas_cumprod": cosine}, "buffer 'alpha_t', read as per-step"),
+            ("LayerNormNet", {"ema": net_only, "step": 3, "alphas_cumprod": cosine},
+             "buffer 'alphas_cumprod' beside the weights, read as alpha_bar")]:
+        torch.save(ckpt, tmp_path / "nested.pt")
+        opts = ModelOptions(arch=f"{NETS}:{arch}", param="ddpm", time_input="index/T")
+        den = load_model(tmp_path / "nested.pt", opts)
+        conv = noise_convention(den, den.options)
+        assert conv.schedule_source.startswith(want), conv.schedule_source
+    np.testing.assert_allclose(conv.schedule, cosine.double().numpy(), rtol=1e-6)
     # --schedule still wins over a stored buffer, beside the weights or not.
     r = extract(icr, tmp_path / "gt.pt", mnist, tmp_path / "spec.h5", *args, "--key", "gt", "--schedule",
                 "linear:1e-4:0.02:1000")
