@@ -8,6 +8,12 @@ Checked against something independent of the pipeline: the step and time fed (mi
 the SDE closed forms of Song et al.), features recomputed by a fresh forward pass, and invariances (pad 0 is no
 augmentation; sigma 0 and 0.002 on a discrete model are the same step; a list of indices is the same subset
 whatever its order or file type).
+
+Second pass (issue 20), tests 11-16: a schedule kept beside the network taken with --key (`gt.*` next to
+`alpha_t`/`beta_t`), constructor arguments as Python literals (a tuple n_hidden), the null class only where the label
+table has a spare row (10 rows for 10 digits have none), activations that are functions (F.silu, a lambda passed to
+the constructor) named by `icr layers` and the `file.py:function` builder, a reference split for the probe in one
+sweep, and the README's command lines.
 """
 
 import functools
