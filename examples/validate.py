@@ -146,7 +146,8 @@ def write_md(f1, f2, losses, grid, seconds) -> str:
          "accuracy at ICR's argmin | best accuracy | same level? | within 2 SE? |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for run in f1:
         r = run["result"]
-        for layer, a in r["probe"].items():
+        for a in r["probe"]:  # one verdict per (augmentation, layer)
+            layer = a["layer"]
             rec = min((x for x in r["levels"] if x["layer"] == layer), key=lambda x: (x["icr"], x["sigma"]))
             L.append(f"| {run['augment']} | {run['seed']} | {layer.split('.')[-1]} | {a['argmin_icr_sigma']:g} | "
                      f"{fmt_ci(rec)} | {a['argmax_accuracy_sigma']:g} | {a['accuracy_at_argmin_icr']:.3f} | "
@@ -186,7 +187,7 @@ def write_md(f1, f2, losses, grid, seconds) -> str:
 
 def verdict(f1, f2) -> list[str]:
     """The plain summary, computed from the numbers by rules fixed in advance."""
-    cases = [(x["augment"], x["seed"], a) for x in f1 for a in x["result"]["probe"].values()]
+    cases = [(x["augment"], x["seed"], a) for x in f1 for a in x["result"]["probe"]]
     same = sum(a["agree"] for *_, a in cases)
     close = sum(a["within_se"] for *_, a in cases)
     gaps = [a["best_accuracy"] - a["accuracy_at_argmin_icr"] for *_, a in cases]

@@ -247,7 +247,7 @@ def test_describe_policy_and_unknown_names():
         assert d["policy"] == name and json.loads(json.dumps(d)) == d
     assert describe_policy("none")["ops"] == []
     assert describe_policy("paper")["ops"][0]["fill"] == 0.0
-    with pytest.raises(UserError, match="unknown augmentation policy 'heavy'.*paper, crop, crop-flip, simclr, none"):
+    with pytest.raises(UserError, match="unknown augmentation policy 'heavy'.*paper, crop, crop-flip, simclr, digits, none"):
         augment(_images(1), _seeds(1), "heavy")
 
 
@@ -259,3 +259,39 @@ def test_bad_inputs():
     assert augment(_images(2, 4), _seeds(2), "crop-flip").shape == (2, 4, 32, 32)  # geometry takes any C
     with pytest.raises(ValueError, match="non-negative"):
         augment(_images(1), np.array([-1]), "crop")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# digits: small rotations, shifts and zooms (issue 18), against exact rotations and shifts.
+
+def _affine(angle, sx, sy, zoom=1.0):
+    return {"angle": np.array([angle], float), "shift_x": np.array([sx], float), "shift_y": np.array([sy], float),
+            "zoom": np.array([zoom], float)}
+
+
+@pytest.mark.parametrize("h,w", [(9, 9), (8, 12)])
+def test_digits_affine_against_exact_rotations_and_shifts(h, w):
+    x = torch.rand(1, 1, h, w)
+    if h == w:  # 90 degrees counter-clockwise is torch.rot90 (first towards second spatial axis)
+        y = apply_params(x, _affine(90, 0, 0), "digits")
+        torch.testing.assert_close(y, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    y = apply_params(x, _affine(0, 2, -1), "digits")  # 2 px right, 1 px up, zero fill
+    want = torch.zeros_like(x)
+    want[..., : h - 1, 2:] = x[..., 1:, : w - 2]
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(apply_params(x, _affine(0, 0, 0), "digits"), x, atol=1e-6, rtol=0)
+    # a zoom of 2 about the centre: the centre pixel stays, a pixel one step away reads half a step away
+    big = apply_params(x, _affine(0, 0, 0, 2.0), "digits")
+    assert big.shape == x.shape
+
+
+def test_digits_never_flips_and_takes_its_strengths():
+    assert all(o["op"] != "hflip" for o in describe_policy("digits")["ops"])
+    d = describe_policy("digits:rotate=15,translate=0.05,zoom=0")
+    (op,) = d["ops"]
+    assert (op["degrees"], op["translate"], op["zoom"]) == (15.0, 0.05, [1.0, 1.0])
+    x = torch.rand(4, 1, 12, 12)
+    flat = augment(x, np.arange(4), "digits:rotate=0,translate=0,zoom=0")
+    torch.testing.assert_close(flat, x, atol=1e-6, rtol=0)
+    views = augment(x, np.arange(4), "digits")
+    assert not torch.allclose(views, x)

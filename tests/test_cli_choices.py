@@ -20,6 +20,8 @@ def test_cli_choices_match_the_modules():
     assert _values(cli.Pool) == set(taps.POOLS)
     assert _values(cli.DType) == set(extract.DTYPES)
     assert _values(cli.TimeConvention) == set(noise.FLOW_CONVENTIONS)
+    from icrcli.scans.probe import PROTOCOLS
+    assert _values(cli.ProbeProtocol) == set(PROTOCOLS)
 
 
 def test_help_does_not_import_torch():
@@ -33,7 +35,8 @@ def test_help_does_not_import_torch():
 def test_view_option_defaults_for_programs_match_the_cli():
     """features.plan.view_options (the scans' defaults without the CLI) names the CLI's view options, with the
     CLI's defaults."""
-    from icrcli.cli.options import _VIEW_GROUP, _plain
+    from icrcli.cli.options import _VIEW_GROUP, view_options as cli_view_options
     from icrcli.features.plan import view_options
-    cli = _plain({name: default for name, _, default in _VIEW_GROUP})
+    cli = cli_view_options(**{name: default for name, _, default in _VIEW_GROUP})  # as the command hands them on
+    cli.pop("indices_file")
     assert view_options() == cli

@@ -130,6 +130,7 @@ def test_cli_memorization(icr, tiny, tmp_path, cache_dir):
     # More samples extend the cache; the first six are unchanged.
     r = icr(*base, "--samples", "8", "--criterion", "cosine")
     assert r.code == 0 and r.json["samples_drawn"] == 8 and r.json["criterion"] == "cosine"
+    assert any("calibrated for SSCD" in w for w in r.json["warnings"])  # 0.6 on pixels
     assert r.json["threshold"] == 0.6
 
 
@@ -140,6 +141,7 @@ def test_cli_memorization_in_features_of_a_layer(icr, tiny):
             "--criterion", "cosine", "--embed", ckpt, "--embed-layer", "model.enc.8x8_block0")
     assert r.code == 0, r.err
     assert "model.enc.8x8_block0" in r.json["space"] and r.json["n_samples"] == 3
+    assert r.json["warnings"] == []  # cosine in a layer's features: no pixel warning
 
 
 @pytest.mark.slow

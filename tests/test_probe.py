@@ -156,7 +156,7 @@ def write_features(path, s, labels, views=2, seed=0, noise=0.1):
 def test_cli_probe_split_and_test_file(icr, tmp_path):
     x, y = blobs(120, 6, 3, sep=1.2, seed=9)
     h = write_features(tmp_path / "a.h5", x, y)
-    r = icr("probe", tmp_path / "a.h5", "--knn", "5", "--split", "0.5", "--seed", "3")
+    r = icr("probe", tmp_path / "a.h5", "--knn", "5", "--split", "0.5", "--seed", "3", "--protocol", "view-mean")
     assert r.code == 0, r.err
     j = r.json
     assert j["schema"] == 1 and j["version"] and j["layer"] == "blk"
@@ -169,7 +169,8 @@ def test_cli_probe_split_and_test_file(icr, tmp_path):
 
     x2, y2 = blobs(60, 6, 3, sep=1.2, seed=10)
     write_features(tmp_path / "b.h5", x2, y2, seed=1)
-    r = icr("probe", tmp_path / "a.h5", "--test", tmp_path / "b.h5", "-o", tmp_path / "out.json", "-q")
+    r = icr("probe", tmp_path / "a.h5", "--test", tmp_path / "b.h5", "-o", tmp_path / "out.json", "-q",
+            "--protocol", "view-mean")
     assert r.code == 0, r.err
     import json
     j = json.loads((tmp_path / "out.json").read_text())
@@ -190,3 +191,82 @@ def test_cli_probe_refuses_bad_input(icr, tmp_path):
     write_features(tmp_path / "ok.h5", x, y)
     r = icr("probe", tmp_path / "ok.h5", "-o", tmp_path / "ok.h5")
     assert r.code == 2 and "never writes over its input" in r.err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's protocol (issue 18): view 0, a held-out file or k-fold cross-validation; paired tests.
+
+def test_stratified_folds_partition_each_class_evenly():
+    from icrcli.stats.crossval import stratified_folds
+    y = np.repeat([0, 1, 2], [10, 7, 23])
+    f = stratified_folds(y, 5, seed=4)
+    assert np.array_equal(f, stratified_folds(y, 5, seed=4)) and not np.array_equal(f, stratified_folds(y, 5, 5))
+    for c in (0, 1, 2):
+        counts = np.bincount(f[y == c], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    assert np.bincount(f).max() - np.bincount(f).min() <= 1  # the round-robin carries over between classes
+
+
+def test_cross_validation_predicts_each_image_once_by_a_probe_that_never_saw_it():
+    from icrcli.stats.crossval import cross_validate, stratified_folds
+    x, y = blobs(90, 5, 3, sep=0.8, seed=12)
+    cv = cross_validate(x, y, k=3, seed=1, knn=3)
+    folds = stratified_folds(y, 3, 1)
+    want = np.zeros(len(y), bool)
+    for f in range(3):  # independently: the one-split probe on each fold
+        r = P.probe_features(x[folds != f], y[folds != f], x[folds == f], y[folds == f])
+        want[folds == f] = np.frombuffer(r["correct"].encode(), np.uint8) == ord("1")
+        assert cv["fold_accuracies"][f] == r["test_accuracy"]
+    assert np.array_equal(cv["correct"], want)
+    assert cv["test_accuracy"] == want.mean()
+
+
+def test_mcnemar_against_the_binomial_by_hand():
+    from math import comb
+    from icrcli.stats.crossval import mcnemar
+    a = np.array([1] * 30 + [1] * 9 + [0] * 2 + [0] * 9, bool)
+    b = np.array([1] * 30 + [0] * 9 + [1] * 2 + [0] * 9, bool)
+    r = mcnemar(a, b)
+    p = 2 * sum(comb(11, i) for i in range(0, 3)) / 2 ** 11
+    assert (r["only_a"], r["only_b"]) == (9, 2) and r["p_value"] == pytest.approx(p, rel=1e-12)
+    assert mcnemar(a, a)["p_value"] == 1.0
+
+
+def _views(path, s, labels, noise, seed, augment="none"):
+    """A feature file whose K = 3 views are s plus large per-view noise: view 0 alone is much noisier than the
+    mean over views."""
+    from icrcli.features.featurefile import write_feature_file
+    rng = np.random.default_rng(seed)
+    n, d = s.shape
+    h = (s[:, None, :] + noise * rng.normal(size=(n, 3, d))).astype(np.float32)
+    part = {"start": 0, "features": {"blk": h}, "index": np.arange(n), "labels": np.asarray(labels)}
+    write_feature_file(path, {"blk": d}, n, 3, "float32", {"sigma": 0.5, "augment": augment}, iter([part]))
+    return h
+
+
+def test_paper_protocol_reads_view_zero_and_tests_on_the_held_out_file(tmp_path):
+    from icrcli.scans.probe import probe_file
+    xa, ya = blobs(240, 6, 3, sep=1.0, seed=13)  # one draw, so training and test images share class means
+    x, y, tx, ty = xa[:150], ya[:150], xa[150:], ya[150:]
+    h = _views(tmp_path / "tr.h5", x, y, 1.5, 0)
+    th = _views(tmp_path / "te.h5", tx, ty, 1.5, 1)
+    r = probe_file(tmp_path / "tr.h5", test=tmp_path / "te.h5")
+    want = P.probe_features(h[:, 0].astype(np.float64), y, th[:, 0].astype(np.float64), ty)
+    assert r["test_accuracy"] == want["test_accuracy"] and r["correct"] == want["correct"]
+    assert r["protocol"]["name"] == "paper" and "held-out" in r["protocol"]["evaluation"] and not r["warnings"]
+    mean = probe_file(tmp_path / "tr.h5", test=tmp_path / "te.h5", protocol="view-mean")
+    assert mean["test_accuracy"] > r["test_accuracy"]  # the mean of 3 noisy views is cleaner: not what was probed
+
+    cv = probe_file(tmp_path / "tr.h5", folds=4, seed=2)
+    from icrcli.stats.crossval import cross_validate
+    assert cv["test_accuracy"] == cross_validate(h[:, 0].astype(np.float64), y, 4, 2)["test_accuracy"]
+    assert cv["split"]["kind"] == "cv" and "4-fold" in cv["protocol"]["evaluation"] and len(cv["correct"]) == 150
+
+
+def test_paper_protocol_warns_on_augmented_views(tmp_path):
+    from icrcli.scans.probe import probe_file
+    x, y = blobs(60, 4, 2, sep=1.0, seed=15)
+    _views(tmp_path / "a.h5", x, y, 0.3, 0, augment="paper")
+    r = probe_file(tmp_path / "a.h5", folds=3)
+    assert any("--augment none" in w for w in r["warnings"])
+    assert not probe_file(tmp_path / "a.h5", protocol="view-mean")["warnings"]

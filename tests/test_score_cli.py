@@ -215,7 +215,7 @@ def test_result_schema_is_one_shape(icr, feats):
     base = ["schema", "icr", *STATISTICS, "warnings", "n_skipped_nonfinite", "input", "provenance", "options",
             "version"]
     assert list(plain) == base
-    assert list(ci) == base[:2] + ["icr_ci", "icr_se", "ci_groups", "ci_confidence"] + base[2:]
+    assert list(ci) == base[:2] + ["icr_ci", "icr_se", "ci_groups", "ci_confidence", "icr_replicates"] + base[2:]
 
 
 def _feature_file(tmp_path, h, name="f.h5"):

@@ -48,7 +48,8 @@ def test_level_equals_extract_plus_score(tiny_edm, tmp_path, icr):
         with h5py.File(out) as a, h5py.File(lv["features"]) as b:  # the very same features
             assert (a["features"][lv["layer"]][:] == b["features"][lv["layer"]][:]).all()
     best = min(res["levels"], key=lambda lv: lv["icr"])
-    assert res["argmin"] == {"layer": best["layer"], "sigma": best["sigma"], "icr": best["icr"]}
+    assert res["argmin"] == {"layer": best["layer"], "sigma": best["sigma"], "icr": best["icr"],
+                             "augment": best["augment"]}
 
 
 @pytest.mark.slow
@@ -204,11 +205,11 @@ def test_probe_on_every_level_and_the_verdict(tiny_edm, tmp_path, icr):
     res = json.loads(r.out)
     for lv in res["levels"]:
         assert 0 <= lv["probe_test_accuracy"] <= 1 and lv["probe_test_accuracy_se"] > 0 and "knn_test_accuracy" in lv
-    (verdict,) = res["probe"].values()
+    (verdict,) = res["probe"]
     best = max(res["levels"], key=lambda lv: lv["probe_test_accuracy"])
     assert verdict["argmax_accuracy_sigma"] == best["sigma"]
     assert verdict["agree"] == (verdict["argmax_accuracy_sigma"] == verdict["argmin_icr_sigma"])
-    assert "probe: best accuracy" in r.err
+    assert "probe (paper): best accuracy" in r.err
     nolab = icr("sweep", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--images", "16",
                 "--sigmas", "1", "--probe", "-q")
     assert nolab.code == 2 and "--probe needs labelled data" in nolab.err

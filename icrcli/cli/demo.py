@@ -63,8 +63,9 @@ def demo(
         recs = [r for r in sweep["levels"] if r["layer"] == layer]
         mark = next((r for r in recs if r["sigma"] == best["sigma"]), None)
         scan_output.finish_table(recs, "sigma", f"1. ICR by sigma, data-rich model, layer {layer}", mark, log_x=True)
-    for layer, agree in (sweep.get("probe") or {}).items():
-        console.say(f"probe: best accuracy {agree['best_accuracy']:.3f} at sigma {agree['argmax_accuracy_sigma']:g}; "
+    for agree in sweep.get("probe") or []:
+        console.say(f"probe ({agree['protocol']['name']}): best accuracy {agree['best_accuracy']:.3f} at sigma "
+                    f"{agree['argmax_accuracy_sigma']:g}; "
                     f"ICR lowest at sigma {agree['argmin_icr_sigma']:g} (accuracy there "
                     f"{agree['accuracy_at_argmin_icr']:.3f})")
     for series in timeline["series"]:

@@ -87,6 +87,8 @@ def memorization(
         for cm in bars.values():
             cm.__exit__(None, None, None)
     console.write_json(result, output)
+    for w in result.get("warnings", []):
+        console.say(f"warning: {w}")
     console.say(f"memorization ratio {result['ratio']:.4f} +- {result['ratio_se']:.4f} ({result['n_memorized']} of "
                 f"{result['n_samples']} samples, {result['criterion']} rule, threshold {result['threshold']:.3g}, "
                 f"in {result['space']}; " + ("samples from the cache" if result["cached"] else

@@ -37,10 +37,13 @@ Estimator = choices("Estimator", "paper plugin")
 Param = choices("Param", "edm vp ddpm flow ve")
 # --augment is a free string, POLICY[:name=value,...], checked by icrcli.data.augment when the command runs; the
 # policy names are spelled out for --help (tests/test_cli_choices.py keeps them equal to augment.POLICIES).
-AUGMENT_POLICIES = "paper crop crop-flip simclr none"
+AUGMENT_POLICIES = "paper crop crop-flip simclr digits none"
 AUGMENT_HELP = ("Augmentation before the noise: " + ", ".join(AUGMENT_POLICIES.split()) + "; strengths as "
-                "crop:pad=2 or paper:pad=4,jitter=0.4,p=0.8 (README 'Views').")
+                "crop:pad=2 or paper:pad=4,jitter=0.4,p=0.8 (README 'Views'). digits: small rotations and shifts, no "
+                "flip, for images a mirror changes (MNIST).")
 Pool = choices("Pool", "mean none")
+# Probe protocols (icrcli.scans.probe.PROTOCOLS): the paper's single noise-only view, or the mean over views.
+ProbeProtocol = choices("ProbeProtocol", "paper view-mean")
 DType = choices("DType", "float32 bfloat16 float16")
 TMode = choices("TMode", "nearest interp")
 TimeConvention = choices("TimeConvention", "repa sit")
@@ -170,8 +173,9 @@ Layer = Annotated[Optional[list[str]], typer.Option(help="Module to tap (repeata
 Views = Annotated[int, typer.Option(min=2, help="Views K per image.", rich_help_panel=VIEWS_HELP)]
 Images = Annotated[int, typer.Option(min=2, help="Images N: a deterministic subset, the same for every sigma.",
                                      rich_help_panel=VIEWS_HELP)]
-AugmentOpt = Annotated[str, typer.Option("--augment", metavar="POLICY[:k=v,...]", help=AUGMENT_HELP,
-                                         rich_help_panel=VIEWS_HELP)]
+AugmentOpt = Annotated[Optional[list[str]], typer.Option("--augment", metavar="POLICY[:k=v,...]", help=AUGMENT_HELP
+                                                        + " Default paper; sweep takes it repeated (an augmentation x "
+                                                        "sigma grid).", rich_help_panel=VIEWS_HELP)]
 Indices = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Use exactly these images: a text file of "
                                                  "indices (one per line) or a .npy integer array; --images is "
                                                  "then ignored.", rich_help_panel=VIEWS_HELP)]
@@ -199,7 +203,7 @@ _MODEL_GROUP = [("arch", Arch, None), ("arch_arg", ArchArg, None), ("key", Key, 
                 ("prediction", Prediction, None), ("call", Call, None), ("class_label", ClassLabel, None),
                 ("vae", Vae, None), ("image_shape", ImageShape, None)]
 _VIEW_GROUP = [("layer", Layer, None), ("views", Views, 2), ("images", Images, 4096),
-               ("augment", AugmentOpt, "paper"), ("indices", Indices, None), ("seed", Seed, 0),
+               ("augment", AugmentOpt, None), ("indices", Indices, None), ("seed", Seed, 0),
                ("dtype", DTypeOpt, DType("float32")),
                ("pool", PoolOpt, Pool("mean")), ("resize", Resize, False), ("chunk_images", ChunkImages, 256),
                ("t_mode", TModeOpt, TMode("nearest")), ("skip_bad_images", SkipBadImages, False),
@@ -250,6 +254,9 @@ def view_options(**values) -> dict:
     """The view options as plain values; --indices FILE read into the tuple of indices it lists (so what is
     keyed is the list, not the file's name)."""
     v = _plain(values)
+    # --augment: one policy is a str (as the feature files and keys have always had it), several a list (sweep)
+    aug = v.get("augment")
+    v["augment"] = "paper" if not aug else aug[0] if len(aug) == 1 else list(aug)
     v["indices_file"] = None
     if v.get("indices") is not None:
         from icrcli.data.indices import read_indices

@@ -8,18 +8,26 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, Quiet, guard_output
+from icrcli.cli.options import Debug, Output, ProbeProtocol, Quiet, guard_output
 
 
 @app.command()
 def probe(
     features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file from `icr extract` on "
                                              "labelled data (has /labels).")],
-    test: Annotated[Optional[Path], typer.Option(help="Test on this feature file (e.g. the test set's "
-                                                 "extraction) instead of a split.")] = None,
-    split: Annotated[float, typer.Option(help="Training fraction of a stratified split, in (0, 1) (without "
-                                         "--test).")] = 0.75,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the split.")] = 0,
+    test: Annotated[Optional[Path], typer.Option(help="Test on this feature file (the held-out images' "
+                                                 "extraction with the same options) instead of folds or a split.")]
+    = None,
+    protocol: Annotated[ProbeProtocol, typer.Option("--protocol", help="paper: view 0 of each image (extract "
+                                                    "with --augment none: the clean image noised at sigma), tested "
+                                                    "on --test or k-fold cross-validated; view-mean: the mean over "
+                                                    "the K views, tested on --test or a --split.")]
+    = ProbeProtocol("paper"),
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds (paper protocol without "
+                                       "--test).")] = 5,
+    split: Annotated[float, typer.Option(help="Training fraction of a stratified split, in (0, 1) (view-mean "
+                                         "protocol without --test).")] = 0.75,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the folds or the split.")] = 0,
     l2: Annotated[float, typer.Option(min=0.0, help="Penalty on ||W||^2 added to the mean cross-entropy.")]
     = 1e-4,
     knn: Annotated[Optional[int], typer.Option(min=1, help="Also report k-nearest-neighbour accuracy (cosine) "
@@ -30,16 +38,21 @@ def probe(
     quiet: Quiet = False,
     debug: Debug = False,
 ):
-    """Linear-probe accuracy of the per-image features (the mean over views, s_i).
+    """Linear-probe accuracy of a labelled feature file, by default as the paper probes: one view per image.
 
-    Standardised with the training split's mean and std; multinomial logistic regression with bias, float64,
-    full-batch L-BFGS from zero (deterministic). See docs/PROBE.md.
+    --protocol paper (default) reads view 0 of each image, which is the clean image noised at the file's sigma
+    when extracted with --augment none, and tests on --test or by k-fold cross-validation (said in the
+    result); --protocol view-mean reads the mean over views s_i. Standardised with the training split's mean
+    and std; multinomial logistic regression with bias, float64, full-batch L-BFGS from zero
+    (deterministic). See docs/PROBE.md.
 
     Examples:
 
-      icr probe feats.h5                              # 75/25 stratified split
+      icr probe feats.h5                  # 5-fold cross-validation, view 0
 
       icr probe train-feats.h5 --test test-feats.h5 --knn 20
+
+      icr probe feats.h5 --protocol view-mean --split 0.75
 
       icr probe feats.h5 -q | jq .test_accuracy
     """
@@ -48,11 +61,14 @@ def probe(
 
     console.set_quiet(quiet)
     guard_output(output, *[p for p in (features, test) if p is not None])
-    result = probe_file(features, test=test, split=split, seed=seed, l2=l2, knn=knn, layer=layer)
+    result = probe_file(features, test=test, split=split, seed=seed, l2=l2, knn=knn, layer=layer,
+                        protocol=protocol.value, folds=folds)
+    for w in result["warnings"]:
+        console.say(f"warning: {w}")
     console.write_json(result, output)
     knn_text = (f"; {result['knn']['k']}-NN {result['knn']['test_accuracy']:.4f}" if "knn" in result else "")
     opt = result["optimizer"]
     warn = "" if opt["converged"] else f" (L-BFGS stopped with gradient {opt['grad_max']:.2g})"
     console.say(f"test accuracy {result['test_accuracy']:.4f} +- {result['test_accuracy_se']:.4f} "
                 f"(train {result['train_accuracy']:.4f}; {result['n_classes']} classes, {result['n_train']} train / "
-                f"{result['n_test']} test images){knn_text}{warn}")
+                f"{result['n_test']} test images; {result['protocol']['evaluation']}){knn_text}{warn}")

@@ -107,6 +107,11 @@ def _summary(r: dict) -> str:
     skipped = f", skipped {r['n_skipped_nonfinite']} non-finite" if r.get("n_skipped_nonfinite") else ""
     return (f"ICR {r['icr']:.4f}{ci}  (N={r['n_images']}, K={r['n_views']}, D={r['dim']}, {r['estimator']} "
             f"estimator, tau={r['tau']:.3g}{skipped}); mean lambda {r['mean_lambda']:.4g}, "
-            f"effective rank {r['effective_rank']:.1f}, LiDAR {r['lidar']:.1f}")
+            f"effective rank {r['effective_rank']:.1f}, LiDAR {r['lidar']:.1f}; bias-corrected ICR "
+            f"{_num(r.get('icr_bias_corrected'))}, at tau/10 {_num(r.get('icr_tau_tenth'))}")
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 

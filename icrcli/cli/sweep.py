@@ -9,8 +9,8 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.scan_output import Csv, JsonLines, Plot
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
-                                with_view_options)
+from icrcli.cli.options import (Debug, NoCache, Output, ProbeProtocol, Quiet, cache_scope, with_model_options,
+                                with_score_options, with_view_options)
 
 CHECKS = "Checks"
 
@@ -30,10 +30,23 @@ def sweep(
     json_lines: JsonLines = False,
     csv: Csv = None,
     plot: Plot = None,
-    probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each level's features (labelled data): "
-                                        "the accuracy's argmax beside ICR's argmin.", rich_help_panel=CHECKS)] = False,
-    probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the probe trains on "
-                                               "(stratified, by --seed).", rich_help_panel=CHECKS)] = 0.75,
+    probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe at each level (labelled data): the "
+                                        "accuracy's argmax beside ICR's argmin, with paired tests. By default the "
+                                        "paper's probe: one view per image of the clean images noised at that "
+                                        "sigma (no augmentation), tested on --probe-test-data or by k-fold "
+                                        "cross-validation.", rich_help_panel=CHECKS)] = False,
+    probe_test_data: Annotated[Optional[Path], typer.Option(metavar="DATA", help="With --probe: held-out labelled "
+                                                       "images the probe is tested on, extracted with the same "
+                                                       "plan (without it: --probe-folds cross-validation).",
+                                                       rich_help_panel=CHECKS)] = None,
+    probe_protocol: Annotated[ProbeProtocol, typer.Option("--probe-protocol", help="paper: one noise-only view per "
+                                                          "image; view-mean: the mean over the level's own "
+                                                          "augmented views, on a --probe-split.",
+                                                          rich_help_panel=CHECKS)] = ProbeProtocol("paper"),
+    probe_folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds of the paper's probe without "
+                                             "--probe-test-data.", rich_help_panel=CHECKS)] = 5,
+    probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the view-mean probe "
+                                               "trains on (stratified, by --seed).", rich_help_panel=CHECKS)] = 0.75,
     knn: Annotated[Optional[int], typer.Option(min=1, metavar="K", help="With --probe: also k-NN accuracy "
                                                "(cosine).", rich_help_panel=CHECKS)] = None,
     probe_first: Annotated[Optional[int], typer.Option(metavar="N", help="A reference split from --indices' "
@@ -53,7 +66,11 @@ def sweep(
     mopts=None, vopts=None, sopts=None,
 ):
     """ICR at every noise level of a grid (and at every --layer): finds the semantic window of a checkpoint,
-    the sigma (and layer) where ICR is lowest.
+    the sigma (and layer) where ICR is lowest, and which levels are statistically tied with it (a paired
+    jackknife interval of each level's rise from the minimum).
+
+    --augment may be repeated: one pass gives an augmentation x sigma grid, with the residual each
+    augmentation leaves at the lowest sigma (tr Sigma_xi / tr Sigma_s), which moves where the minimum falls.
 
     Each level is exactly `icr extract` + `icr score` at that sigma with the same options, and every (image,
     view) keeps its augmentation and unit noise across levels, so differences between levels are not sampling
@@ -68,6 +85,10 @@ def sweep(
 
       icr sweep ckpt.pt --data imgs/ --layer auto --plot grid.png
 
+      icr sweep ckpt.pt --data mnist/ --augment crop --augment digits
+
+      icr sweep ckpt.pt --data train/ --probe --probe-test-data test/
+
       icr sweep ckpt.pt --data imgs/ -q | jq '.argmin.sigma'
 
       icr sweep ckpt.pt --data mnist/ --indices ref.txt --probe-first 1500
@@ -78,33 +99,70 @@ def sweep(
 
     console.set_quiet(quiet)
     levels = parse_sigmas(sigmas)
-    probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
+    base = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn, protocol=probe_protocol.value,
+                        folds=probe_folds, test_data=None if probe_test_data is None else str(probe_test_data))
+    probe_opts = base if probe else None
+    if probe_test_data is not None and not probe:
+        from icrcli.errors import UserError
+        raise UserError("--probe-test-data is the probe's held-out data: add --probe (or drop "
+                        "--probe-test-data).")
     given = {"--probe-train": probe_train, "--probe-test": probe_test}
     if probe_first is not None or any(given.values()):
         from icrcli.data.indices import read_indices
         from icrcli.scans.sweep import reference_probe
         lists = {k: read_indices(v, k) if v is not None else None for k, v in given.items()}
-        probe_opts, vopts["indices"] = reference_probe(
-            ProbeOptions(seed=vopts["seed"], knn=knn), vopts["indices"], lists["--probe-train"],
-            lists["--probe-test"], probe_first)
+        probe_opts, vopts["indices"] = reference_probe(base, vopts["indices"], lists["--probe-train"],
+                                                       lists["--probe-test"], probe_first)
     inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
               *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
     scan_output.check_outputs(inputs, output, csv, plot)
     with cache_scope(no_cache):
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
                            on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)
-    layers = result["layers"]
+    _say(result)
+    scan_output.finish(result, result["levels"], output, json_lines, csv, plot)
+
+
+def _say(result: dict) -> None:
+    """The tables and verdicts on stderr: per augmentation and layer, the levels, the minimum and its ties, the
+    probe; with several augmentations, the grid."""
+    from icrcli.cli import console, scan_output
+    layers, augments = result["layers"], result.get("augments") or [None]
     best = result["argmin"]
-    for layer in layers:
-        recs = [r for r in result["levels"] if r["layer"] == layer]
-        mark = next((r for r in recs if r["sigma"] == best["sigma"] and r["layer"] == best["layer"]), None)
-        scan_output.finish_table(recs, "sigma", f"ICR by sigma, layer {layer}", mark, log_x=True)
+    for aug in augments:
+        for layer in layers:
+            recs = [r for r in result["levels"] if r["layer"] == layer and r.get("augment") == aug]
+            low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+            where = f"layer {layer}" + (f", --augment {aug}" if len(augments) > 1 else "")
+            scan_output.finish_table(recs, "sigma", f"ICR by sigma, {where}", low, log_x=True)
+    for t in result.get("ties") or []:
+        where = "".join([f" (--augment {t['augment']})" if len(augments) > 1 else "",
+                         f" (layer {t['layer']})" if len(layers) > 1 else ""])
+        tied = t["tied_sigmas"]
+        if tied is None:
+            console.say(f"lowest ICR{where} at sigma {t['argmin_sigma']:g} (too few images for an interval)")
+        else:
+            others = [f"{s:g}" for s in tied if s != t["argmin_sigma"]]
+            console.say(f"lowest ICR{where} at sigma {t['argmin_sigma']:g}; "
+                        + (f"statistically tied with it ({100 * t['confidence']:g}% paired jackknife interval of "
+                           f"the rise reaches 0): sigma {', '.join(others)}" if others
+                           else "every other level is higher beyond its paired interval"))
+    if len(augments) > 1:
+        for g in result["augment_grid"]:
+            ratio = "-" if g["residual_ratio"] is None else f"{g['residual_ratio']:.3g}"
+            console.say(f"  --augment {g['augment']}{'' if len(layers) == 1 else ', layer ' + g['layer']}: lowest ICR "
+                        f"{g['icr_min']:.4f} at sigma {g['argmin_sigma']:g}; tr Sigma_xi / tr Sigma_s at sigma "
+                        f"{g['lowest_sigma']:g}: {ratio}")
     console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
-                + (f", layer {best['layer']}" if len(layers) > 1 else ""))
-    for layer, agree in (result.get("probe") or {}).items():
+                + (f", layer {best['layer']}" if len(layers) > 1 else "")
+                + (f", --augment {best['augment']}" if len(augments) > 1 else ""))
+    for agree in result.get("probe") or []:
         verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
                    else "they DISAGREE")
-        console.say(f"probe{'' if len(layers) == 1 else ' ' + layer}: best accuracy {agree['best_accuracy']:.3f} at "
-                    f"sigma {agree['argmax_accuracy_sigma']:g}, ICR lowest at sigma {agree['argmin_icr_sigma']:g} "
-                    f"(accuracy {agree['accuracy_at_argmin_icr']:.3f}): {verdict}")
-    scan_output.finish(result, result["levels"], output, json_lines, csv, plot)
+        where = " ".join(x for x in (agree["augment"] if len(augments) > 1 else "",
+                                     agree["layer"] if len(layers) > 1 else "") if x)
+        name = agree["protocol"]["name"] if agree.get("protocol") else ""
+        console.say(f"probe{' ' + where if where else ''} ({name}): "
+                    f"best accuracy {agree['best_accuracy']:.3f} at sigma {agree['argmax_accuracy_sigma']:g}, ICR "
+                    f"lowest at sigma {agree['argmin_icr_sigma']:g} (accuracy {agree['accuracy_at_argmin_icr']:.3f}, "
+                    f"McNemar p = {agree['mcnemar_p']:.2g}): {verdict}")

@@ -88,6 +88,11 @@ def timeline(
         mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)
         scan_output.finish_table(pts, "step", f"ICR by step, sigma {series['sigma']:g}", mark, log_x=False)
         console.say(series["trend"]["description"])
+        last = (series.get("rises") or [None])[-1]
+        if last is not None and last["difference"] > 0:
+            console.say(f"the last point's rise from the minimum: {last['difference']:+.4f}, paired jackknife "
+                        f"interval [{last['ci'][0]:+.4f}, {last['ci'][1]:+.4f}]"
+                        + (" (beyond it)" if last["beyond_interval"] else " (reaches 0: not a sure rise)"))
     scan_output.finish(result, result["points"], output, json_lines, csv, plot)
     failed = result["gates"]["failed"]
     for msg in failed:

@@ -15,6 +15,10 @@ ColorJitter, is its default but no strengths are given. Our choices, all in torc
   simclr     SimCLR's ImageNet views (Chen et al. 2020, App. A): random resized crop of scale
              [0.08, 1] and aspect ratio [3/4, 4/3], flip p=0.5, ColorJitter 0.8/0.8/0.8/0.2 with
              p=0.8, grayscale with p=0.2 (no blur: SimCLR drops it for small images).
+  digits     small rotations, shifts and zooms, no flip and no colour change, for images whose class a
+             mirror image changes (digits, letters): RandomAffine(degrees=10, translate=(0.1, 0.1),
+             scale=(0.9, 1.1)), the usual MNIST recipe; bilinear, zero fill (torch affine_grid/grid_sample,
+             the same resampling as kornia's warp_affine).
   none       the identity.
 
 Every strength can be set in the spec, `crop:pad=2`, `paper:pad=4,jitter=0.4,p=0.8` (see STRENGTHS): the
@@ -51,6 +55,9 @@ _FLIP = {"op": "hflip", "p": 0.5}
 _RESIZED_CROP = {"op": "resized_crop", "scale": [0.08, 1.0], "ratio": [3 / 4, 4 / 3], "attempts": 10,
                  "resize": "bilinear, half-pixel centres, edge-clamped to the crop (torchvision, no antialias)"}
 _GRAY = {"op": "grayscale", "p": 0.2, "weights": [0.299, 0.587, 0.114]}
+_AFFINE = {"op": "affine", "degrees": 10.0, "translate": 0.1, "zoom": [0.9, 1.1],
+           "resample": "bilinear, zero fill, about the image centre; angle counter-clockwise, shift a fraction of "
+                       "the side"}
 
 
 def _span(v: float) -> list[float]:
@@ -70,6 +77,7 @@ _POLICY_OPS = {
     "crop": [_PAD_CROP],
     "crop-flip": [_PAD_CROP, _FLIP],
     "simclr": [_RESIZED_CROP, _FLIP, _jitter(0.8, 0.8, 0.8, 0.2, p=0.8), _GRAY],
+    "digits": [_AFFINE],
     "none": [],
 }
 POLICIES = tuple(_POLICY_OPS)
@@ -88,6 +96,9 @@ STRENGTHS = {
     "hue": ("color_jitter", "hue shift in turns, in [-h, h]", lambda v: 0 <= v <= 0.5),
     "p": ("color_jitter", "probability that the colour jitter applies", lambda v: 0 <= v <= 1),
     "gray": ("grayscale", "probability of grey", lambda v: 0 <= v <= 1),
+    "rotate": ("affine", "largest rotation in degrees, either way", lambda v: 0 <= v <= 180),
+    "translate": ("affine", "largest shift, a fraction of the side, each axis", lambda v: 0 <= v <= 0.5),
+    "zoom": ("affine", "largest zoom z: scale in [1-z, 1+z]", lambda v: 0 <= v < 1),
 }
 
 
@@ -158,6 +169,12 @@ def _ops_of(spec: str) -> tuple:
             op["scale"] = [v, 1.0]
         elif k == "hue":
             op["hue"] = [-v, v]
+        elif k == "rotate":
+            op["degrees"] = v
+        elif k == "translate":
+            op["translate"] = v
+        elif k == "zoom":
+            op["zoom"] = [round(1 - v, 9), round(1 + v, 9)]
         else:
             for name in (("brightness", "contrast", "saturation") if k == "jitter" else (k,)):
                 op[name] = _span(v)
@@ -241,8 +258,14 @@ def _draw_gray(rng, op, h, w) -> dict:
     return {"gray": rng.random() < op["p"]}
 
 
+def _draw_affine(rng, op, h, w) -> dict:
+    t = op["translate"]
+    return {"angle": rng.uniform(-op["degrees"], op["degrees"]), "shift_x": rng.uniform(-t, t) * w,
+            "shift_y": rng.uniform(-t, t) * h, "zoom": rng.uniform(*op["zoom"])}
+
+
 _DRAW = {"pad_crop": _draw_pad_crop, "hflip": _draw_flip, "resized_crop": _draw_resized_crop,
-         "color_jitter": _draw_jitter, "grayscale": _draw_gray}
+         "color_jitter": _draw_jitter, "grayscale": _draw_gray, "affine": _draw_affine}
 
 
 def draw_params(seeds, policy: str, height: int, width: int) -> dict[str, np.ndarray]:
@@ -357,8 +380,32 @@ def _apply_to(x: torch.Tensor, idx: np.ndarray, fn, factors) -> torch.Tensor:
     return x.index_copy(0, rows, fn(x.index_select(0, rows), f))
 
 
+def affine_theta(angle, shift_x, shift_y, zoom, h: int, w: int) -> np.ndarray:
+    """(B, 2, 3) float64 affine_grid matrices: each output pixel reads the input at the point that a rotation by
+    `angle` degrees (counter-clockwise on screen) and zoom about the centre, then a shift of (shift_x, shift_y)
+    px (right, down), carried there. Built in pixel units and mapped to normalised ones, so non-square images
+    rotate without shear."""
+    a = np.deg2rad(np.asarray(angle, dtype=np.float64))
+    z = np.asarray(zoom, dtype=np.float64)
+    tx, ty = np.asarray(shift_x, dtype=np.float64), np.asarray(shift_y, dtype=np.float64)
+    # forward map on screen (y down): counter-clockwise by a is [[cos, sin], [-sin, cos]]; its inverse over z:
+    m00, m01, m10, m11 = np.cos(a) / z, -np.sin(a) / z, np.sin(a) / z, np.cos(a) / z
+    theta = np.empty((len(a), 2, 3))
+    theta[:, 0] = np.stack([m00, m01 * h / w, -(2 / w) * (m00 * tx + m01 * ty)], axis=1)
+    theta[:, 1] = np.stack([m10 * w / h, m11, -(2 / h) * (m10 * tx + m11 * ty)], axis=1)
+    return theta
+
+
+def _apply_affine(x: torch.Tensor, p: dict, op: dict) -> torch.Tensor:
+    b, c, h, w = x.shape
+    theta = torch.as_tensor(affine_theta(p["angle"], p["shift_x"], p["shift_y"], p["zoom"], h, w),
+                            device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 _APPLY = {"pad_crop": _apply_pad_crop, "hflip": _apply_flip, "resized_crop": _apply_resized_crop,
-          "color_jitter": _apply_jitter, "grayscale": _apply_gray}
+          "color_jitter": _apply_jitter, "grayscale": _apply_gray, "affine": _apply_affine}
 
 
 def apply_params(x: torch.Tensor, params: dict, policy: str) -> torch.Tensor:

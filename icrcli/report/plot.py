@@ -34,11 +34,21 @@ def _x_positions(sigmas: np.ndarray) -> tuple[np.ndarray, float | None]:
     return np.where(sigmas > 0, sigmas, zero_at), (zero_at if (sigmas == 0).any() else None)
 
 
-def _by_layer(levels: list[dict]) -> dict[str, list[dict]]:
+def _by_layer(levels: list[dict], name=lambda r: r.get("layer") or "") -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in levels:
-        out.setdefault(r.get("layer") or "", []).append(r)
+        out.setdefault(name(r), []).append(r)
     return {k: sorted(v, key=lambda r: r["sigma"]) for k, v in out.items()}
+
+
+def _series_of(result: dict) -> tuple[dict[str, list[dict]], str]:
+    """The sweep's curves by layer, or by augmentation (and layer) when it scanned several: (curves, what the
+    heatmap's rows are)."""
+    if len(result.get("augments") or []) < 2:
+        return _by_layer(result["levels"]), "layer"
+    many = len(result.get("layers") or []) > 1
+    return (_by_layer(result["levels"], lambda r: f"{r.get('augment')} · {r.get('layer')}" if many
+                      else str(r.get("augment"))), "augmentation")
 
 
 def _icr_curve(ax, x: np.ndarray, y: np.ndarray, ci: list, label: str):
@@ -58,7 +68,7 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     path = Path(path)
     check_plot_path(path)
     plt = _pyplot()
-    layers = _by_layer(result["levels"])
+    layers, rows = _series_of(result)
     grid = len(layers) > 1
     fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(11 if grid else 6.4, 4.2), squeeze=False)
     ax = axes[0][0]
@@ -90,14 +100,14 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     ax.legend(handles, labels, loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     if grid:
-        _heatmap(axes[0][1], result, layers)
+        _heatmap(axes[0][1], result, layers, rows)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def _heatmap(ax, result: dict, layers: dict[str, list[dict]]) -> None:
+def _heatmap(ax, result: dict, layers: dict[str, list[dict]], rows: str = "layer") -> None:
     sigmas = sorted({r["sigma"] for r in result["levels"]})
     names = list(layers)
     z = np.full((len(names), len(sigmas)), np.nan)
@@ -110,7 +120,7 @@ def _heatmap(ax, result: dict, layers: dict[str, list[dict]]) -> None:
     i, j = np.unravel_index(np.nanargmin(z), z.shape)
     ax.plot([j], [i], "*", ms=14, color="white", mec="black")
     ax.set_xlabel("σ")
-    ax.set_title("ICR by layer and σ (★ best)", fontsize=9)
+    ax.set_title(f"ICR by {rows} and σ (★ best)", fontsize=9)
     ax.figure.colorbar(im, ax=ax, label="ICR")
 
 

@@ -31,7 +31,8 @@ def records_table(records: list[dict], x_key: str, title: str, best: dict | None
         t.add_column(c, justify="right")
     for r in records:
         ci = r.get("icr_ci")
-        mark = "◀ min" if best is not None and r is best else ""
+        # tied: its paired interval of the rise from the minimum reaches 0 (scans.ties)
+        mark = "◀ min" if best is not None and r is best else "≈ tied" if r.get("tied_with_min") else ""
         t.add_row(_fmt(r.get(x_key)), _fmt(r.get("icr")), f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-",
                   _fmt(r.get("trace_s")), _fmt(r.get("trace_xi")), _fmt(r.get("mean_lambda")),
                   *[_fmt(r.get(c)) for c in extra], mark)

@@ -192,6 +192,7 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
         "noise": src.config["noise"], "arch": src.config["arch"],
         "samples_cache": str(folder), "samples_drawn": drawn, "cached": drawn == 0,
         "nearest_index": index[:, 0].tolist(),
+        "warnings": criterion_warnings(criterion, threshold, embed),
     })
     if grid is not None:
         from icrcli.stats.neighbours import memorized
@@ -202,6 +203,19 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
     result["seconds"] = round(time.perf_counter() - t0, 3)
     result["version"] = __version__
     return result
+
+
+def criterion_warnings(criterion: str, threshold: float | None, embed: str | None) -> list[str]:
+    """The cosine rule's 0.6 is the ICR paper's for SSCD copy-detection embeddings; on raw pixels cosine
+    similarities between different images of one data set are high (every real MNIST digit has a neighbour above
+    0.6), so it counts nearly everything as a copy."""
+    from icrcli.stats.neighbours import COSINE_THRESHOLD
+    if criterion == "cosine" and embed is None and (threshold is None or threshold == COSINE_THRESHOLD):
+        return [f"--criterion cosine at {COSINE_THRESHOLD:g} on pixels: {COSINE_THRESHOLD:g} is calibrated for "
+                "SSCD embeddings (the ICR paper), not pixels, where different real images already exceed it (it flags "
+                "100% of real MNIST digits as copies). Use --criterion ratio, an --embed layer, or a --threshold "
+                "calibrated on real held-out images."]
+    return []
 
 
 def write_grid(path, samples: np.ndarray, nearest_images: np.ndarray, copies: np.ndarray, per_row: int = 8,

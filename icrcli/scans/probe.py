@@ -1,7 +1,14 @@
-"""`icr probe`: linear (and k-NN) probe accuracy of the per-image features s_i of a labelled feature file.
+"""`icr probe`: linear (and k-NN) probe accuracy of a labelled feature file, under one of two protocols.
 
-The features of image i are the mean over its K views, s_i = (1/K) sum_k h_ik: the invariant part ICR scores.
-The protocol itself lives in icrcli.stats.probe and docs/PROBE.md.
+- `paper` (the default; Li et al. 2026, Sec. 4 and App. C): the features of ONE view of each image (view 0),
+  which is the clean image noised at the file's sigma when it was extracted with `--augment none`; trained on
+  the training file and tested on a held-out file (`--test`, extracted with the same plan), or, without one,
+  k-fold cross-validated (every image predicted once by the probe trained on the other folds).
+- `view-mean`: the mean over the K views, s_i = (1/K) sum_k h_ik (the invariant part ICR scores), on a
+  stratified split of one file or a --test file (this tool's first protocol, kept for comparison).
+
+The fitting itself lives in icrcli.stats.probe, the folds and paired tests in icrcli.stats.crossval, and the
+mapping to the paper in docs/PROBE.md.
 """
 
 from __future__ import annotations
@@ -41,38 +48,77 @@ def read_labels(src: FeatureSource) -> np.ndarray:
     return labels
 
 
-def load_labelled(path: str | Path, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(s (N, D) float64, labels (N,) int64, facts) of the labelled rows of a complete feature file."""
+PROTOCOLS = ("paper", "view-mean")
+
+
+def first_views(src: FeatureSource) -> np.ndarray:
+    """(N, D) float64 features of view 0 of each image, read in blocks of whole images."""
+    n, _, d = src.shape
+    out = np.empty((n, d), dtype=np.float64)
+    for a, block in src.iter_blocks():
+        out[a:a + len(block)] = block[:, 0]
+    return out
+
+
+def load_labelled(path: str | Path, layer: str | None = None,
+                  protocol: str = "view-mean") -> tuple[np.ndarray, np.ndarray, dict]:
+    """(x (N, D) float64, labels (N,) int64, facts) of the labelled rows of a complete feature file: x is view 0
+    under the paper's protocol, the mean over views under view-mean."""
     src = open_features(path, layer_dataset(layer) if layer else None)
     if not src.complete:
         raise UserError(f"{path}: the extraction did not finish ({src.shape[0]} of {src.attrs.get('n_images')} "
                         "images). Run the same `icr extract` again to complete it.")
     labels = read_labels(src)
-    s = image_means(src)
+    s = first_views(src) if protocol == "paper" else image_means(src)
     keep = labels >= 0
     facts = {"path": str(path), "dataset": src.dataset, "n_images": int(src.shape[0]),
              "n_views": int(src.shape[1]), "dim": int(src.shape[2]), "n_unlabelled": int((~keep).sum()),
-             "sigma": src.attrs.get("sigma"), "checkpoint_sha256": src.attrs.get("checkpoint_sha256")}
+             "sigma": src.attrs.get("sigma"), "checkpoint_sha256": src.attrs.get("checkpoint_sha256"),
+             "augment": src.attrs.get("augment")}
     return s[keep], labels[keep], facts
 
 
 def probe_file(path: str | Path, test: str | Path | None = None, split: float = 0.75, seed: int = 0,
-               l2: float = 1e-4, knn: int | None = None, layer: str | None = None) -> dict:
-    """Probe a feature file: trained on `path` and tested on `test`, or on a stratified `split` of `path`.
-    Returns the JSON-ready result (see probe_features, plus the inputs and options)."""
-    x, y, facts = load_labelled(path, layer)
+               l2: float = 1e-4, knn: int | None = None, layer: str | None = None, protocol: str = "paper",
+               folds: int = 5) -> dict:
+    """Probe a feature file under `protocol` (module docstring): trained on `path` and tested on `test`; without
+    `test`, k-fold cross-validated (paper) or a stratified `split` (view-mean). Returns the JSON-ready result
+    (see probe_features, plus the inputs, the protocol, `correct`: per-test-image correctness as 0/1 text)."""
+    from icrcli.stats.crossval import cross_validate, pack
+    from icrcli.stats.probe import binomial_se
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol!r}: choose paper or view-mean.")
+    x, y, facts = load_labelled(path, layer, protocol)
+    warnings = _protocol_warnings(facts, protocol)
     if test is not None:
-        tx, ty, test_facts = load_labelled(test, layer)
-        train_x, train_y, test_x, test_y = x, y, tx, ty
+        tx, ty, test_facts = load_labelled(test, layer, protocol)
+        warnings += [w.replace("the training file", "the test file") for w in _protocol_warnings(test_facts, protocol)]
         how = {"kind": "file", "test": test_facts}
+        fitted = probe_features(x, y, tx, ty, l2=l2, knn=knn)
+    elif protocol == "paper":
+        cv = cross_validate(x, y, folds, seed, l2, knn)
+        how = {"kind": "cv", "folds": cv["n_folds"], "seed": seed, "fold_accuracies": cv["fold_accuracies"]}
+        acc = cv["test_accuracy"]
+        fitted = {"train_accuracy": cv["train_accuracy"], "test_accuracy": acc,
+                  "test_accuracy_se": binomial_se(acc, len(y)), "n_classes": cv["n_classes"],
+                  "n_train": int(len(y)), "n_test": int(len(y)), "dim": int(x.shape[1]), "classes": cv["classes"],
+                  "chance": float(np.bincount(np.searchsorted(cv["classes"], y)).max() / len(y)),
+                  "optimizer": cv["optimizer"], "correct": pack(cv["correct"])}
+        if knn is not None:
+            kacc = float(cv["knn_correct"].mean())
+            fitted["knn"] = {"k": int(knn), "test_accuracy": kacc, "test_accuracy_se": binomial_se(kacc, len(y)),
+                             "metric": "cosine"}
     else:
         tr, te = stratified_split(y, split, seed)
-        train_x, train_y, test_x, test_y = x[tr], y[tr], x[te], y[te]
         how = {"kind": "split", "fraction": split, "seed": seed}
-    result = {"schema": 1, "command": "probe", "features": facts, "layer": layer or str(facts["dataset"]).removeprefix("features/"),
-              "split": how}
-    result.update(probe_features(train_x, train_y, test_x, test_y, l2=l2, knn=knn))
-    result["options"] = {"l2": l2, "knn": knn, "split": None if test is not None else split, "seed": seed,
+        fitted = probe_features(x[tr], y[tr], x[te], y[te], l2=l2, knn=knn)
+    result = {"schema": 1, "command": "probe", "features": facts,
+              "layer": layer or str(facts["dataset"]).removeprefix("features/"), "split": how,
+              "protocol": describe_protocol(protocol, how["kind"], folds)}
+    result.update(fitted)
+    result["warnings"] = warnings
+    result["options"] = {"l2": l2, "knn": knn, "split": split if how["kind"] == "split" else None, "seed": seed,
+                         "folds": folds if how["kind"] == "cv" else None, "protocol": protocol,
                          "standardise": "training split mean and std", "optimizer": "L-BFGS strong Wolfe, "
                          "float64, from zero"}
     result["version"] = __version__
@@ -80,11 +126,14 @@ def probe_file(path: str | Path, test: str | Path | None = None, split: float = 
 
 
 def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...], l2: float = 1e-4,
-                 knn: int | None = None, layer: str | None = None) -> dict:
+                 knn: int | None = None, layer: str | None = None, protocol: str = "view-mean") -> dict:
     """Probe a feature file on a given split by image index (the data's, as in the file's /index): trained on the
     rows of the images `train`, tested on those of `test` (a reference split, e.g. the first 1,500 images another
-    study listed and the last 500). Every image of the split needs a labelled row."""
-    x, y, facts = load_labelled(path, layer)
+    study listed and the last 500). Every image of the split needs a labelled row. `protocol` as probe_file's:
+    which features of each image are probed."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol!r}: choose paper or view-mean.")
+    x, y, facts = load_labelled(path, layer, protocol)
     index = _labelled_index(path)
     rows = {int(i): r for r, i in enumerate(index)}
     missing = [i for i in (*train, *test) if i not in rows]
@@ -94,9 +143,12 @@ def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...]
     tr, te = [rows[i] for i in train], [rows[i] for i in test]
     result = {"schema": 1, "command": "probe", "features": facts,
               "layer": layer or str(facts["dataset"]).removeprefix("features/"),
-              "split": {"kind": "indices", "n_train": len(tr), "n_test": len(te)}}
+              "split": {"kind": "indices", "n_train": len(tr), "n_test": len(te)},
+              "protocol": describe_protocol(protocol, "indices", 0)}
     result.update(probe_features(x[tr], y[tr], x[te], y[te], l2=l2, knn=knn))
-    result["options"] = {"l2": l2, "knn": knn, "split": None, "standardise": "training split mean and std",
+    result["warnings"] = _protocol_warnings(facts, protocol)
+    result["options"] = {"l2": l2, "knn": knn, "split": None, "protocol": protocol,
+                         "standardise": "training split mean and std",
                          "optimizer": "L-BFGS strong Wolfe, float64, from zero"}
     result["version"] = __version__
     return result
@@ -109,3 +161,24 @@ def _labelled_index(path: str | Path) -> np.ndarray:
         n = int(f["labels"].shape[0]) if "labels" in f else 0
         index, labels = np.asarray(f["index"][:n], dtype=np.int64), np.asarray(f["labels"][:n], dtype=np.int64)
     return index[labels >= 0]
+
+
+def describe_protocol(protocol: str, evaluation: str, folds: int) -> dict:
+    """What was trained and tested on, in words, for the JSON (docs/PROBE.md maps it to the paper)."""
+    features = ("view 0 of each image: one view, the clean image noised at the file's sigma when extracted with "
+                "--augment none (the paper's)" if protocol == "paper" else "the mean of the K views of each image")
+    how = {"file": "trained on the training file, tested on the held-out --test file",
+           "cv": f"{folds}-fold stratified cross-validation of one file (no held-out file given): each image "
+                 "predicted once, by the probe trained on the other folds",
+           "split": "a stratified split of one file",
+           "indices": "a reference split of one file by image index (--probe-first, --probe-train/--probe-test)"
+           }[evaluation]
+    return {"name": protocol, "features": features, "evaluation": how}
+
+
+def _protocol_warnings(facts: dict, protocol: str) -> list[str]:
+    aug = facts.get("augment")
+    if protocol == "paper" and aug not in (None, "none"):
+        return [f"the training file's views were augmented ({aug}): the paper's probe reads clean images noised "
+                "at sigma, so extract with --augment none for it (icr sweep --probe does)."]
+    return []

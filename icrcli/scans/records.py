@@ -12,6 +12,10 @@ from icrcli.errors import UserError
 from icrcli.models.options import sidecar_candidates
 
 SCHEMA = 1
+# What a scan record holds beyond its schema: 2 since every level carries jackknife replicates and the ties with
+# the minimum, and probes follow the paper's protocol (issue 18). Keyed, so a record made before answers no
+# request made after.
+CONTENTS = 2
 # Options that say how work runs, not what it computes: never part of a key.
 RUN_ONLY = ("batch_size", "device", "indices_file")  # (the indices themselves are keyed, not their file's name)
 
@@ -46,7 +50,7 @@ def data_identity(data: Path) -> str:
 
 
 def record_key(kind: str, parts: dict) -> str:
-    return cache.config_key({"kind": kind, "schema": SCHEMA, "version": __version__, **parts})
+    return cache.config_key({"kind": kind, "schema": SCHEMA, "contents": CONTENTS, "version": __version__, **parts})
 
 
 def load(kind: str, key: str, warn=None) -> dict | None:

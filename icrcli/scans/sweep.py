@@ -1,4 +1,4 @@
-"""`icr sweep`: ICR over noise levels (and layers) of one checkpoint.
+"""`icr sweep`: ICR over noise levels (and layers, and augmentations) of one checkpoint.
 
 A sweep is N plans over one loaded model and one loaded data set: every level is exactly `icr extract` +
 `icr score` at its sigma with the same options, and every (image, view) keeps its augmentation and unit noise
@@ -50,11 +50,41 @@ def candidate_layers(module_names: list[str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeOptions:
-    """`--probe`: a linear probe (and optionally k-NN) on each level's features, from the same extraction."""
+    """`--probe`: a linear probe (and optionally k-NN) at each level (scans.probe, docs/PROBE.md).
+
+    protocol "paper": view 0 of features extracted at the level's sigma WITHOUT augmentation (clean images
+    noised), tested on `test_data` (a data set extracted with the same plan) or k-fold cross-validated;
+    "view-mean": the mean over the level's own (augmented) views, on a stratified split."""
     split: float = 0.75
     seed: int = 0
     l2: float = 1e-4
     knn: int | None = None
+    protocol: str = "paper"
+    folds: int = 5
+    test_data: str | None = None
+
+
+def _probe_key(probe: ProbeOptions | None) -> dict | None:
+    """The probe's part of a record key: the test data by content, not by name."""
+    if probe is None:
+        return None
+    d = dataclasses.asdict(probe)
+    if probe.test_data is not None:
+        d["test_data"] = records.data_identity(Path(probe.test_data))
+    return d
+
+
+def augments_of(vopts: dict) -> list[str]:
+    """The augmentations a sweep scans: --augment once (a str) or several times (a list), canonical, each once."""
+    from icrcli.data.augment import canonical_policy
+    given = vopts["augment"]
+    out = [canonical_policy(a) for a in ([given] if isinstance(given, str) else list(given))]
+    if not out:
+        raise UserError("--augment gave no augmentation.")
+    dup = [a for i, a in enumerate(out) if a in out[:i]]
+    if dup:
+        raise UserError(f"--augment {dup[0]} is given twice; name each augmentation once.")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +102,9 @@ def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: 
     """--probe-first N (the first N images as --indices lists them train the probe, the rest test it) or
     --probe-train/--probe-test FILE: (the probe, the images to extract). Without --indices, the extraction is the
     union of the two lists."""
+    if base.test_data is not None:
+        raise UserError("a reference split (--probe-first, --probe-train/--probe-test) tests on images of --data; "
+                        "--probe-test-data tests on another data set. Use one or the other.")
     if first is not None:
         if train is not None or test is not None:
             raise UserError("--probe-first takes its split from the order of --indices; --probe-train and "
@@ -116,62 +149,100 @@ def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: d
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
                                      "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
                                      "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                                     "probe": dataclasses.asdict(probe) if probe else None})
+                                     "probe": _probe_key(probe)})
 
 
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
               probe: ProbeOptions | None = None) -> dict:
-    """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin; with `probe`,
-    each record's probe accuracy and the argmax of accuracy beside the argmin of ICR."""
+    """The sweep result: one record per (augmentation, sigma, layer) with the score's keys, the argmin, the levels
+    tied with it (scans.ties) and the augmentation grid; with `probe`, each record's probe accuracy and the
+    argmax of accuracy beside the argmin of ICR, with paired tests. vopts["augment"] is one policy or a list."""
     checkpoint, data = Path(checkpoint), Path(data)
     sopts = sopts or ScoreOptions()
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
+    augments = augments_of(vopts)
     key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe)
     if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
         reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
         for lv in rec["levels"]:
             on_level and on_level(lv)
         return rec
-    levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe)
+    levels, layers = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe, augments)
+    from icrcli.scans.ties import annotate_sweep
+    ties = annotate_sweep(levels)
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
-        "layers": list(plans[0].layers), "levels": levels,
+        "layers": list(layers), "augments": augments, "levels": levels,
         "argmin": _best(levels), "best_by_layer": {L: _best([r for r in levels if r["layer"] == L])
-                                                  for L in plans[0].layers},
+                                                  for L in layers},
+        "ties": ties, "augment_grid": augment_grid(levels),
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
                     "model": dataclasses.asdict(mopts), "probe": dataclasses.asdict(probe) if probe else None},
     }
     if probe:
-        result["probe"] = probe_agreement(levels)
+        result["probe"] = probe_agreement(levels, ties)
     if use_cache:
         records.save(KIND, key, result)
     return result
 
 
-def probe_agreement(levels: list[dict]) -> dict:
-    """Where probe accuracy peaks beside where ICR bottoms out (paper Sec. 4: they should coincide), per layer.
-    'agree' means the same level, 'within_se' that the accuracy at ICR's argmin is within two standard errors
-    of the best accuracy."""
-    out = {}
-    for layer in dict.fromkeys(r["layer"] for r in levels):
-        recs = [r for r in levels if r["layer"] == layer]
-        lo = min(recs, key=lambda r: (r["icr"], r["sigma"]))
-        hi = max(recs, key=lambda r: (r["probe_test_accuracy"], -r["sigma"]))
-        gap = hi["probe_test_accuracy"] - lo["probe_test_accuracy"]
-        se = max(hi["probe_test_accuracy_se"], lo["probe_test_accuracy_se"])
-        out[layer] = {"argmin_icr_sigma": lo["sigma"], "argmax_accuracy_sigma": hi["sigma"],
-                      "accuracy_at_argmin_icr": lo["probe_test_accuracy"], "best_accuracy": hi["probe_test_accuracy"],
-                      "agree": lo["sigma"] == hi["sigma"], "within_se": gap <= 2 * se}
+def augment_grid(levels: list[dict]) -> list[dict]:
+    """Per (augmentation, layer): ICR's argmin over sigma, and the residual the augmentation leaves at the lowest
+    sigma, tr Sigma_xi / tr Sigma_s (what moves the minimum: the more residual the views carry without noise,
+    the less noise it takes to reach the minimum)."""
+    out = []
+    for aug in dict.fromkeys(r.get("augment") for r in levels):
+        for layer in dict.fromkeys(r["layer"] for r in levels):
+            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
+            if not recs:
+                continue
+            low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+            first = min(recs, key=lambda r: r["sigma"])
+            ratio = first["trace_xi"] / first["trace_s"] if first["trace_s"] > 0 else None
+            out.append({"augment": aug, "layer": layer, "argmin_sigma": low["sigma"], "icr_min": low["icr"],
+                        "lowest_sigma": first["sigma"], "residual_ratio": ratio})
+    return out
+
+
+def probe_agreement(levels: list[dict], ties: list[dict] | None = None) -> list[dict]:
+    """Where probe accuracy peaks beside where ICR bottoms out (paper Sec. 4: they should coincide), per
+    augmentation and layer. 'agree': the same level; 'within_se': the accuracy at ICR's argmin is within two
+    standard errors of the best; 'mcnemar_p': the exact paired test of those two levels' per-image correctness;
+    'accuracy_tied_sigmas': the levels whose accuracy does not differ from the best (McNemar p >= 0.05);
+    'best_in_icr_ties': the probe's best level is among the levels tied with ICR's minimum."""
+    from icrcli.stats.crossval import mcnemar, unpack
+    out = []
+    for aug in dict.fromkeys(r.get("augment") for r in levels):
+        for layer in dict.fromkeys(r["layer"] for r in levels):
+            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
+            if not recs:
+                continue
+            lo = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+            hi = max(recs, key=lambda r: (r["probe_test_accuracy"], -r["sigma"]))
+            gap = hi["probe_test_accuracy"] - lo["probe_test_accuracy"]
+            se = max(hi["probe_test_accuracy_se"], lo["probe_test_accuracy_se"])
+            best = unpack(hi["probe_correct"])
+            tied_acc = [r["sigma"] for r in recs if mcnemar(unpack(r["probe_correct"]), best)["p_value"] >= 0.05]
+            icr_ties = next((t["tied_sigmas"] for t in ties or [] if t.get("augment") == aug
+                             and t["layer"] == layer), None)
+            out.append({"augment": aug, "layer": layer, "argmin_icr_sigma": lo["sigma"],
+                        "argmax_accuracy_sigma": hi["sigma"], "accuracy_at_argmin_icr": lo["probe_test_accuracy"],
+                        "best_accuracy": hi["probe_test_accuracy"], "agree": lo["sigma"] == hi["sigma"],
+                        "within_se": gap <= 2 * se,
+                        "mcnemar_p": mcnemar(unpack(lo["probe_correct"]), best)["p_value"],
+                        "accuracy_tied_sigmas": tied_acc,
+                        "best_in_icr_ties": None if icr_ties is None else hi["sigma"] in icr_ties,
+                        "protocol": hi.get("probe_protocol")})
     return out
 
 
 def _best(levels: list[dict]) -> dict:
     r = min(levels, key=lambda r: (r["icr"], r["sigma"]))
-    return {"layer": r["layer"], "sigma": r["sigma"], "icr": r["icr"]}
+    return {"layer": r["layer"], "sigma": r["sigma"], "icr": r["icr"], "augment": r.get("augment")}
 
 
 def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporter) -> list:
@@ -188,35 +259,89 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
                       on_record: Callable[[dict], None] | None, extra: dict | None = None,
-                      probe: ProbeOptions | None = None) -> list[dict]:
+                      probe: ProbeOptions | None = None, probe_memo: dict | None = None) -> list[dict]:
     """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
-    every (level, layer), probing it too with `probe`: the records, in level order."""
+    every (level, layer), with the jackknife on (scans.ties), probing it too with `probe`: the records, in level
+    order. Under the paper's probe protocol the probe reads features of its own, extracted without augmentation
+    (and the test data's, with --probe-test-data); `probe_memo` keeps probe results across calls that share them."""
     from icrcli.features.extract import extract_levels
     from icrcli.features.plan import run_options_from
+    from icrcli.scans.ties import with_jackknife
     from icrcli.stats.score import score_file
     outs = [cache.cached_path(p.key) for p in plans]
     extract_levels(plans, outs, run_options_from(vopts), reporter)
+    probe_files = _probe_files(plans, outs, vopts, probe, reporter) if probe is not None else None
+    memo = {} if probe_memo is None else probe_memo
     out = []
-    for p, path in zip(plans, outs):
+    for i, (p, path) in enumerate(zip(plans, outs)):
         for layer in p.layers:
-            res, _ = score_file(path, layer=layer, opts=sopts)
+            res = _score(path, layer, sopts, with_jackknife(sopts, len(p.indices)), score_file)
             rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
                    "features": str(path)}
             if probe is not None:
-                rec.update(_probe(path, layer, probe))
+                train, test = probe_files[i]
+                mk = (str(train), str(test), layer)
+                if mk not in memo:
+                    memo[mk] = _probe(train, layer, probe, test)
+                rec.update(memo[mk])
             out.append(rec)
             on_record and on_record(rec)
     return out
 
 
-def _probe(path: Path, layer: str, probe: ProbeOptions) -> dict:
+def _score(path: Path, layer: str, sopts: ScoreOptions, jk: ScoreOptions, score_file) -> dict:
+    """Score with the jackknife; without it when its per-group statistics would not fit in memory (the
+    score's own check says so), so a sweep that ran before still runs (without ties)."""
+    if jk is not sopts:
+        try:
+            return score_file(path, layer=layer, opts=jk)[0]
+        except UserError as e:
+            if "--ci" not in str(e):
+                raise
+    return score_file(path, layer=layer, opts=sopts)[0]
+
+
+def _probe_files(plans: list, outs: list, vopts: dict, probe: ProbeOptions, reporter: Reporter) -> list[tuple]:
+    """Per plan, (training features, test features or None) for the probe. view-mean: the plan's own. paper: the
+    same request without augmentation (the plan's own when it has none). With --probe-test-data, the same request
+    on the test data (all of its images unless --images is smaller; never --indices, which name training images)."""
+    from icrcli.features.extract import extract_levels
+    from icrcli.features.plan import load_data, make_plan, run_options_from
+    run = run_options_from(vopts)
+    train, train_outs = plans, outs
+    if probe.protocol == "paper":
+        train = [p if p.request.augment == "none" else make_plan(p.model, p.data, dataclasses.replace(
+            p.request, augment="none")) for p in plans]
+        train_outs = [cache.cached_path(p.key) for p in train]
+        todo = [(p, o) for p, o, q in zip(train, train_outs, plans) if p is not q]
+        if todo:
+            reporter.step("the paper's probe: the same levels without augmentation")
+            extract_levels([p for p, _ in todo], [o for _, o in todo], run, reporter)
+    if probe.test_data is None:
+        return [(o, None) for o in train_outs]
+    first = plans[0]
+    tdata = load_data(probe.test_data, first.model, reporter, vopts.get("skip_bad_images", False))
+    if tdata.labels is None:
+        raise UserError(f"--probe-test-data {probe.test_data} has no labels: give the labelled held-out images "
+                        "(class sub-folders, an .npz with labels, CIFAR or MNIST files).")
+    tests = [make_plan(p.model, tdata, dataclasses.replace(p.request, indices=None)) for p in train]
+    touts = [cache.cached_path(p.key) for p in tests]
+    reporter.step(f"the probe's held-out images: {probe.test_data}")
+    extract_levels(tests, touts, run, reporter)
+    return list(zip(train_outs, touts))
+
+
+def _probe(path: Path, layer: str, probe: ProbeOptions, test: Path | None = None) -> dict:
     from icrcli.scans.probe import probe_file, probe_images
-    if isinstance(probe, ReferenceProbe):
-        r = probe_images(path, probe.train, probe.test, l2=probe.l2, knn=probe.knn, layer=layer)
+    if isinstance(probe, ReferenceProbe):  # a reference split of the same images (issue 20), either protocol
+        r = probe_images(path, probe.train, probe.test, l2=probe.l2, knn=probe.knn, layer=layer,
+                         protocol=probe.protocol)
     else:
-        r = probe_file(path, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn, layer=layer)
+        r = probe_file(path, test=test, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn,
+                       layer=layer, protocol=probe.protocol, folds=probe.folds)
     out = {"probe_test_accuracy": r["test_accuracy"], "probe_test_accuracy_se": r["test_accuracy_se"],
-           "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"]}
+           "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"],
+           "probe_protocol": {**r["protocol"], "features_file": str(path)}, "probe_correct": r["correct"]}
     if "knn" in r:
         out["knn_test_accuracy"] = r["knn"]["test_accuracy"]
     return out
@@ -230,10 +355,20 @@ def check_labels(dset, probe: ProbeOptions | None) -> None:
 
 
 def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-             reporter: Reporter, on_level, probe: ProbeOptions | None = None) -> tuple[list[dict], list]:
+             reporter: Reporter, on_level, probe: ProbeOptions | None = None,
+             augments: list[str] | None = None) -> tuple[list[dict], tuple[str, ...]]:
+    """The records of every (augmentation, level, layer) over one loaded model and data set, and the layers."""
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
     dset = load_data(data, model, reporter, vopts.get("skip_bad_images", False))
     check_labels(dset, probe)
-    plans = level_plans(model, dset, sigmas, vopts, reporter)
-    return extract_and_score(plans, vopts, sopts, reporter, on_level, probe=probe), plans
+    levels, layers, memo = [], (), {}
+    for aug in augments or augments_of(vopts):
+        if len(augments or ()) > 1:
+            reporter.step(f"augmentation {aug}")
+        va = {**vopts, "augment": aug}
+        plans = level_plans(model, dset, sigmas, va, reporter)
+        layers = plans[0].layers
+        levels += extract_and_score(plans, va, sopts, reporter, on_level, {"augment": aug}, probe=probe,
+                                    probe_memo=memo)
+    return levels, layers

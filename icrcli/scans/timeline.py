@@ -112,9 +112,21 @@ def _series(points: list[dict], fail_on_rise: float | None, fail_above: float | 
         pts = sorted((p for p in points if p["sigma"] == sigma), key=lambda p: p["step"])
         ci = [p.get("icr_ci") for p in pts]
         t = trend([p["step"] for p in pts], [p["icr"] for p in pts], ci if all(ci) else None)
-        out.append({"sigma": sigma, "layer": pts[0].get("layer"), "trend": t.as_dict()})
+        out.append({"sigma": sigma, "layer": pts[0].get("layer"), "trend": t.as_dict(), "rises": _rises(pts)})
         failed += gate(t, fail_on_rise, fail_above)
     return out, failed
+
+
+def _rises(pts: list[dict]) -> list[dict] | None:
+    """Each point's rise from the series' minimum with its paired jackknife interval (every checkpoint is scored on
+    the same images in the same groups, so the interval is of the difference itself, not two overlapping
+    intervals); None when a point has no replicates (too few images)."""
+    from icrcli.scans.ties import rises
+    rs = rises(pts)
+    if any(r is None for r in rs):
+        return None
+    return [{"step": p["step"], "difference": r["difference"], "se": r["se"], "ci": r["ci"],
+             "beyond_interval": r["ci"][0] > 0} for p, r in zip(pts, rs)]
 
 
 def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,

@@ -65,10 +65,48 @@ def condition(sigma_xi: np.ndarray, sigma_s: np.ndarray, tau: float, n_images: i
     }
 
 
+# Residual degrees of freedom per feature below which mean lambda is inflated enough to matter: with
+# m = N(K-1) the inverse-Wishart factor m / (m - D - 1) (see bias_corrected_icr) is above 1.11 for m < 10 D.
+DOF_PER_FEATURE = 10
+
+
+def inflation(n_images: int, n_views: int, dim: int) -> float:
+    """E[Sigma_xi_hat^{-1}] = m / (m - D - 1) Sigma_xi^{-1} for Gaussian residuals with m = N(K-1) degrees of
+    freedom (the mean of an inverse Wishart matrix, Anderson 2003, Lemma 7.7.1): the factor by which a small
+    sample inflates the residual-inverse part of mean lambda. inf when m <= D + 1."""
+    m = n_images * (n_views - 1)
+    return m / (m - dim - 1) if m > dim + 1 else float("inf")
+
+
+def bias_corrected_icr(mean_lambda: float, n_images: int, n_views: int, dim: int, estimator: str) -> float | None:
+    """ICR with mean lambda corrected analytically for the small-sample bias (not the jackknife).
+
+    For Gaussian features and tau = 0 the within-image scatter W ~ Wishart(Sigma_xi, m), m = N(K-1), is
+    independent of the between-image scatter, E[C_s] = (N-1)/N (Sigma_s + Sigma_xi/K) with C_s = m2_s / N, and
+    E[Sigma_xi_hat^{-1}] = m / (m - D - 1) Sigma_xi^{-1}. With T = tr(Sigma_xi_hat^{-1} C_s) / D:
+      paper:  mean lambda = T - 1/K,          E[T] = f (N-1)/N (lambda + 1/K)
+      plugin: mean lambda = K/(K-1) T,        target K/(K-1) (lambda + 1/K)
+    with f = m / (m - D - 1), so each estimate is unbiased for its population mean lambda after dividing by
+    f (N-1)/N (paper: the 1/K offset first). The ridge tau is ignored (exact for tau = 0; with the default
+    1e-3 it shifts the answer by about tau_rel times the condition of Sigma_xi). ICR = 1 / (1 + mean lambda)
+    of the corrected mean lambda (mean lambda unbiased; ICR, a convex function of it, only to first order).
+    None when m <= D + 1 (the factor is infinite)."""
+    f = inflation(n_images, n_views, dim)
+    if not np.isfinite(f) or n_images < 2:
+        return None
+    shrink = (n_images - 1) / n_images * f
+    if estimator == "paper":
+        lam = (mean_lambda + 1 / n_views) / shrink - 1 / n_views
+    else:
+        lam = mean_lambda / shrink
+    return float(1.0 / (1.0 + lam))
+
+
 def condition_warnings(cond: dict, dim: int, n_images: int, n_views: int, tau: float) -> list[str]:
     """Plain-language warnings when the ridge, not the features, decides ICR: D above the residual degrees of
     freedom N(K-1) (then at least D - N(K-1) directions of Sigma_xi are empty), or most Sigma_xi eigenvalues
-    below tau. Each says what it means and what to change."""
+    below tau; and when N(K-1) < 10 D, where a small sample inflates mean lambda noticeably (lowers ICR) even
+    though the problem is well posed. Each says what it means and what to change."""
     out = []
     dof, need = cond["residual_dof"], cond["images_needed"]
     if dim > dof:
@@ -76,6 +114,15 @@ def condition_warnings(cond: dict, dim: int, n_images: int, n_views: int, tau: f
                    f"images, K = {n_views} views): at least {dim - dof} directions of Sigma_xi are empty and fall "
                    "below the ridge, so ICR looks better than the features are. Use N >= D/(K-1) = "
                    f"{need} images (better about {2 * need}), more views, or fewer features (--pool mean).")
+    elif dof < DOF_PER_FEATURE * dim:
+        enough = -(-DOF_PER_FEATURE * dim // (n_views - 1))
+        f = inflation(n_images, n_views, dim)
+        how = (f"for Gaussian features mean lambda comes out about {f:.2f}x too large" if np.isfinite(f) else
+               "mean lambda is unbounded for Gaussian features")
+        out.append(f"N(K-1) = {dof} residual degrees of freedom for D = {dim} features is fewer than {DOF_PER_FEATURE} "
+                   f"per feature (N = {n_images} images, K = {n_views} views): {how}, so ICR is biased low "
+                   f"(see icr_bias_corrected). Use N >= {enough} images at K = {n_views}, more views, or fewer "
+                   "features.")
     below = cond["n_sigma_xi_below_tau"]
     if 2 * below > dim:
         out.append(f"{below} of {dim} Sigma_xi eigenvalues lie below tau = {tau:.3g}: along those directions the "

@@ -38,6 +38,23 @@ def interval(estimate: float, replicates: np.ndarray, confidence: float) -> tupl
 
 def jackknife(groups: list[ViewMoments], statistic: Callable[[ViewMoments], float], estimate: float,
               confidence: float = 0.95) -> dict:
+    """The interval, and the G leave-one-group-out replicates themselves: with them two results on the same
+    images (same groups: image i in group i mod G) can be compared pairwise (paired_difference)."""
     reps = np.array([statistic(m) for m in leave_one_out(groups)])
     se, (lo, hi) = interval(estimate, reps, confidence)
-    return {"icr_se": se, "icr_ci": [lo, hi], "ci_groups": len(groups), "ci_confidence": confidence}
+    return {"icr_se": se, "icr_ci": [lo, hi], "ci_groups": len(groups), "ci_confidence": confidence,
+            "icr_replicates": reps.tolist()}
+
+
+def paired_difference(estimate_a: float, replicates_a, estimate_b: float, replicates_b,
+                      confidence: float = 0.95) -> dict:
+    """The jackknife interval of a - b for two statistics computed on the same images with the same groups
+    (two noise levels of one sweep, two checkpoints of one timeline): replicate g of the difference is the
+    difference of their replicates g, so what the two share (which images were drawn) cancels. Returns
+    {"difference", "se", "ci": [low, high]}."""
+    ra, rb = np.asarray(replicates_a, dtype=np.float64), np.asarray(replicates_b, dtype=np.float64)
+    if ra.shape != rb.shape or ra.ndim != 1 or len(ra) < 2:
+        raise ValueError("paired_difference needs two replicate lists of one length G >= 2 (the same groups)")
+    diff = float(estimate_a - estimate_b)
+    se, (lo, hi) = interval(diff, ra - rb, confidence)
+    return {"difference": diff, "se": se, "ci": [lo, hi]}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from icrcli.errors import UserError
+from icrcli.stats.crossval import pack
 
 # L-BFGS stopping rule: the largest gradient entry below GRAD_TOL (first-order optimality) or MAX_ITER
 # iterations. The loss is smooth and strongly convex for l2 > 0, so it converges in tens to hundreds.
@@ -154,7 +155,7 @@ def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     """The linear probe (and the k-NN probe with knn=K) on given splits. x (n, D) features, y (n,) integer labels.
 
     Returns {"train_accuracy", "test_accuracy", "test_accuracy_se", "n_classes", "n_train", "n_test",
-    "classes", "chance", "optimizer": {...}, "knn": {...} or absent}."""
+    "classes", "chance", "optimizer": {...}, "correct": 0/1 text per test image, "knn": {...} or absent}."""
     train_x, test_x = np.asarray(train_x), np.asarray(test_x)
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise UserError(f"the probe needs (n, D) features with the same D in both splits; got {train_x.shape} "
@@ -168,7 +169,8 @@ def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     ytr, yte = np.searchsorted(classes, train_y), np.searchsorted(classes, test_y)
     ztr, zte = standardise(train_x, test_x)
     W, b, info = fit_logistic(ztr, ytr, len(classes), l2)
-    test_acc = float(np.mean(predict(zte, W, b) == yte))
+    hit = predict(zte, W, b) == yte
+    test_acc = float(np.mean(hit))
     result = {
         "train_accuracy": float(np.mean(predict(ztr, W, b) == ytr)),
         "test_accuracy": test_acc,
@@ -177,6 +179,7 @@ def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
         "dim": int(train_x.shape[1]), "classes": [int(c) for c in classes],
         "chance": float(np.bincount(yte, minlength=len(classes)).max() / len(yte)),  # always the commonest class
         "optimizer": info,
+        "correct": pack(hit),  # per test image, for paired tests between probes on the same images
     }
     if knn is not None:
         acc = float(np.mean(knn_predict(ztr, ytr, zte, knn, len(classes)) == yte))

@@ -138,9 +138,13 @@ def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tup
     cov, rel, spec = _spectrum(m, opts, vectors)
     tau, lam = spec.tau, spec.eigenvalues
     cond = diagnostics.condition(cov.sigma_xi, cov.sigma_s, tau, m.n, m.n_views)
+    mean_lambda = float(lam.mean())
     return {
         "icr": eigensolve.icr(lam),
-        "mean_lambda": float(lam.mean()),
+        "icr_bias_corrected": diagnostics.bias_corrected_icr(mean_lambda, m.n, m.n_views, m.dim, opts.estimator),
+        "bias_correction": BIAS_CORRECTION,
+        "icr_tau_tenth": _icr_at_tau(cov, tau / 10) if tau > 0 else None,
+        "mean_lambda": mean_lambda,
         "min_eigenvalue": float(lam[-1]),
         "eigenvalues": lam.tolist(),
         "tau": tau,
@@ -158,6 +162,19 @@ def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tup
         "condition": cond,
         "warnings": diagnostics.condition_warnings(cond, m.dim, m.n, m.n_views, tau),
     }, spec
+
+
+BIAS_CORRECTION = ("analytic: mean lambda divided by the inverse-Wishart factor N(K-1) / (N(K-1) - D - 1) and "
+                   "(N-1)/N, exact for Gaussian features at tau = 0 (diagnostics.bias_corrected_icr)")
+
+
+def _icr_at_tau(cov, tau: float) -> float | None:
+    """ICR with another absolute ridge: how much the default ridge carries. None when Sigma_xi + tau I is
+    singular at that ridge."""
+    try:
+        return eigensolve.icr(eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=False).eigenvalues)
+    except UserError:
+        return None
 
 
 def check_views_differ(m: ViewMoments, src: FeatureSource) -> None:
