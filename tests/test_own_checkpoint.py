@@ -531,10 +531,11 @@ def test_null_class_only_where_the_table_has_one_row_more_than_the_classes(icr, 
 # 14. a reference split in a sweep
 
 def _probe_on(features: str, train: list[int], test: list[int]) -> float:
-    """The probe's test accuracy on the given images of a feature file, rows picked here from its /index."""
+    """The probe's test accuracy on the given images of a feature file, rows picked here from its /index: view 0
+    of each image, as the paper's probe (the default protocol) reads them."""
     from icrcli.stats.probe import probe_features
     with h5py.File(features, "r") as f:
-        s, index, labels = f["features/norm"][:].astype(np.float64).mean(1), f["index"][:], f["labels"][:]
+        s, index, labels = f["features/norm"][:, 0].astype(np.float64), f["index"][:], f["labels"][:]
     row = {int(i): r for r, i in enumerate(index)}
     tr, te = [row[i] for i in train], [row[i] for i in test]
     return probe_features(s[tr], labels[tr], s[te], labels[te])["test_accuracy"]

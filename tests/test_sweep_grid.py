@@ -180,3 +180,25 @@ def test_ties_on_simulated_levels_and_the_table_marks_them():
     out.print(records_table(lv, "sigma", "t", lv[0]))
     text = out.export_text()
     assert text.count("≈ tied") == 1 and "◀ min" in text
+
+
+@pytest.mark.slow
+def test_a_reference_split_probes_the_noise_only_views(tiny_edm, tmp_path, icr):
+    """Issue 20's reference split (--probe-first) under the paper's protocol: the split's images, read from the
+    levels' own extraction without augmentation."""
+    from icrcli.scans.probe import probe_images
+    train = _labelled(tmp_path, 32, 3, "train.npz")
+    listed = [int(i) for i in np.random.default_rng(0).permutation(32)[:20]]
+    (tmp_path / "ref.txt").write_text("\n".join(map(str, listed)))
+    r = icr(*_args(tiny_edm, train, "--sigmas", "0.3", "--indices", tmp_path / "ref.txt", "--probe-first", "12"))
+    assert r.code == 0, r.err
+    (lv,) = json.loads(r.out)["levels"]
+    proto = lv["probe_protocol"]
+    assert proto["name"] == "paper" and "reference split" in proto["evaluation"]
+    assert proto["features_file"] != lv["features"]
+    want = probe_images(proto["features_file"], tuple(sorted(listed[:12])), tuple(sorted(listed[12:])),
+                        layer=lv["layer"], protocol="paper")
+    assert lv["probe_test_accuracy"] == want["test_accuracy"] and lv["probe_correct"] == want["correct"]
+    both = icr(*_args(tiny_edm, train, "--sigmas", "0.3", "--indices", tmp_path / "ref.txt", "--probe-first", "12",
+                      "--probe", "--probe-test-data", train))
+    assert both.code == 2 and "Use one or the other" in both.err
