@@ -88,9 +88,12 @@ def test_augmentation_grid_rows_equal_their_own_sweeps(tiny_edm, tmp_path, icr):
     curves, rows = _series_of(grid)
     assert rows == "augmentation" and set(curves) == set(grid["augments"])
     assert plot_result(grid, tmp_path / "grid.png").stat().st_size > 0
-    bad = icr("extract", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--sigma", "0.5",
-              "--augment", "crop", "--augment", "paper", "-q")
-    assert bad.code == 2 and "only `icr sweep`" in bad.err
+    # outside a sweep a repeated --augment is what it always was: the last one given
+    last = icr("extract", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--sigma", "0.5",
+               "--images", "4", "--augment", "crop", "--augment", "paper", "-q", "-o", tmp_path / "e.h5")
+    assert last.code == 0, last.err
+    with h5py.File(tmp_path / "e.h5") as f:
+        assert f.attrs["augment"] == "paper"
 
 
 def _labelled(tmp_path, n, seed, name):

@@ -175,7 +175,8 @@ Images = Annotated[int, typer.Option(min=2, help="Images N: a deterministic subs
                                      rich_help_panel=VIEWS_HELP)]
 AugmentOpt = Annotated[Optional[list[str]], typer.Option("--augment", metavar="POLICY[:k=v,...]", help=AUGMENT_HELP
                                                         + " Default paper; sweep takes it repeated (an augmentation x "
-                                                        "sigma grid).", rich_help_panel=VIEWS_HELP)]
+                                                        "sigma grid), other commands the last one given.",
+                                                        rich_help_panel=VIEWS_HELP)]
 Indices = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Use exactly these images: a text file of "
                                                  "indices (one per line) or a .npy integer array; --images is "
                                                  "then ignored.", rich_help_panel=VIEWS_HELP)]

@@ -87,9 +87,8 @@ class Request:
 def request_from(v: dict, sigma: float, layers: list[str] | tuple[str, ...] | None = None) -> Request:
     """A Request from the view options as plain values keyed by option name (the CLI's view group); `layers`
     replaces v["layer"] (a sweep's `auto`, resolved)."""
-    if not isinstance(v["augment"], str):
-        raise UserError(f"--augment is given {len(v['augment'])} times: only `icr sweep` scans several "
-                        "augmentations (an augmentation x sigma grid). Give one --augment here.")
+    if not isinstance(v["augment"], str):  # repeated outside a sweep: the last one, as a repeated option always was
+        v = {**v, "augment": v["augment"][-1]}
     return Request(sigma=sigma, layers=tuple(v.get("layer") or () if layers is None else layers),
                    views=v["views"], images=v["images"], augment=v["augment"], seed=v["seed"], pool=v["pool"],
                    dtype=v["dtype"], resize=v["resize"], chunk_images=v["chunk_images"], t_mode=v["t_mode"],

@@ -163,13 +163,13 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
     sopts = sopts or ScoreOptions()
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
-    augments = augments_of(vopts)
     key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe)
     if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
         reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
         for lv in rec["levels"]:
             on_level and on_level(lv)
         return rec
+    augments = augments_of(vopts)  # after the look-up: canonical spellings need the augmentation module (torch)
     levels, layers = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe, augments)
     from icrcli.scans.ties import annotate_sweep
     ties = annotate_sweep(levels)
