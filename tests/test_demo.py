@@ -59,7 +59,7 @@ def test_demo_quick_end_to_end(icr, tmp_path):
     assert sweep["kind"] == "sweep" and sweep["sigmas"] == list(QUICK.sweep_sigmas)
     assert len(sweep["levels"]) == len(QUICK.sweep_sigmas)
     assert all(0 < lv["icr"] <= 1 and 0 <= lv["probe_test_accuracy"] <= 1 for lv in sweep["levels"])
-    agree = next(iter(sweep["probe"].values()))
+    agree = sweep["probe"][0]  # one verdict per (augmentation, layer)
     assert agree["argmin_icr_sigma"] == sweep["argmin"]["sigma"]
 
     timeline = json.loads((out / "timeline.json").read_text())
