@@ -22,7 +22,8 @@ from pathlib import Path
 
 from icrcli.errors import UserError
 
-KINDS = ("features", "result", "directions", "csv", "plot")
+KINDS = ("features", "result", "directions", "csv", "plot", "summary")
+SUMMARY_MARK = b"<!-- icr summary"   # the first line of every Markdown summary icr writes (report.summary)
 # Every JSON result icr writes has "version", and one of these: score "icr" and "eigenvalues", sweep, timeline
 # and probe "schema", extract's summary "config_key".
 RESULT_MARKS = frozenset({"icr", "eigenvalues", "schema", "config_key"})
@@ -67,14 +68,15 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
 
 _WHAT = {"features": "an icr feature file", "result": "an icr result (a JSON object with icr's result keys)",
          "directions": "Fisher directions written by icr (a 2-D float64 .npy)",
-         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)"}
+         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)",
+         "summary": "a Markdown summary written by icr sweep/timeline"}
 _HOW = {"features": " (--overwrite replaces only an icr feature file of another configuration)",
-        "result": "", "directions": "", "csv": "", "plot": ""}
+        "result": "", "directions": "", "csv": "", "plot": "", "summary": ""}
 
 
 def _example(kind: str) -> str:
     return {"features": "feats.h5", "result": "result.json", "directions": "directions.npy", "csv": "scan.csv",
-            "plot": "scan.png"}[kind]
+            "plot": "scan.png", "summary": "summary.md"}[kind]
 
 
 def _clash(target: Path, given: Path, removed_folder: bool = False) -> str | None:
@@ -125,7 +127,7 @@ def _check_writable(out: Path, named: str) -> None:
 def _is_own(path: Path, kind: str) -> bool:
     try:
         return {"features": _is_feature_file, "result": _is_result, "directions": _is_directions,
-                "csv": _is_scan_csv, "plot": _is_plot}[kind](path)
+                "csv": _is_scan_csv, "plot": _is_plot, "summary": _is_summary}[kind](path)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
 
@@ -158,6 +160,11 @@ def _is_result(path: Path) -> bool:
 def _is_scan_csv(path: Path) -> bool:
     """A CSV a scan wrote: its header is report.table.CSV_COLUMNS (spelled here: report/ sits above this level)."""
     return _head(path, 64).startswith(b"layer,sigma,step,checkpoint,icr,")
+
+
+def _is_summary(path: Path) -> bool:
+    """A Markdown summary a scan wrote (--summary): it starts with icr's mark."""
+    return _head(path, len(SUMMARY_MARK)) == SUMMARY_MARK
 
 
 def _is_plot(path: Path) -> bool:
