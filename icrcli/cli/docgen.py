@@ -31,14 +31,20 @@ EXIT_STATUS = [
           "shows the traceback)."),
     ("2", "A usage or input error: a bad option value, a missing or unreadable file, an output that would replace "
           "an input. The message says what is wrong and what to do."),
-    ("3", "icr timeline: a --fail-on-rise or --fail-above gate failed (the result is still written)."),
-    ("130", "Interrupted (Ctrl-C). An interrupted extraction keeps its finished chunks: the same command resumes."),
+    ("3", "icr timeline: a --fail-on-rise or --fail-above gate failed (the result is still written; the reason is "
+          "printed on stderr even with --quiet)."),
+    ("4", "icr timeline --watch --idle: nothing new arrived for the --idle duration, and no gate failed."),
+    ("130", "Interrupted (Ctrl-C). An interrupted extraction keeps its finished chunks: the same command resumes; "
+            "sweep and timeline first write the JSON of what they finished."),
+    ("143", "Terminated (SIGTERM, as CI runners and timeout send): handled as Ctrl-C."),
 ]
 ENVIRONMENT = [
     ("ICR_CACHE_DIR", "The cache folder (default: the per-user cache folder, e.g. ~/.cache/icr). See FILES."),
     ("ICR_MAX_MEMBER_BYTES", "The most bytes one member of an image archive (.zip/.tar) may hold when decoded "
                              "(default 1 GiB); a larger member is refused."),
     ("NO_COLOR", "When set, progress and summaries on stderr are plain text (also when stderr is not a terminal)."),
+    ("ICR_PROGRESS_EVERY", "When stderr is not a terminal, progress is a plain line at most this often, in seconds "
+                           "(default 30)."),
     ("TMPDIR", "Where --no-cache keeps its temporary cache while a command runs."),
     ("CUDA_VISIBLE_DEVICES", "Which GPUs --device auto and cuda can see (read by torch)."),
 ]

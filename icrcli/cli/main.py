@@ -32,6 +32,8 @@ def __getattr__(attr: str):
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
+EXIT_INTERRUPTED = 130   # Ctrl-C: 128 + SIGINT
+EXIT_TERMINATED = 143    # SIGTERM: 128 + 15
 _TERMINATED: list[int] = []   # set by the SIGTERM handler: typer turns any KeyboardInterrupt into exit 130
 
 
@@ -66,9 +68,9 @@ def main() -> None:
         try:
             app()
         except SystemExit as e:
-            if e.code == 130 and _TERMINATED:   # typer's exit for an interruption that was a SIGTERM
+            if e.code == EXIT_INTERRUPTED and _TERMINATED:   # typer's exit for an interruption that was a SIGTERM
                 print("icr: terminated (SIGTERM)", file=sys.stderr)
-                sys.exit(143)
+                sys.exit(EXIT_TERMINATED)
             raise
     except UserError as e:
         if debug:
@@ -79,7 +81,7 @@ def main() -> None:
         from icrcli.errors import Terminated
         term = isinstance(e, Terminated)
         print(f"icr: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
-        sys.exit(143 if term else 130)
+        sys.exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
     except Exception as e:  # a bug or an environment problem we did not foresee
         if debug:
             traceback.print_exc()

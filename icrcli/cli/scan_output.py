@@ -15,6 +15,7 @@ from icrcli.errors import UserError
 
 
 SCAN_OUT = "Output"
+EXIT_STOPPED = {"interrupted": 130, "terminated": 143}   # Ctrl-C, SIGTERM: 128 + the signal's number
 JsonLines = Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished level or point on "
                                          "stdout; the last line is the whole result.", rich_help_panel=SCAN_OUT)]
 Csv = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the records as CSV.",

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.scan_output import Csv, JsonLines, Plot
+from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
 from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
                                 with_view_options)
 
@@ -30,6 +30,7 @@ def sweep(
     json_lines: JsonLines = False,
     csv: Csv = None,
     plot: Plot = None,
+    summary: Summary = None,
     probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each level's features (labelled data): "
                                         "the accuracy's argmax beside ICR's argmin.", rich_help_panel=CHECKS)] = False,
     probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the probe trains on "
@@ -89,7 +90,7 @@ def sweep(
             lists["--probe-test"], probe_first)
     inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
               *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
-    scan_output.check_outputs(inputs, output, csv, plot)
+    scan_output.check_outputs(inputs, output, csv, plot, summary)
     with cache_scope(no_cache):
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
                            on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)
@@ -99,12 +100,16 @@ def sweep(
         recs = [r for r in result["levels"] if r["layer"] == layer]
         mark = next((r for r in recs if r["sigma"] == best["sigma"] and r["layer"] == best["layer"]), None)
         scan_output.finish_table(recs, "sigma", f"ICR by sigma, layer {layer}", mark, log_x=True)
-    console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
-                + (f", layer {best['layer']}" if len(layers) > 1 else ""))
+    if best:
+        console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
+                    + (f", layer {best['layer']}" if len(layers) > 1 else ""))
     for layer, agree in (result.get("probe") or {}).items():
         verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
                    else "they DISAGREE")
         console.say(f"probe{'' if len(layers) == 1 else ' ' + layer}: best accuracy {agree['best_accuracy']:.3f} at "
                     f"sigma {agree['argmax_accuracy_sigma']:g}, ICR lowest at sigma {agree['argmin_icr_sigma']:g} "
                     f"(accuracy {agree['accuracy_at_argmin_icr']:.3f}): {verdict}")
-    scan_output.finish(result, result["levels"], output, json_lines, csv, plot)
+    scan_output.finish(result, result["levels"], output, json_lines, csv, plot if best else None, summary)
+    if result.get("stopped"):
+        scan_output.always_say(f"icr: {result['stopped']} with {len(result['levels'])} levels scored")
+        raise typer.Exit(scan_output.EXIT_STOPPED[result["stopped"]])

@@ -17,7 +17,6 @@ GATES = "CI gates (exit 3)"
 WATCH = "Watch"
 EXIT_GATE = 3
 EXIT_IDLE = 4          # --idle ended the watch (and no gate failed)
-EXIT_INTERRUPTED = {"interrupted": 130, "terminated": 143}   # Ctrl-C, SIGTERM: 128 + the signal's number
 
 
 @app.command()
@@ -87,7 +86,7 @@ def timeline(
 
       icr timeline runs/ckpts/ --data train/ --sigma 0.3 --ci --fail-on-rise 5
 
-      icr timeline runs/ --data train/ --sigma 0.3 --watch --idle 30m --json-lines --ci --fail-on-rise 5
+      icr timeline runs/ --data t/ --sigma 0.3 --ci --watch --idle 30m --fail-fast
     """
     from icrcli.cli import console, scan_output
     from icrcli.scans.sweep import ProbeOptions
@@ -111,20 +110,22 @@ def timeline(
         console.say(series["trend"]["description"])
     for msg in result["gates"]["held_by_intervals"]:
         console.say(f"gate held: {msg}")
-    scan_output.finish(result, result["points"], output, json_lines, csv, plot, summary)
+    scan_output.finish(result, result["points"], output, json_lines, csv, plot if result["points"] else None,
+                       summary)
     raise typer.Exit(exit_status(result))
 
 
 def exit_status(result: dict) -> int:
     """Interrupted (130, 143) over a failed gate (3) over an idle watch (4) over success (0); the reason is said
     on stderr even with --quiet, so a CI log tells why the job failed."""
+    from icrcli.cli import scan_output
     from icrcli.cli.scan_output import always_say
     failed, stopped = result["gates"]["failed"], result.get("stopped")
     for msg in failed:
         always_say(f"icr: gate failed: {msg}")
-    if stopped in EXIT_INTERRUPTED:
-        always_say(f"icr: {stopped} with {len(result['points'])} points done; the JSON above holds them")
-        return EXIT_INTERRUPTED[stopped]
+    if stopped in scan_output.EXIT_STOPPED:
+        always_say(f"icr: {stopped} with {len(result['points'])} points done; the JSON result holds them")
+        return scan_output.EXIT_STOPPED[stopped]
     if failed:
         return EXIT_GATE
     if stopped == "idle":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from icrcli import __version__, cache
-from icrcli.errors import UserError
+from icrcli.errors import Terminated, UserError
 from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.stats.options import ScoreOptions
@@ -124,7 +124,8 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
               probe: ProbeOptions | None = None) -> dict:
     """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin; with `probe`,
-    each record's probe accuracy and the argmax of accuracy beside the argmin of ICR."""
+    each record's probe accuracy and the argmax of accuracy beside the argmin of ICR. Ctrl-C or SIGTERM ends it
+    with the levels scored so far (`stopped` says which; nothing is cached, the extraction resumes)."""
     checkpoint, data = Path(checkpoint), Path(data)
     sopts = sopts or ScoreOptions()
     if not sigmas:
@@ -135,19 +136,34 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         for lv in rec["levels"]:
             on_level and on_level(lv)
         return rec
-    levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe)
+    done: list[dict] = []
+
+    def collect(rec: dict) -> None:
+        done.append(rec)
+        on_level and on_level(rec)
+
+    stopped = None
+    try:
+        levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, collect, probe)
+        layers = list(plans[0].layers)
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: the levels scored so far; the extraction resumes
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        levels, layers = done, list(dict.fromkeys(r["layer"] for r in done))
+        reporter.interrupted(f"the sweep stopped with {len(done)} of its levels scored; run the same command "
+                             "again to continue (finished extractions are kept)")
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
-        "layers": list(plans[0].layers), "levels": levels,
-        "argmin": _best(levels), "best_by_layer": {L: _best([r for r in levels if r["layer"] == L])
-                                                  for L in plans[0].layers},
+        "layers": layers, "levels": levels,
+        "argmin": _best(levels) if levels else None,
+        "best_by_layer": {L: _best([r for r in levels if r["layer"] == L]) for L in layers},
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
                     "model": dataclasses.asdict(mopts), "probe": dataclasses.asdict(probe) if probe else None},
+        "stopped": stopped,
     }
     if probe:
         result["probe"] = probe_agreement(levels)
-    if use_cache:
+    if use_cache and stopped is None:
         records.save(KIND, key, result)
     return result
 
@@ -197,15 +213,21 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     outs = [cache.cached_path(p.key) for p in plans]
     extract_levels(plans, outs, run_options_from(vopts), reporter)
     out = []
-    for p, path in zip(plans, outs):
-        for layer in p.layers:
-            res, _ = score_file(path, layer=layer, opts=sopts)
-            rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
-                   "features": str(path)}
-            if probe is not None:
-                rec.update(_probe(path, layer, probe))
-            out.append(rec)
-            on_record and on_record(rec)
+    # scoring (and probing) every level is minutes on real models: progress by level, like the extraction's
+    reporter.start("scoring and probing" if probe else "scoring", sum(len(p.layers) for p in plans), unit="levels")
+    try:
+        for p, path in zip(plans, outs):
+            for layer in p.layers:
+                res, _ = score_file(path, layer=layer, opts=sopts)
+                rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                       "features": str(path)}
+                if probe is not None:
+                    rec.update(_probe(path, layer, probe))
+                out.append(rec)
+                reporter.advance(1)
+                on_record and on_record(rec)
+    finally:
+        reporter.finish()
     return out
 
 

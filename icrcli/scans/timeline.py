@@ -71,8 +71,16 @@ class _Loaded:
 def _memorization(found, data: Path, mopts, vopts: dict, checks: Checks, reporter: Reporter) -> dict:
     from icrcli.scans.memorization import memorization
     reporter.step(f"memorization: {checks.memorization} samples of {found.path.name}")
-    r = memorization(found.path, data, mopts, samples=checks.memorization, steps=checks.memorization_steps,
-                     seed=vopts["seed"], device=vopts["device"])
+
+    def phase(name: str, total: int):   # sampling, then the nearest-neighbour search: each with its progress
+        reporter.start(name, total, unit="samples" if name == "sampling" else "images")
+        return reporter.advance
+
+    try:
+        r = memorization(found.path, data, mopts, samples=checks.memorization, steps=checks.memorization_steps,
+                         seed=vopts["seed"], device=vopts["device"], on_phase=phase)
+    finally:
+        reporter.finish()
     return {"memorization_ratio": r["ratio"], "memorization_ratio_se": r["ratio_se"]}
 
 
