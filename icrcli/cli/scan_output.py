@@ -96,10 +96,14 @@ def finish(result: dict, records: list[dict], output: str, json_lines: bool, csv
         console.say(f"wrote {summary}")
     if json_lines and output == "-":
         write_json_line(result)
-    elif output == "-" and sys.stdout.isatty():
+    elif output == "-" and stdout_is_terminal():
         console.say("(the full JSON result goes to a pipe or to -o FILE)")
     else:
         console.write_json(result, output)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def always_say(msg: str) -> None:
