@@ -168,6 +168,15 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
     return result
 
 
+def raise_if_stopped(result: dict) -> dict:
+    """For a caller that goes on after a scan (the demo, --sigma auto): an interrupted scan interrupts it too."""
+    if result.get("stopped") == "terminated":
+        raise Terminated()
+    if result.get("stopped") == "interrupted":
+        raise KeyboardInterrupt()
+    return result
+
+
 def probe_agreement(levels: list[dict]) -> dict:
     """Where probe accuracy peaks beside where ICR bottoms out (paper Sec. 4: they should coincide), per layer.
     'agree' means the same level, 'within_se' that the accuracy at ICR's argmin is within two standard errors

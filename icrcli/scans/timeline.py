@@ -18,7 +18,8 @@ from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
-from icrcli.scans.sweep import ProbeOptions, check_labels, extract_and_score, level_plans, request_fields, run_sweep
+from icrcli.scans.sweep import (ProbeOptions, check_labels, extract_and_score, level_plans, raise_if_stopped,
+                                request_fields, run_sweep)
 from icrcli.scans.trend import gate, held, trend
 from icrcli.scans.watch import Unreadable, Watcher
 from icrcli.stats.options import ScoreOptions
@@ -166,12 +167,12 @@ def _point_line(p: dict, t: dict, failed: list) -> str:
     if t["step_min"] == p["step"]:
         where = "the lowest so far"
     else:
-        sure = {True: ", beyond the intervals", False: ", within the intervals", None: ""}[t["rise_beyond_ci"]
-                                                                                          if t["step_min"] < p["step"]
-                                                                                          else None]
-        where = f"{100 * (p['icr'] - t['icr_min']) / t['icr_min']:+.1f}% on the minimum at step {t['step_min']}{sure}"
+        where = f"{100 * (p['icr'] - t['icr_min']) / t['icr_min']:+.1f}% on the minimum at step {t['step_min']}"
+        if p["icr"] == t["icr_last"] and t["rise_beyond_ci"] is not None:   # the series' last point
+            where += ", beyond the intervals" if t["rise_beyond_ci"] else ", within the intervals"
     gate_word = f"; gate failed: {failed[0]}" if failed else ""
-    return f"step {p['step']} ({Path(p['checkpoint']).name}), sigma {p['sigma']:g}: ICR {p['icr']:.4f}{ci}, {where}{gate_word}"
+    return (f"step {p['step']} ({Path(p['checkpoint']).name}), sigma {p['sigma']:g}: ICR {p['icr']:.4f}{ci}, "
+            f"{where}{gate_word}")
 
 
 class _Follow:
@@ -259,7 +260,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
 def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Reporter) -> tuple[list, dict]:
     """--sigma auto: the argmin of a coarse sweep of `checkpoint`."""
     reporter.step(f"--sigma auto: a coarse sweep of {checkpoint.name} over {len(AUTO_GRID)} levels")
-    sw = run_sweep(checkpoint, data, AUTO_GRID, mopts, vopts, sopts, reporter)
+    sw = raise_if_stopped(run_sweep(checkpoint, data, AUTO_GRID, mopts, vopts, sopts, reporter))
     sigma = sw["argmin"]["sigma"]
     reporter.step(f"--sigma auto: following sigma {sigma:g}, where {checkpoint.name} has its lowest ICR")
     return [sigma], {"checkpoint": str(checkpoint), "grid": AUTO_GRID, "sigma": sigma}
