@@ -129,3 +129,15 @@ def test_a_terminal_gets_table_and_summary_not_json(run, tiny_edm, icr, monkeypa
     assert s.code == 0 and s.out == "" and "lowest ICR" in s.err
     lines = icr(*_tl(run, tiny_edm, "--json-lines"))    # asked for explicitly: streamed even on a terminal
     assert json.loads(lines.out.splitlines()[-1])["kind"] == "timeline"
+
+
+@pytest.mark.slow
+def test_idle_ends_the_watch_with_its_own_status(run, tiny_edm, icr):
+    r = icr(*_tl(run, tiny_edm, "-q", "--watch", "--poll", "0.2", "--idle", "1s"))
+    assert r.code == 4, r.err
+    assert r.json["stopped"] == "idle" and [p["step"] for p in r.json["points"]] == [100, 200, 300]
+    assert "--idle" in r.err                                            # said even with -q
+    gated = icr(*_tl(run, tiny_edm, "-q", "--watch", "--poll", "0.2", "--idle", "1", "--fail-above", "0"))
+    assert gated.code == 3                                              # a failed gate says more than idleness
+    bad = icr(*_tl(run, tiny_edm, "--idle", "10m"))
+    assert bad.code == 2 and "--watch" in bad.err

@@ -145,3 +145,14 @@ def test_fail_above_with_intervals_counts_only_the_whole_interval():
     t = trend([1, 2], [0.5, 0.4], [[0.45, 0.55], [0.35, 0.45]])
     assert gate(t, None, 0.38) == [] and gate(t, None, 0.38, points=True)
     assert gate(t, None, 0.34) and gate(t, None, 0.46) == []
+
+
+def test_an_interrupted_scan_interrupts_its_caller():
+    from icrcli.errors import Terminated
+    from icrcli.scans.sweep import raise_if_stopped
+    with pytest.raises(Terminated):
+        raise_if_stopped({"stopped": "terminated"})
+    with pytest.raises(KeyboardInterrupt):
+        raise_if_stopped({"stopped": "interrupted"})
+    for fine in (None, "until", "idle", "fail-fast"):
+        assert raise_if_stopped({"stopped": fine}) == {"stopped": fine}

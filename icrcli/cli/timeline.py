@@ -95,6 +95,9 @@ def timeline(
 
     console.set_quiet(quiet)
     sigmas = parse_timeline_sigmas(sigma)
+    if idle is not None and not watch:
+        from icrcli.errors import UserError
+        raise UserError(f"--idle {idle} ends a watch: add --watch, or drop --idle.")
     follow = Watch(poll, until, parse_duration(idle, "--idle") if idle is not None else None,
                    parse_duration(retry_for, "--retry-for")) if watch else None
     scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts, vopts), output, csv, plot, summary)
