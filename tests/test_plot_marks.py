@@ -67,3 +67,15 @@ def test_timeline_plot_draws_the_gate_thresholds():
         assert part in fig.axes[0].get_title()
     _legend_clear_of_every_axis(fig)
     assert not _labelled(timeline_figure(_timeline({})), "--fail")
+
+
+def test_markdown_summary_of_a_sweep_lists_every_level_the_verdict_and_the_plot():
+    from icrcli.report.summary import summary
+    r = {**_sweep(), "probe": {"dec.8x8_block1": {"best_accuracy": 0.9, "argmax_accuracy_sigma": 1.0,
+                                                  "argmin_icr_sigma": 0.1, "accuracy_at_argmin_icr": 0.6}}}
+    md = summary(r, "s.png")
+    assert md.startswith("<!-- icr summary: sweep")
+    rows = [x for x in md.splitlines() if x.startswith("| dec.8x8_block1 |")]
+    assert [x.split(" | ")[1] for x in rows] == ["0", "0.1", "1", "10"]
+    assert "0.3000 **(min)**" in rows[1] and rows[2].endswith("| 0.900 |")
+    assert "lowest ICR 0.3000 at sigma 0.1" in md and "best accuracy 0.900 at sigma 1" in md and "`s.png`" in md
