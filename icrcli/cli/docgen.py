@@ -144,7 +144,7 @@ def _command(cmd, words: list[str], help_names: list[str]) -> Cmd:
         choices = [e.value for e in ann] if isinstance(ann, type) and issubclass(ann, Enum) else None
         names = [*p.opts, *p.secondary_opts]
         if "--arch" in names:
-            from icrcli.models.resolve import BUILTIN_ARCHS
+            from icrcli.models.registry import BUILTIN_ARCHS
             choices = list(BUILTIN_ARCHS)
         elif "--device" in names:
             choices = list(DEVICES)

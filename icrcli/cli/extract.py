@@ -9,14 +9,14 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.options import Debug, NoCache, Quiet, cache_scope, with_model_options, with_view_options
+from icrcli.models.registry import checkpoint_help
 
 
 @app.command()
 @with_model_options
 @with_view_options
 def extract(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint: .safetensors, .pt/.pth/"
-                                               ".ckpt, EDM .pkl, or a diffusers folder.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=checkpoint_help())],
     data: Annotated[Path, typer.Option(help="Images: folder (class sub-folders = labels), .zip/.tar, .npy/.npz, "
                                        "CIFAR pickles, MNIST IDX, NVlabs dataset zip.")],
     sigma: Annotated[float, typer.Option(help="Noise level, EDM/VE units on data in [-1, 1] (0 = augmentation "

@@ -258,7 +258,7 @@ def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "
     mopts = den.options or mopts
     vae = None
     if mopts.vae:
-        from icrcli.models.archs.diffusers_models import load_vae
+        from icrcli.models.vae import load_vae
         reporter.step(f"loading VAE {mopts.vae}")
         vae = load_vae(mopts.vae, dev)
     hash_file = hashes or cache.file_sha256

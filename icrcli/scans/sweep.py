@@ -11,7 +11,6 @@ sweep is a record in the cache, so the same sweep again answers without loading 
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Callable
 
@@ -28,24 +27,6 @@ AUTO = "auto"
 def request_fields(vopts: dict) -> dict:
     """The view options that shape the features (everything but how the work runs)."""
     return {k: v for k, v in vopts.items() if k not in records.RUN_ONLY}
-
-
-def candidate_layers(module_names: list[str]) -> list[str]:
-    """The --layer auto candidates among a network's module names, in forward order: EDM U-Nets the decoder's
-    second block at each resolution (dec.RxR_block1), DiT/SiT every quarter of the depth, diffusers U-Nets
-    mid_block and each up block (said in --layer's help)."""
-    edm = [n for n in module_names if re.fullmatch(r"model\.dec\.\d+x\d+_block1", n)]
-    if edm:
-        return edm
-    blocks = sorted({int(m.group(1)) for n in module_names if (m := re.fullmatch(r"blocks\.(\d+)", n))})
-    if blocks:
-        depth = len(blocks)
-        return [f"blocks.{i}" for i in sorted({max(0, depth * q // 4 - 1) for q in (1, 2, 3, 4)})]
-    unet = [n for n in module_names if re.fullmatch(r"(?:\w+\.)?(?:mid_block|up_blocks\.\d+)", n)]
-    if unet:
-        return unet
-    raise UserError("--layer auto knows the layers of the built-in architectures (EDM, DiT/SiT, diffusers U-Nets) "
-                    "only: name the layers to compare with --layer (repeatable; see `icr layers CKPT`).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +187,8 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
     if AUTO in layers:
         if layers != [AUTO]:
             raise UserError("--layer auto stands alone: give either auto or the layers to compare.")
-        layers = candidate_layers([n for n, _ in model.denoiser.net.named_modules()])
+        from icrcli.models.registry import layer_candidates
+        layers = layer_candidates(model.denoiser)
         reporter.step(f"--layer auto: {', '.join(layers)}")
     return [make_plan(model, dset, request_from(vopts, s, layers), reporter) for s in sigmas]
 

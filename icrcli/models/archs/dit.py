@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icrcli.errors import UserError
+from icrcli.models.adapter import Adapter
 from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
 
 # ----------------------------------------------------------------------------------------------
@@ -633,3 +634,37 @@ def denoiser(sd, meta: dict, opts: ModelOptions, arch: str | None) -> Denoiser:
         description={"arch": cfg["name"] or family, "config": jsonable(kw)},
         title=f"{name} ({how}), {kw.get('in_channels', 4)}x{size}x{size} latents, {num_classes} classes",
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The family as icr's registry sees it: one adapter answers to dit, sit and repa.
+
+_PREDICTION = {"dit": "eps", "sit": "v", "repa": "v"}   # DiT learns eps (and its variance), SiT/REPA the velocity
+
+
+class TransformerAdapter(Adapter):
+    names = ("dit", "sit", "repa")
+    what = "DiT/SiT/REPA's SiT"
+
+    def recognises(self, sd, meta):
+        return all(k in sd for k in _REQUIRED_KEYS)   # early REPA's split stack has them too
+
+    def build(self, sd, meta, opts, arch):
+        return denoiser(sd, meta, opts, arch)
+
+    def layer_candidates(self, module_names):
+        """Every quarter of the depth (blocks.N), as the --layer help says."""
+        blocks = sorted({int(m.group(1)) for n in module_names if (m := re.fullmatch(r"blocks\.(\d+)", n))})
+        if not blocks:
+            return []
+        depth = len(blocks)
+        return [f"blocks.{i}" for i in sorted({max(0, depth * q // 4 - 1) for q in (1, 2, 3, 4)})]
+
+    def class_count(self, den):
+        return int((den.description.get("config") or {}).get("num_classes", 1000))
+
+    def default_prediction(self, den):
+        return _PREDICTION.get(den.family)
+
+
+ADAPTER = TransformerAdapter()

@@ -17,6 +17,7 @@ import torch
 from torch.nn.functional import silu
 
 from icrcli.errors import UserError
+from icrcli.models.adapter import Adapter
 from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label, jsonable, load_strict
 
 # ----------------------------------------------------------------------------------------------
@@ -956,3 +957,35 @@ def _edm_precond(class_name, given, inferred: str) -> str:
     if isinstance(class_name, str):
         return _EDM_CLASSES.get(class_name.rsplit(".", 1)[-1], inferred)
     return inferred
+
+
+# ----------------------------------------------------------------------------------------------
+# The family as icr's registry sees it.
+
+class EdmAdapter(Adapter):
+    names = ("edm",)
+    what = "EDM U-Nets (DDPM++, NCSN++, ADM)"
+
+    def recognises(self, sd, meta):
+        return infer_edm_config(sd) is not None
+
+    def build(self, sd, meta, opts, arch):
+        return denoiser(sd, meta, opts)
+
+    def layer_candidates(self, module_names):
+        """The decoder's second block at each resolution (dec.RxR_block1), as the --layer help says."""
+        return [n for n in module_names if re.fullmatch(r"model\.dec\.\d+x\d+_block1", n)]
+
+    def class_count(self, den):
+        return int((den.description.get("config") or {}).get("label_dim") or 0)
+
+    def class_input(self, den, classes, device):
+        """EDM takes one-hot class vectors."""
+        y = torch.as_tensor(classes, dtype=torch.long, device=device)
+        return torch.nn.functional.one_hot(y, self.class_count(den)).to(torch.float32)
+
+    def default_prediction(self, den):
+        return "denoised"   # EDM's Precond wrappers return D
+
+
+ADAPTER = EdmAdapter()
