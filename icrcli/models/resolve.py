@@ -226,8 +226,9 @@ def _refuse_code(side: Path, data: dict) -> None:
                         f'or installed architecture: {names}).')
     if arch in registry.installed():   # a family the user installed into the environment: theirs to run
         return
-    raise UserError(f'{side}: "arch": {arch!r} is not a built-in or installed architecture ({names}). Name '
-                    'one of them, or pass your own network on the command line with --arch.')
+    extra = f" nor an installed one ({', '.join(registry.installed())})" if registry.installed() else ""
+    raise UserError(f'{side}: "arch": {arch!r} is not a built-in architecture ({", ".join(BUILTIN_ARCHS)}){extra}. '
+                    'Name one of them, or pass your own network on the command line with --arch.')
 
 
 _HINTS = typing.get_type_hints(ModelOptions)
