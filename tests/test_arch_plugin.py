@@ -137,3 +137,38 @@ def test_an_installed_family_is_listed_in_messages_and_a_broken_one_names_its_pa
     r = _icr(tmp_path, site, "layers", tmp_path / "net.safetensors")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "'toy'" in r.stderr and "icr-toy-family" in r.stderr and "broken on purpose" in r.stderr
+
+
+def test_nothing_above_models_tests_a_family_name():
+    """scans/, features/, cli/ and the sampler ask a Denoiser's adapter (registry.adapter_of), never compare a
+    family's name: the next family is one module (and on the old code, sampler.class_count compared
+    den.family with "edm")."""
+    import ast
+    from pathlib import Path
+
+    import icrcli
+    from icrcli.models import registry
+    root = Path(icrcli.__file__).parent
+    names = {*registry.BUILTIN, *registry.FOLDERS}
+    files = [root / "models" / "sampler.py", *[p for d in ("scans", "features", "cli") for p in (root / d).glob("*.py")
+                                                if p.name != "docgen.py"]]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            # --time-convention repa|sit names a flow's time axis (noise.py), not a family
+            if isinstance(node, ast.Compare) and getattr(node.left, "attr", None) != "time_convention":
+                consts = [c for side in (node.left, *node.comparators) for c in ast.walk(side)
+                          if isinstance(c, ast.Constant) and c.value in names]
+                found += [f"{path.relative_to(root)}:{node.lineno} {c.value!r}" for c in consts]
+            if isinstance(node, ast.Dict):   # a table keyed by family name (the old DEFAULT_PREDICTION)
+                found += [f"{path.relative_to(root)}:{node.lineno} {k.value!r}" for k in node.keys
+                          if isinstance(k, ast.Constant) and k.value in names and len(node.keys) > 2]
+    assert not found
+
+
+def test_help_and_messages_name_the_registry():
+    from icrcli.models import registry
+    assert all(name in registry.arch_help() for name in registry.BUILTIN_ARCHS)
+    assert registry.checkpoint_formats() == ("a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, or a diffusers "
+                                             "model folder")
+    assert all(long in registry.checkpoint_formats() for long, _ in registry.FORMATS.values())
