@@ -130,7 +130,10 @@ def recognise(sd: dict, meta: dict):
 
 
 def for_folder(folder: Path):
-    """The adapter that opens model folder `folder` (diffusers unless an installed family claims it)."""
+    """The adapter that opens model folder `folder`: diffusers when it is a diffusers folder, else an installed
+    family that claims it, else diffusers again (which says what a model folder holds)."""
+    if adapter("diffusers").opens(folder):
+        return adapter("diffusers")
     for name in installed():
         a = adapter(name)
         if a.reads_folders and a.opens(folder):

@@ -180,7 +180,7 @@ class DiffusersAdapter(Adapter):
     reads_folders = True
 
     def opens(self, folder):
-        return folder.is_dir()
+        return any((folder / sub / "config.json").is_file() for sub in ("unet", "transformer", "."))
 
     def open_folder(self, folder, opts):
         return denoiser(folder, opts)
