@@ -120,8 +120,17 @@ def _asked_in_order():
 def recognise(sd: dict, meta: dict):
     """The adapter whose family `sd` is; UserError when none recognises it."""
     for a in _asked_in_order():
-        if a.recognises(sd, meta):
-            return a
+        try:
+            if a.recognises(sd, meta):
+                return a
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001  an installed family's code failed on these weights: say whose
+            if a.__module__.startswith("icrcli."):
+                raise
+            raise UserError(f"The installed family {a.names[0]!r} ({type(a).__module__}) failed while looking at "
+                            f"the checkpoint: {type(e).__name__}: {e}. Fix or uninstall that package, or name the "
+                            "architecture with --arch.") from None
     raise UserError(
         f"Could not recognise the architecture from the checkpoint's keys (tried: {families_in_words()}). Name "
         f"it: --arch {'|'.join(arch_names())}, or build your own network with --arch my.module:build_fn / --arch "
