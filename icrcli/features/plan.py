@@ -236,10 +236,14 @@ class Plan:
 
 
 def device(name: str) -> torch.device:
+    """--device as a torch.device. Under torchrun, auto and cuda mean this rank's own GPU (cuda:LOCAL_RANK)."""
+    from icrcli import dist
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
+    if name == "cuda" and dist.world_size() > 1:
+        return torch.device("cuda", dist.local_rank())
     try:
         return torch.device(name)
     except RuntimeError:
