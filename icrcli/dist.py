@@ -62,14 +62,34 @@ def close() -> None:
         dist.destroy_process_group()
 
 
+class Stopped(KeyboardInterrupt):
+    """torchrun ended this rank (SIGTERM), most often because another rank failed: unwound like Ctrl-C, so what
+    is finished is kept, and said."""
+
+    def __str__(self) -> str:
+        return (f"torchrun stopped this process{who()}, most likely because another rank failed (its error is "
+                "above). Every finished chunk is kept: run the same command again to resume.")
+
+
+def _stop(signum, frame):
+    raise Stopped()
+
+
 @contextmanager
 def session():
-    """The with-block a command that splits its work across ranks runs in."""
+    """The with-block a command that splits its work across ranks runs in: the process group joined, and
+    torchrun's SIGTERM (sent to every rank when one fails) turned into Stopped."""
+    if world_size() == 1:
+        yield
+        return
+    import signal
+    old = signal.signal(signal.SIGTERM, _stop)
     init()
     try:
         yield
     finally:
         close()
+        signal.signal(signal.SIGTERM, old)
 
 
 def _collective(what: str, fn):

@@ -7,8 +7,8 @@ import traceback
 
 # Command name -> the module in icrcli.cli that registers it on the app (a new command: add it here).
 COMMANDS = {"cache": "cache_cmd", "demo": "demo", "extract": "extract", "info": "info", "layers": "layers",
-            "memorization": "memorization", "plot": "plot", "probe": "probe", "score": "score", "sweep": "sweep",
-            "timeline": "timeline"}
+            "memorization": "memorization", "merge": "merge", "plot": "plot", "probe": "probe", "score": "score",
+            "sweep": "sweep", "timeline": "timeline"}
 
 
 def register(argv: list[str] | None = None) -> None:
@@ -57,6 +57,7 @@ def _sigterm_as_interrupt():
 def main() -> None:
     """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
     typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""
+    from icrcli.dist import who
     from icrcli.errors import UserError
 
     debug = "--debug" in sys.argv
@@ -75,17 +76,17 @@ def main() -> None:
     except UserError as e:
         if debug:
             traceback.print_exc()
-        print(f"icr: error: {e}", file=sys.stderr)
+        print(f"icr: error{who()}: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         from icrcli.errors import Terminated
         term = isinstance(e, Terminated)
-        print(f"icr: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        print(f"icr: {'terminated (SIGTERM)' if term else 'interrupted'}{who()}", file=sys.stderr)
         sys.exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
     except Exception as e:  # a bug or an environment problem we did not foresee
         if debug:
             traceback.print_exc()
-        print(f"icr: unexpected error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
+        print(f"icr: unexpected error{who()}: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
         sys.exit(1)
     finally:

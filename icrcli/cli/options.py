@@ -19,6 +19,12 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="Compute afresh: look 
                                        "and leave nothing in it.")]
 
 
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Do only shard I of N (0 <= I < N): "
+                                                 "the chunks I, I+N, ... of the images (README 'Scale out'). For "
+                                                 "Slurm arrays and CI matrices; under torchrun, ranks split the work "
+                                                 "themselves.")]
+
+
 def cache_scope(no_cache: bool):
     """The with-block a command does its work in: the real cache, or with --no-cache a temporary one that is
     removed at the end (icrcli.cache.scratch)."""

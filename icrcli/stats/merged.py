@@ -259,14 +259,13 @@ def _check_coverage(parts: list[tuple]) -> None:
 
 
 
-def score_paths(paths: list[Path], dataset: str | None, layer: str | None, opts: ScoreOptions,
-                progress: Callable[[int], None] | None = None, stats_out: Path | None = None) -> tuple[dict, object]:
+def score_sources(sources: list[FeatureSource], opts: ScoreOptions, progress: Callable[[int], None] | None = None,
+                  stats_out: Path | None = None) -> tuple[dict, object]:
     """`icr score` of one feature file or of the shards of one extraction; with stats_out, the merged moments are
     also written there (icrcli.stats.statsfile). Some shards only, with stats_out: their statistics are written
     and the answer is a summary of them (a part to `icr merge` later), not a score."""
     from icrcli.stats.score import score_source
     from icrcli.stats.statsfile import write_stats
-    sources = open_sources(paths, dataset, layer)
     keep = (lambda acc, meta: write_stats(stats_out, acc.groups, meta)) if stats_out is not None else None
     cfg = sources[0].attrs.get("config")
     if len(sources) == 1 and shard_of(cfg if isinstance(cfg, dict) else None) is None:
