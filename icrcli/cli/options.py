@@ -25,6 +25,11 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help=
                                                  "themselves.")]
 
 
+Shards = Annotated[Optional[int], typer.Option("--shards", metavar="N", min=1, help="Score every level from its N "
+                                              "shards (those of `--shard I/N` runs, from the cache; any missing "
+                                              "are computed here), merged exactly.")]
+
+
 def cache_scope(no_cache: bool):
     """The with-block a command does its work in: the real cache, or with --no-cache a temporary one that is
     removed at the end (icrcli.cache.scratch)."""

@@ -9,8 +9,8 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
-                                with_view_options)
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, Shards, cache_scope, with_model_options,
+                                with_score_options, with_view_options)
 
 CHECKS = "Checks"
 
@@ -48,6 +48,8 @@ def sweep(
                                                        "(default: the other images extracted). Without --indices "
                                                        "the extraction is the two lists.",
                                                        rich_help_panel=CHECKS)] = None,
+    shard: ShardOpt = None,
+    shards: Shards = None,
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
@@ -72,12 +74,21 @@ def sweep(
       icr sweep ckpt.pt --data imgs/ -q | jq '.argmin.sigma'
 
       icr sweep ckpt.pt --data mnist/ --indices ref.txt --probe-first 1500
+
+      torchrun --nproc-per-node 8 -m icrcli sweep ckpt.pt --data imgs/ -o sweep.json
+
+      icr sweep ckpt.pt --data imgs/ --shard 2/8    # a Slurm array task
+
+      icr sweep ckpt.pt --data imgs/ --shards 8     # then: merge the 8
     """
+    from icrcli import dist
     from icrcli.cli import console, scan_output
     from icrcli.scans.sigmas import parse_sigmas
+    from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions, run_sweep
 
-    console.set_quiet(quiet)
+    console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
+    split = split_from(shard, shards)
     levels = parse_sigmas(sigmas)
     probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
     given = {"--probe-train": probe_train, "--probe-test": probe_test}
@@ -91,9 +102,17 @@ def sweep(
     inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
               *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
     scan_output.check_outputs(inputs, output, csv, plot, summary)
-    with cache_scope(no_cache):
+    with cache_scope(no_cache), dist.session():
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
-                           on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)
+                           on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache,
+                           split=split)
+    if dist.rank() > 0:
+        return
+    if result["kind"] == "sweep-shard":
+        console.write_json(result, output)
+        console.say(f"shard {result['shard']}: {len(result['levels'])} level(s) extracted; score them all with the "
+                    f"same command and --shards {split.shard.count}")
+        return
     layers = result["layers"]
     best = result["argmin"]
     for layer in layers:

@@ -14,10 +14,11 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__, cache
+from icrcli import __version__, cache, dist
 from icrcli.errors import Terminated, UserError
 from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
+from icrcli.scans.split import Split, check_no_probe, extract_shards, merged_score, shard_summary
 from icrcli.stats.options import ScoreOptions
 
 KIND = "sweeps"
@@ -93,28 +94,38 @@ def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: 
 
 
 def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-              probe: ProbeOptions | None = None) -> str:
+              probe: ProbeOptions | None = None, split: Split = Split()) -> str:
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
                                      "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
                                      "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                                     "probe": dataclasses.asdict(probe) if probe else None})
+                                     "probe": dataclasses.asdict(probe) if probe else None, **split.key()})
 
 
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
-              probe: ProbeOptions | None = None) -> dict:
+              probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
     """The sweep result: one record per (layer, sigma) with the score's keys, and the argmin; with `probe`,
     each record's probe accuracy and the argmax of accuracy beside the argmin of ICR. Ctrl-C or SIGTERM ends it
-    with the levels scored so far (`stopped` says which; nothing is cached, the extraction resumes)."""
+    with the levels scored so far (`stopped` says which; nothing is cached, the extraction resumes).
+
+    split (icrcli.scans.split): the levels' images in shards, computed by torchrun's ranks or --shards N here
+    and merged exactly; with --shard I/N only shard I is extracted and the answer is what was extracted
+    (kind "sweep-shard"), to be merged by the same sweep with --shards N. A split sweep that is interrupted
+    stops (its extractions resume), without a partial result."""
     checkpoint, data = Path(checkpoint), Path(data)
     sopts = sopts or ScoreOptions()
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
-    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe)
-    if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
+    check_no_probe(split, probe)
+    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split)
+    rec = records.load(KIND, key, reporter.warn) if use_cache and split.shard.count == 1 and dist.rank() == 0 \
+        else None
+    if split.ranks > 1:     # rank 0's cache decides for every rank (the others' may be on other disks)
+        rec = dist.broadcast(rec, "sharing the cached sweep")
+    if rec is not None:
         reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
-        for lv in rec["levels"]:
+        for lv in rec["levels"] if dist.rank() == 0 else []:
             on_level and on_level(lv)
         return rec
     done: list[dict] = []
@@ -125,13 +136,18 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
 
     stopped = None
     try:
-        levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, collect, probe)
+        levels, plans = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, collect, probe, split)
         layers = list(plans[0].layers)
     except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: the levels scored so far; the extraction resumes
+        if not split.whole:          # the other ranks or shards could not finish theirs: no partial result
+            raise
         stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
         levels, layers = done, list(dict.fromkeys(r["layer"] for r in done))
         reporter.interrupted(f"the sweep stopped with {len(done)} of its levels scored; run the same command "
                              "again to continue (finished extractions are kept)")
+    if split.shard.count > 1:
+        return {"schema": records.SCHEMA, "kind": "sweep-shard", "version": __version__, "shard": str(split.shard),
+                "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas), "levels": levels}
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
@@ -144,7 +160,11 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
     }
     if probe:
         result["probe"] = probe_agreement(levels)
-    if use_cache and stopped is None:
+    if split.ranks > 1:
+        result["ranks"] = split.ranks
+    elif split.shards > 1:
+        result["shards"] = split.shards
+    if use_cache and stopped is None and dist.rank() == 0:
         records.save(KIND, key, result)
     return result
 
@@ -195,12 +215,15 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
                       on_record: Callable[[dict], None] | None, extra: dict | None = None,
-                      probe: ProbeOptions | None = None) -> list[dict]:
+                      probe: ProbeOptions | None = None, split: Split = Split()) -> list[dict]:
     """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
-    every (level, layer), probing it too with `probe`: the records, in level order."""
+    every (level, layer), probing it too with `probe`: the records, in level order. split: the levels in shards
+    (icrcli.scans.split), merged; with --shard I/N the summaries of shard I's extraction, unscored."""
     from icrcli.features.extract import extract_levels
     from icrcli.features.plan import run_options_from
     from icrcli.stats.score import score_file
+    if not split.whole:
+        return _split_levels(plans, vopts, sopts, reporter, on_record, extra, split)
     outs = [cache.cached_path(p.key) for p in plans]
     extract_levels(plans, outs, run_options_from(vopts), reporter)
     out = []
@@ -219,6 +242,23 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
                 on_record and on_record(rec)
     finally:
         reporter.finish()
+    return out
+
+
+def _split_levels(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
+                  on_record: Callable[[dict], None] | None, extra: dict | None, split: Split) -> list[dict]:
+    from icrcli.features.plan import run_options_from
+    mine = extract_shards(plans, split, run_options_from(vopts), reporter)
+    if split.shard.count > 1:
+        return shard_summary(mine)
+    out = []
+    for j, p in enumerate(plans):
+        for layer in p.layers:
+            res = merged_score(p, layer, {i: pairs[j] for i, pairs in mine.items()}, split, sopts)
+            rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                   "features": res["input"]["paths"][0]}
+            out.append(rec)
+            on_record and dist.rank() == 0 and on_record(rec)
     return out
 
 
@@ -243,10 +283,11 @@ def check_labels(dset, probe: ProbeOptions | None) -> None:
 
 
 def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-             reporter: Reporter, on_level, probe: ProbeOptions | None = None) -> tuple[list[dict], list]:
+             reporter: Reporter, on_level, probe: ProbeOptions | None = None,
+             split: Split = Split()) -> tuple[list[dict], list]:
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
     dset = load_data(data, model, reporter, vopts.get("skip_bad_images", False))
     check_labels(dset, probe)
     plans = level_plans(model, dset, sigmas, vopts, reporter)
-    return extract_and_score(plans, vopts, sopts, reporter, on_level, probe=probe), plans
+    return extract_and_score(plans, vopts, sopts, reporter, on_level, probe=probe, split=split), plans
