@@ -9,7 +9,7 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, cache_scope, with_model_options, with_score_options,
                                 with_view_options)
 
 CHECKS = "Checks"
@@ -65,6 +65,7 @@ def timeline(
     memorization: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Also the memorization ratio of N "
                                                         "samples of each checkpoint against the --data images "
                                                         "(see `icr memorization`).", rich_help_panel=CHECKS)] = None,
+    shard: ShardOpt = None,
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
@@ -87,25 +88,39 @@ def timeline(
       icr timeline runs/ckpts/ --data train/ --sigma 0.3 --ci --fail-on-rise 5
 
       icr timeline runs/ --data t/ --sigma 0.3 --ci --watch --idle 30m --fail-fast
+
+      torchrun --nproc-per-node 8 -m icrcli timeline runs/ --data train/ --sigma 0.3
+
+      icr timeline runs/ --data train/ --sigma 0.3 --shard 3/16
     """
+    from icrcli import dist
     from icrcli.cli import console, scan_output
+    from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions
     from icrcli.scans.timeline import Checks, Gates, Watch, parse_timeline_sigmas, run_timeline
     from icrcli.scans.watch import parse_duration
 
-    console.set_quiet(quiet)
+    console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     sigmas = parse_timeline_sigmas(sigma)
+    split = split_from(shard, None)
     if idle is not None and not watch:
         from icrcli.errors import UserError
         raise UserError(f"--idle {idle} ends a watch: add --watch, or drop --idle.")
     follow = Watch(poll, until, parse_duration(idle, "--idle") if idle is not None else None,
                    parse_duration(retry_for, "--retry-for")) if watch else None
     scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts, vopts), output, csv, plot, summary)
-    with cache_scope(no_cache):
+    with cache_scope(no_cache), dist.session():
         result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=follow,
                               reporter=console.Reporter(), on_point=scan_output.level_printer(json_lines),
                               checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization),
-                              gates=Gates(fail_on_rise, fail_above, point_estimates, fail_fast))
+                              gates=Gates(fail_on_rise, fail_above, point_estimates, fail_fast), split=split)
+    if dist.rank() > 0:
+        return
+    if result["kind"] == "timeline-shard":
+        console.write_json(result, output)
+        console.say(f"shard {result['shard']}: {len(result['points'])} point(s) computed and cached; the same "
+                    "command without --shard assembles the timeline")
+        return
     for series in result["series"]:
         pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
         mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)

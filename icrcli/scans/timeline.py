@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__
+from icrcli import __version__, dist
 from icrcli.errors import Terminated, UserError
 from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
+from icrcli.scans.split import Split, checkpoint_share, gather_points
 from icrcli.scans.sweep import (ProbeOptions, check_labels, extract_and_score, level_plans, raise_if_stopped,
                                 request_fields, run_sweep)
 from icrcli.scans.trend import gate, held, trend
@@ -201,14 +202,27 @@ class _Follow:
 def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,
                  sopts: ScoreOptions | None = None, pattern: str | None = None, watch: Watch | None = None,
                  reporter: Reporter = SILENT, on_point: Callable[[dict], None] | None = None,
-                 checks: Checks | None = None, gates: Gates | None = None) -> dict:
+                 checks: Checks | None = None, gates: Gates | None = None, split: Split = Split()) -> dict:
     """The timeline result: one record per (checkpoint, sigma) in step order, each series' trend, the CI gates
     (`gates.failed` lists the conditions that failed: `icr timeline` exits 3 on any) and why it stopped.
 
     on_point gets each point as it is added, with the running `trend` of its series and the `gates` so far.
     Ctrl-C (KeyboardInterrupt) or SIGTERM (icrcli.errors.Terminated) ends it with the points done so far and
-    `stopped` saying which; the unfinished checkpoint's extraction is kept and resumes on the next run."""
+    `stopped` saying which; the unfinished checkpoint's extraction is kept and resumes on the next run.
+
+    split (icrcli.scans.split): torchrun's rank r computes checkpoints r, r+W, ... and the points are gathered
+    (rank 0 alone streams them); with --shard I/N only checkpoints I, I+N, ... are computed (each point cached)
+    and the answer is those points (kind "timeline-shard"): the same command without --shard then finds every
+    point in the cache. A split timeline that is interrupted stops without a partial result."""
     checks, gates = checks or Checks(), gates or Gates()
+    if not split.whole and watch is not None:
+        raise UserError("--watch follows one training run in one process: run it without --shard or torchrun.")
+    if split.shards > 1:
+        raise UserError("--shards is for `icr sweep`: a timeline's shards are whole checkpoints, and the same "
+                        "command without --shard finds every point they computed in the cache.")
+    if split.shard.count > 1 and sigmas == AUTO:
+        raise UserError("--sigma auto with --shard: every shard must follow the same sigma. Give the sigma (e.g. "
+                        "from `icr sweep` on the last checkpoint).")
     folder, data = Path(folder), Path(data)
     sopts = sopts or ScoreOptions()
     layers = list(vopts.get("layer") or [])
@@ -219,20 +233,20 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         for n in notes:
             reporter.warn(n)
     data_sha = records.data_identity(data)
-    run = _Follow(gates, reporter, on_point)
+    run = _Follow(gates, reporter if split.whole else SILENT, on_point if split.whole else None)
     loaded = _Loaded(data, reporter, vopts.get("skip_bad_images", False))
     state = {"sigmas": sigmas, "auto": None}
 
     def points_of(f, last):
         if state["sigmas"] == AUTO:      # the coarse sweep is of the last checkpoint there is
-            state["sigmas"], state["auto"] = _auto_sigma(last.path, data, mopts, vopts, sopts, reporter)
+            state["sigmas"], state["auto"] = _auto_sigma(last.path, data, mopts, vopts, sopts, reporter, split)
         run.add(_points_of(f, data_sha, state["sigmas"], mopts, vopts, sopts, loaded, reporter, checks))
 
     watcher = Watcher(folder, pattern, watch.retry_for, reporter.warn) if watch else None
     stopped = None
     try:
         if watcher is None:
-            for f in found:
+            for f in checkpoint_share(found, split):
                 points_of(f, found[-1])
                 if run.stop_now():
                     stopped = "fail-fast"
@@ -240,12 +254,22 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         else:
             stopped = _follow(watcher, watch, reporter, run, points_of)
     except KeyboardInterrupt as e:
+        if not split.whole:      # the other ranks or shards could not finish theirs: no partial result
+            raise
         stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
         reporter.interrupted(f"the timeline stopped with {len(run.points)} points done; run the same command "
                              "again to continue (finished points and extractions are kept)")
     if watcher is not None:
         notes = watcher.notes
     sigmas = state["sigmas"] if state["sigmas"] != AUTO else []
+    if split.shard.count > 1:
+        return {"schema": records.SCHEMA, "kind": "timeline-shard", "version": __version__, "shard": str(split.shard),
+                "folder": str(folder), "data": str(data), "sigmas": list(sigmas),
+                "points": sorted(run.points, key=lambda p: (p["sigma"], p["step"]))}
+    if split.ranks > 1:          # every rank's points, said and streamed by rank 0 in step order
+        gathered = gather_points(run.points, split)
+        run = _Follow(gates, reporter, on_point if dist.rank() == 0 else None)
+        run.add(sorted(gathered, key=lambda p: (p["step"], p["sigma"])))
     points = sorted(run.points, key=lambda p: (p["sigma"], p["step"]))
     series, failed, held_back = _series(points, gates)
     return {"schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
@@ -257,10 +281,11 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
             "gates": _gates_dict(gates, failed, held_back, points)}
 
 
-def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Reporter) -> tuple[list, dict]:
-    """--sigma auto: the argmin of a coarse sweep of `checkpoint`."""
+def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Reporter,
+                split: Split = Split()) -> tuple[list, dict]:
+    """--sigma auto: the argmin of a coarse sweep of `checkpoint` (split across torchrun's ranks under torchrun)."""
     reporter.step(f"--sigma auto: a coarse sweep of {checkpoint.name} over {len(AUTO_GRID)} levels")
-    sw = raise_if_stopped(run_sweep(checkpoint, data, AUTO_GRID, mopts, vopts, sopts, reporter))
+    sw = raise_if_stopped(run_sweep(checkpoint, data, AUTO_GRID, mopts, vopts, sopts, reporter, split=split))
     sigma = sw["argmin"]["sigma"]
     reporter.step(f"--sigma auto: following sigma {sigma:g}, where {checkpoint.name} has its lowest ICR")
     return [sigma], {"checkpoint": str(checkpoint), "grid": AUTO_GRID, "sigma": sigma}
