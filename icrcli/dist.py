@@ -87,9 +87,16 @@ def session():
     init()
     try:
         yield
-    finally:
-        close()
-        signal.signal(signal.SIGTERM, old)
+    except BaseException as e:
+        # Unwinding (a peer died, or we were stopped): a second SIGTERM must not cut the message short, and leaving
+        # the group would wait on the dead peer. The process ends right after.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if isinstance(e, Stopped):      # said here: typer turns an interrupt into a silent exit 130
+            import sys
+            print(f"icr: stopped: {e}", file=sys.stderr, flush=True)
+        raise
+    close()
+    signal.signal(signal.SIGTERM, old)
 
 
 def _collective(what: str, fn):
