@@ -47,6 +47,10 @@ ENVIRONMENT = [
                            "(default 30)."),
     ("TMPDIR", "Where --no-cache keeps its temporary cache while a command runs."),
     ("CUDA_VISIBLE_DEVICES", "Which GPUs --device auto and cuda can see (read by torch)."),
+    ("RANK", "Set by torchrun: this process's rank; extract, sweep and timeline split their work across the ranks "
+             "and rank 0 alone prints and writes the result (README 'Scale out')."),
+    ("WORLD_SIZE", "Set by torchrun: how many ranks split the work (1 when unset: one process)."),
+    ("LOCAL_RANK", "Set by torchrun: the rank on its node; --device auto and cuda mean cuda:LOCAL_RANK."),
 ]
 FILES_SECTION = [
     ("$ICR_CACHE_DIR/features/", "Feature files (one per extraction request), and the chunks and locks of "
