@@ -134,6 +134,34 @@ def test_shards_in_a_folder_or_glob_and_every_bad_set_named(icr, tiny_edm, tmp_p
     assert mixed.code == 2 and "is not a shard" in mixed.err
 
 
+@pytest.mark.slow
+def test_a_shard_resumes_after_an_interruption_and_is_then_cached(icr, tiny_edm, tmp_path, monkeypatch):
+    ref = tmp_path / "ref.h5"
+    _extract(icr, tiny_edm, ref, "--shard", "1/3")
+    import icrcli.features.extract as ex
+    real, calls = ex.compute_levels, []
+
+    def stops_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "compute_levels", stops_on_third)
+    out = tmp_path / "s1.h5"
+    r = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out)[:-1])
+    assert r.code == 130 and "Run the same command again to resume" in r.err
+    parts = out.with_name(out.name + ".parts")
+    assert len(list(parts.glob("chunk-*.npz"))) == 2          # shard 1/3 has 3 chunks: stopped in the third
+    monkeypatch.setattr(ex, "compute_levels", real)
+    again = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out)[:-1])
+    assert again.code == 0 and "resuming: 8 images already done" in again.err
+    assert out.read_bytes() == ref.read_bytes()
+    cached = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out))
+    assert cached.code == 0 and cached.json["cached"] is True and cached.json["shard"] == "1/3"
+    other = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "2/3", "-o", out))
+    assert other.code == 2 and "different configuration" in other.err   # another shard is another request
+
+
 # ------------------------------------------------------------------------------------------- statistics
 def test_stats_out_and_merge_equal_one_score_of_a_npy(icr, tmp_path):
     """Statistics of disjoint halves of a plain (N, K, D) array merge into the score of the whole."""

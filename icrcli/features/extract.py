@@ -142,9 +142,13 @@ def _fill(active: list[_Level], run: RunOptions, reporter: Reporter, split: bool
         shown[0] += k
         reporter.advance(k)
 
-    def others() -> None:           # the whole job's progress on rank 0's bar
-        if split and (extra := finished_rows() - shown[0]) > 0:
-            advance(extra)
+    looked = [0.0]
+
+    def others() -> None:           # the whole job's progress on rank 0's bar (looked up at most once a second)
+        if split and time.monotonic() - looked[0] >= 1.0:
+            looked[0] = time.monotonic()
+            if (extra := finished_rows() - shown[0]) > 0:
+                advance(extra)
 
     reporter.start("extracting", n * len(active), done)
     try:
