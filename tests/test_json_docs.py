@@ -96,7 +96,9 @@ def test_documented_keys_match_real_output(icr, tiny_edm, tmp_path):
         _check(doc, "extract", ok("extract", net, "--data", imgs, "--sigma", "0.5", *small, "--shard", f"{i}/2",
                                   "-o", tmp_path / f"s{i}.h5", "-q"), {"shard"})
     _check(doc, "score --stats-out", ok("score", tmp_path / "s0.h5", "--stats-out", tmp_path / "s0.npz", "-q"))
-    _check(doc, "score", ok("score", tmp_path / "s1.h5", "--stats-out", tmp_path / "s1.npz", "-q"), {"stats"})
+    _check(doc, "score", ok("score", tmp_path / "s1.h5", tmp_path / "s0.h5", "--stats-out", tmp_path / "all.npz",
+                            "-q"), {"stats"})
+    ok("score", tmp_path / "s1.h5", "--stats-out", tmp_path / "s1.npz", "-q")
     _check(doc, "score", ok("score", tmp_path / "s0.h5", tmp_path / "s1.h5", "-q"))
     _check(doc, "merge", ok("merge", tmp_path / "s0.npz", tmp_path / "s1.npz", "-q"))
     _check(doc, "sweep --shard", ok("sweep", net, "--data", imgs, "--sigmas", "0.2,1", *small, "--shard", "0/2", "-q"))

@@ -148,12 +148,13 @@ def test_a_shard_resumes_after_an_interruption_and_is_then_cached(icr, tiny_edm,
         return real(*a, **k)
     monkeypatch.setattr(ex, "compute_levels", stops_on_third)
     out = tmp_path / "s1.h5"
-    r = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out)[:-1])
+    loud = [a for a in _view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out) if a != "-q"]
+    r = icr("extract", *loud)   # not quiet: the interruption says how to resume
     assert r.code == 130 and "Run the same command again to resume" in r.err
     parts = out.with_name(out.name + ".parts")
     assert len(list(parts.glob("chunk-*.npz"))) == 2          # shard 1/3 has 3 chunks: stopped in the third
     monkeypatch.setattr(ex, "compute_levels", real)
-    again = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out)[:-1])
+    again = icr("extract", *loud)
     assert again.code == 0 and "resuming: 8 images already done" in again.err
     assert out.read_bytes() == ref.read_bytes()
     cached = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out))
@@ -295,6 +296,30 @@ def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, t
     for x, y in zip(one.json["levels"], res["levels"]):
         assert y["icr"] == pytest.approx(x["icr"], rel=REL) and y["n_images"] == 40
         assert len(y["input"]["paths"]) == 2              # each rank's shard, scored once
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_path):
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  run / f"ckpt-{step}.safetensors")
+    args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
+            "0.5", "--device", "cpu", "-q"]
+    one = icr(*args, "--no-cache")
+    assert one.code == 0, one.err
+    r = _torchrun(tmp_path, 29615, *args, "--json-lines")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 4                                 # rank 0 streams every point once, then the result
+    res = lines[-1]
+    assert [p["step"] for p in res["points"]] == [100, 200, 300]
+    for x, y in zip(one.json["points"], res["points"]):
+        assert y["icr"] == pytest.approx(x["icr"], rel=REL)
+    assert res["series"][0]["trend"] == one.json["series"][0]["trend"]
 
 
 DIES = textwrap.dedent(r"""
