@@ -44,7 +44,7 @@ def extract(
 
       icr score $(icr extract ck.pt --data imgs/ --sigma 0.3 -q | jq -r .features)
 
-      icr extract ck.pt --data imgs/ --sigma 0.3 --shard 1/4 -o shards/f-1.h5   # then: icr score shards/
+      icr extract ck.pt --data imgs/ --sigma 0.3 --shard 1/4 -o shards/f1.h5
 
       torchrun --nproc-per-node 8 -m icrcli extract ck.pt --data imgs/ --sigma 0.3 -o f.h5
     """

@@ -28,11 +28,11 @@ def merge(
 
     Examples:
 
-      icr score shard-0.h5 --stats-out s0.npz   # on each machine that holds a shard
+      icr score shard-0.h5 --stats-out s0.npz   # where shard 0 is
 
       icr merge s0.npz s1.npz s2.npz -o result.json
 
-      icr merge 'stats/*.npz' --ci --ci-groups 20   # needs parts written with --ci --ci-groups 20
+      icr merge 'stats/*.npz' --ci --ci-groups 20   # parts written so
     """
     from icrcli.cli import console
     from icrcli.outputs import check_output

@@ -57,9 +57,9 @@ def score(
 
       icr score feats.h5 -q | jq .icr
 
-      icr score shards/                       # the shard files of `icr extract --shard I/N`, merged
+      icr score shards/                       # shard files, merged
 
-      icr score shard-0.h5 --stats-out s0.npz # statistics to merge elsewhere with `icr merge`
+      icr score shard-0.h5 --stats-out s0.npz # for icr merge
     """
     from icrcli.cli import console
     from icrcli.stats.options import ScoreOptions
