@@ -62,41 +62,27 @@ def close() -> None:
         dist.destroy_process_group()
 
 
-class Stopped(KeyboardInterrupt):
-    """torchrun ended this rank (SIGTERM), most often because another rank failed: unwound like Ctrl-C, so what
-    is finished is kept, and said."""
-
-    def __str__(self) -> str:
-        return (f"torchrun stopped this process{who()}, most likely because another rank failed (its error is "
-                "above). Every finished chunk is kept: run the same command again to resume.")
-
-
-def _stop(signum, frame):
-    raise Stopped()
+STOPPED = ("torchrun stopped this process{who}, most likely because another rank failed (its error is above). Every "
+           "finished chunk is kept: run the same command again to resume.")
 
 
 @contextmanager
 def session():
     """The with-block a command that splits its work across ranks runs in: the process group joined, and
-    torchrun's SIGTERM (sent to every rank when one fails) turned into Stopped."""
+    torchrun's SIGTERM (sent to every rank when one fails; icr's CLI raises it as icrcli.errors.Terminated, which
+    unwinds like Ctrl-C so what is finished is kept) said as what it most likely means here."""
     if world_size() == 1:
         yield
         return
-    import signal
-    old = signal.signal(signal.SIGTERM, _stop)
+    from icrcli.errors import Terminated
     init()
     try:
         yield
-    except BaseException as e:
-        # Unwinding (a peer died, or we were stopped): a second SIGTERM must not cut the message short, and leaving
-        # the group would wait on the dead peer. The process ends right after.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if isinstance(e, Stopped):      # said here: typer turns an interrupt into a silent exit 130
-            import sys
-            print(f"icr: stopped: {e}", file=sys.stderr, flush=True)
-        raise
+    except Terminated:
+        import sys
+        print(f"icr: {STOPPED.format(who=who())}", file=sys.stderr, flush=True)
+        raise       # leaving the group would wait on the dead peer: the process ends right after
     close()
-    signal.signal(signal.SIGTERM, old)
 
 
 def _collective(what: str, fn):
