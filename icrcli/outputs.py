@@ -22,7 +22,8 @@ from pathlib import Path
 
 from icrcli.errors import UserError
 
-KINDS = ("features", "result", "directions", "csv", "plot")
+KINDS = ("features", "result", "directions", "csv", "plot", "summary", "stats")
+SUMMARY_MARK = b"<!-- icr summary"   # the first line of every Markdown summary icr writes (report.summary)
 # Every JSON result icr writes has "version", and one of these: score "icr" and "eigenvalues", sweep, timeline
 # and probe "schema", extract's summary "config_key".
 RESULT_MARKS = frozenset({"icr", "eigenvalues", "schema", "config_key"})
@@ -30,6 +31,7 @@ _RESULT_MAX_BYTES = 1 << 30      # a result holds D eigenvalues; anything bigger
 _NPY_MAGIC = b"\x93NUMPY"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FEATURE_FORMAT = "icr-features"  # featurefile.FORMAT_NAME (not imported: features/ sits above this level)
+STATS_FORMAT = "icr-stats"       # statsfile.FORMAT (not imported: stats/ sits above this level)
 _PARTS_PREFIXES = ("config.json", "chunk-")   # what extraction keeps in OUT.parts/ (and its temp names)
 
 Input = tuple[str, str | os.PathLike | None]   # (what it is, e.g. "the checkpoint"; its path)
@@ -67,14 +69,16 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
 
 _WHAT = {"features": "an icr feature file", "result": "an icr result (a JSON object with icr's result keys)",
          "directions": "Fisher directions written by icr (a 2-D float64 .npy)",
-         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)"}
+         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)",
+         "summary": "a Markdown summary written by icr sweep/timeline",
+         "stats": "statistics written by `icr score --stats-out` (an .npz)"}
 _HOW = {"features": " (--overwrite replaces only an icr feature file of another configuration)",
-        "result": "", "directions": "", "csv": "", "plot": ""}
+        "result": "", "directions": "", "csv": "", "plot": "", "summary": "", "stats": ""}
 
 
 def _example(kind: str) -> str:
     return {"features": "feats.h5", "result": "result.json", "directions": "directions.npy", "csv": "scan.csv",
-            "plot": "scan.png"}[kind]
+            "plot": "scan.png", "summary": "summary.md", "stats": "stats.npz"}[kind]
 
 
 def _clash(target: Path, given: Path, removed_folder: bool = False) -> str | None:
@@ -125,7 +129,7 @@ def _check_writable(out: Path, named: str) -> None:
 def _is_own(path: Path, kind: str) -> bool:
     try:
         return {"features": _is_feature_file, "result": _is_result, "directions": _is_directions,
-                "csv": _is_scan_csv, "plot": _is_plot}[kind](path)
+                "csv": _is_scan_csv, "plot": _is_plot, "summary": _is_summary, "stats": _is_stats}[kind](path)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
 
@@ -160,11 +164,27 @@ def _is_scan_csv(path: Path) -> bool:
     return _head(path, 64).startswith(b"layer,sigma,step,checkpoint,icr,")
 
 
+def _is_summary(path: Path) -> bool:
+    """A Markdown summary a scan wrote (--summary): it starts with icr's mark."""
+    return _head(path, len(SUMMARY_MARK)) == SUMMARY_MARK
+
+
 def _is_plot(path: Path) -> bool:
     """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes, and
     icr's own PNG grids carry Software: icr."""
     head = _head(path, 4096)
     return b"Matplotlib" in head or b"matplotlib" in head or b"Software\x00icr" in head
+
+
+def _is_stats(path: Path) -> bool:
+    """An .npz whose `meta` says icr-stats (statsfile.FORMAT, spelled here: stats/ sits above this level)."""
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+        return isinstance(meta, dict) and meta.get("format") == STATS_FORMAT
+    except Exception:   # noqa: BLE001 - not an npz, or not ours: not ours to replace
+        return False
 
 
 def _is_directions(path: Path) -> bool:

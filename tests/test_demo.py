@@ -48,11 +48,14 @@ def test_demo_refuses_a_foreign_file(icr, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_quick_end_to_end(icr, tmp_path):
+def test_demo_quick_end_to_end(icr, tmp_path, monkeypatch):
     from icrcli.scans.demo import QUICK, demo_data
     out = tmp_path / "out"
+    monkeypatch.setenv("ICR_PROGRESS_EVERY", "0")   # stderr is not a terminal here: plain progress lines
     r = icr("demo", "--quick", "-o", out)
     assert r.code == 0, r.err
+    for step in ("extracting", "scoring and probing", "scoring", "sampling"):   # every long step shows progress
+        assert any(line.startswith(f"{step}: ") and "/s" in line for line in r.err.splitlines()), step
     for name in ("sweep.png", "timeline.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     sweep = json.loads((out / "sweep.json").read_text())

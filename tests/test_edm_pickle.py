@@ -306,18 +306,22 @@ def test_pickled_edmprecond_loads_strictly_into_icr_edm_port(tmp_path):
     kwargs = dict(edm.EDM_PRESETS["ddpmpp"], img_resolution=8, img_channels=3, label_dim=0,
                   model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],
                   augment_dim=9, dropout=0.13)
-    classes = [n for n, c in vars(edm).items() if isinstance(c, type)
-               and issubclass(c, torch.nn.Module) and c.__module__ == edm.__name__]
+    nets = sys.modules[edm.SongUNet.__module__]  # the port's own module (edm_networks), edm re-exports it
+    classes = [n for n, c in vars(nets).items() if isinstance(c, type)
+               and issubclass(c, torch.nn.Module) and c.__module__ == nets.__name__]
     x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 2.0])
     path = tmp_path / "edm-tiny.pkl"
     with fake_edm_code(tmp_path / "code", tmp_path / "sentinel") as networks, \
             pytest.MonkeyPatch.context() as patch:
         persistence = sys.modules["torch_utils.persistence"]
         for name in classes:  # what @persistence.persistent_class does in EDM's networks.py
-            patch.setattr(edm, name, persistence.persistent_class(getattr(edm, name)))
+            persistent = persistence.persistent_class(getattr(nets, name))
+            patch.setattr(nets, name, persistent)
+            if hasattr(edm, name):
+                patch.setattr(edm, name, persistent)
         for table in (edm.NETWORKS, edm.PRECONDS):
             for name, cls in list(table.items()):
-                patch.setitem(table, name, getattr(edm, cls.__name__))
+                patch.setitem(table, name, getattr(nets, cls.__name__))
         torch.manual_seed(0)
         net = edm.EDMPrecond(**kwargs).eval().requires_grad_(False)
         with torch.no_grad():

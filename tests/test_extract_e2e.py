@@ -89,15 +89,19 @@ def write_edm_pickle(path, tmp, precond, kwargs, seed):
     a torch_utils.persistence class, with its source embedded), by the fake persistence code of
     test_edm_pickle, which is removed again before icr reads the file. Returns the net's state dict."""
     from test_edm_pickle import fake_edm_code, make_snapshot
-    classes = [n for n, c in vars(edm).items() if isinstance(c, type)
-               and issubclass(c, torch.nn.Module) and c.__module__ == edm.__name__]
+    nets = sys.modules[edm.SongUNet.__module__]  # the port's own module (edm_networks), edm re-exports it
+    classes = [n for n, c in vars(nets).items() if isinstance(c, type)
+               and issubclass(c, torch.nn.Module) and c.__module__ == nets.__name__]
     with fake_edm_code(tmp, tmp / "sentinel") as networks, pytest.MonkeyPatch.context() as patch:
         persistence = sys.modules["torch_utils.persistence"]
         for name in classes:
-            patch.setattr(edm, name, persistence.persistent_class(getattr(edm, name)))
+            persistent = persistence.persistent_class(getattr(nets, name))
+            patch.setattr(nets, name, persistent)
+            if hasattr(edm, name):
+                patch.setattr(edm, name, persistent)
         for table in (edm.NETWORKS, edm.PRECONDS):
             for name, cls in list(table.items()):
-                patch.setitem(table, name, getattr(edm, cls.__name__))
+                patch.setitem(table, name, getattr(nets, cls.__name__))
         net = edm_net(precond, seed, **kwargs)
         with open(path, "wb") as f:
             pickle.dump(make_snapshot(net, networks.Loss(), sys.modules["dnnlib"]), f)

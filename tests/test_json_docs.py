@@ -45,7 +45,8 @@ def _check(doc, name: str, obj: dict | list, given: set[str] = frozenset()) -> N
 
 def test_every_command_has_a_section():
     assert set(documented()) == {"extract", "score", "info", "layers", "sweep", "timeline", "probe",
-                                 "memorization", "cache info", "cache clear"}
+                                 "memorization", "cache info", "cache clear", "merge", "score --stats-out",
+                                 "sweep --shard", "timeline --shard"}
 
 
 @pytest.mark.slow
@@ -91,6 +92,20 @@ def test_documented_keys_match_real_output(icr, tiny_edm, tmp_path):
     _check(doc, "memorization", ok(*mem), {"nearest_distance", "distance_ratio", "second_distance"})
     _check(doc, "memorization", ok(*mem, "--criterion", "cosine", "--grid", tmp_path / "g.png"),
            {"nearest_cosine", "grid"})
+    for i in range(2):
+        _check(doc, "extract", ok("extract", net, "--data", imgs, "--sigma", "0.5", *small, "--shard", f"{i}/2",
+                                  "-o", tmp_path / f"s{i}.h5", "-q"), {"shard"})
+    _check(doc, "score --stats-out", ok("score", tmp_path / "s0.h5", "--stats-out", tmp_path / "s0.npz", "-q"))
+    _check(doc, "score", ok("score", tmp_path / "s1.h5", tmp_path / "s0.h5", "--stats-out", tmp_path / "all.npz",
+                            "-q"), {"stats"})
+    ok("score", tmp_path / "s1.h5", "--stats-out", tmp_path / "s1.npz", "-q")
+    _check(doc, "score", ok("score", tmp_path / "s0.h5", tmp_path / "s1.h5", "-q"))
+    _check(doc, "merge", ok("merge", tmp_path / "s0.npz", tmp_path / "s1.npz", "-q"))
+    _check(doc, "sweep --shard", ok("sweep", net, "--data", imgs, "--sigmas", "0.2,1", *small, "--shard", "0/2", "-q"))
+    _check(doc, "sweep", ok("sweep", net, "--data", imgs, "--sigmas", "0.2,1", *small, "--shards", "2", "-q"),
+           {"shards"})
+    _check(doc, "timeline --shard", ok("timeline", run, "--data", imgs, "--sigma", "0.5", *small, "--shard", "1/2",
+                                       "-q"))
     _check(doc, "cache info", ok("cache", "info", "--json"))
     _check(doc, "cache clear", ok("cache", "clear", "--json", "-q"))
 

@@ -46,7 +46,8 @@ def test_check_class_label():
 @pytest.mark.slow
 @pytest.mark.parametrize("module", ["edm", "dit", "diffusers_models"])
 def test_architectures_do_not_import_the_resolver(module):
-    """Each archs module loads alone, and loading it pulls in neither resolve.py nor a sibling architecture."""
+    """Each archs module loads alone, and loading it pulls in neither resolve.py nor a sibling architecture (its
+    own verbatim port, archs/<family>_networks.py, and the Adapter base class are its own parts)."""
     code = (f"import sys, icrcli.models.archs.{module}; "
             "print(sorted(m for m in sys.modules if m.startswith('icrcli.models.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -54,7 +55,7 @@ def test_architectures_do_not_import_the_resolver(module):
     assert f"icrcli.models.archs.{module}" in loaded
     assert "icrcli.models.resolve" not in loaded
     assert loaded <= {"icrcli.models.archs", f"icrcli.models.archs.{module}", "icrcli.models.denoiser",
-                      "icrcli.models.options"}
+                      "icrcli.models.options", "icrcli.models.adapter", f"icrcli.models.archs.{module}_networks"}
 
 
 def test_headlines_of_the_families(icr, tmp_path):

@@ -47,12 +47,75 @@ class _Rate(ProgressColumn):
         return Text(f"{task.speed:,.0f} {self.unit}/s" if task.speed else f"- {self.unit}/s")
 
 
+# Without a terminal (CI logs, `2> log`), progress is a plain line at most this often: a sign of life for the
+# no-output timeouts of CI runners, not a line per batch.
+PLAIN_EVERY_ENV = "ICR_PROGRESS_EVERY"
+PLAIN_EVERY_S = 30.0
+
+
+def _plain_every() -> float:
+    import os
+    try:
+        return max(0.0, float(os.environ.get(PLAIN_EVERY_ENV, PLAIN_EVERY_S)))
+    except ValueError:
+        return PLAIN_EVERY_S
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+class _PlainProgress:
+    """Progress as plain lines, at most one every ICR_PROGRESS_EVERY seconds: counts, rate (of this run's work)
+    and ETA; a last line at the end when any was printed."""
+
+    def __init__(self, what: str, total: int, done: int, unit: str):
+        self.what, self.total, self.done, self.unit = what, total, done, unit
+        self.done0, self.t0 = done, _clock()
+        self.last, self.every, self.printed = self.t0, _plain_every(), False
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = _clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self.printed = True
+            say_plain(self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.t0
+        rate = (self.done - self.done0) / elapsed if elapsed > 0 and self.done > self.done0 else None
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        speed = f", {rate:,.1f} {self.unit}/s" if rate else ""
+        eta = f", eta {_hms(max(0, self.total - self.done) / rate)}" if rate and self.total else ""
+        return f"{self.what}: {self.done:,}/{self.total:,} {self.unit}{pct}{speed}{eta}"
+
+    def finish(self) -> None:
+        if self.printed:
+            say_plain(f"{self.what}: {self.done:,}/{self.total:,} {self.unit} in {_hms(_clock() - self.t0)}")
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def say_plain(msg: str) -> None:
+    """One line on stderr as it is, no markup (silent with --quiet)."""
+    err().print(msg, markup=False, highlight=False)
+
+
 @contextmanager
 def progress(description: str, total: int, unit: str = "images"):
-    """Yield advance(n). A live bar only on a terminal; otherwise nothing until the caller's summary."""
+    """Yield advance(n). A live bar on a terminal; otherwise a plain line at most every ICR_PROGRESS_EVERY s."""
     console = err()
-    if _state["quiet"] or not console.is_terminal:
+    if _state["quiet"]:
         yield lambda n: None
+        return
+    if not console.is_terminal:
+        plain = _PlainProgress(description, total, 0, unit)
+        yield plain.advance
+        plain.finish()
         return
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(unit),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -89,16 +152,22 @@ class Reporter(report.Reporter):
         self.unit = unit
         self._bar: Progress | None = None
         self._task = None
+        self._plain: _PlainProgress | None = None
 
     def step(self, what: str) -> None:
         err().print(f"{what} ...", markup=False, style="dim")
 
-    def start(self, what: str, total: int, done: int = 0) -> None:
+    def start(self, what: str, total: int, done: int = 0, unit: str | None = None) -> None:
         console = err()
-        if _state["quiet"] or not console.is_terminal:
+        self.finish()
+        if _state["quiet"]:
             return
-        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _SinceStart(self.unit, False),
-                TimeElapsedColumn(), _SinceStart(self.unit, True)]
+        if not console.is_terminal:
+            self._plain = _PlainProgress(what, total, done, unit or self.unit)
+            return
+        unit = unit or self.unit
+        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _SinceStart(unit, False),
+                TimeElapsedColumn(), _SinceStart(unit, True)]
         self._bar = Progress(*cols, console=console, transient=True)
         self._bar.start()
         self._task = self._bar.add_task(what, total=total, completed=done, t0=time.monotonic(), done0=done)
@@ -106,17 +175,25 @@ class Reporter(report.Reporter):
     def advance(self, n: int) -> None:
         if self._bar is not None:
             self._bar.advance(self._task, n)
+        elif self._plain is not None:
+            self._plain.advance(n)
 
     def finish(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        if self._plain is not None:
+            self._plain.finish()
+            self._plain = None
 
     def resumed(self, done: int, total: int) -> None:
         self._line(f"resuming: {done} images already done")
 
     def waiting(self, why: str) -> None:
         self._line(why)
+
+    def note(self, msg: str) -> None:
+        self._line(msg)
 
     def warn(self, msg: str) -> None:
         self._line(f"warning: {msg}")

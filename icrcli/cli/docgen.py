@@ -31,16 +31,26 @@ EXIT_STATUS = [
           "shows the traceback)."),
     ("2", "A usage or input error: a bad option value, a missing or unreadable file, an output that would replace "
           "an input. The message says what is wrong and what to do."),
-    ("3", "icr timeline: a --fail-on-rise or --fail-above gate failed (the result is still written)."),
-    ("130", "Interrupted (Ctrl-C). An interrupted extraction keeps its finished chunks: the same command resumes."),
+    ("3", "icr timeline: a --fail-on-rise or --fail-above gate failed (the result is still written; the reason is "
+          "printed on stderr even with --quiet)."),
+    ("4", "icr timeline --watch --idle: nothing new arrived for the --idle duration, and no gate failed."),
+    ("130", "Interrupted (Ctrl-C). An interrupted extraction keeps its finished chunks: the same command resumes; "
+            "sweep and timeline first write the JSON of what they finished."),
+    ("143", "Terminated (SIGTERM, as CI runners and timeout send): handled as Ctrl-C."),
 ]
 ENVIRONMENT = [
     ("ICR_CACHE_DIR", "The cache folder (default: the per-user cache folder, e.g. ~/.cache/icr). See FILES."),
     ("ICR_MAX_MEMBER_BYTES", "The most bytes one member of an image archive (.zip/.tar) may hold when decoded "
                              "(default 1 GiB); a larger member is refused."),
     ("NO_COLOR", "When set, progress and summaries on stderr are plain text (also when stderr is not a terminal)."),
+    ("ICR_PROGRESS_EVERY", "When stderr is not a terminal, progress is a plain line at most this often, in seconds "
+                           "(default 30)."),
     ("TMPDIR", "Where --no-cache keeps its temporary cache while a command runs."),
     ("CUDA_VISIBLE_DEVICES", "Which GPUs --device auto and cuda can see (read by torch)."),
+    ("RANK", "Set by torchrun: this process's rank; extract, sweep and timeline split their work across the ranks "
+             "and rank 0 alone prints and writes the result (README 'Scale out')."),
+    ("WORLD_SIZE", "Set by torchrun: how many ranks split the work (1 when unset: one process)."),
+    ("LOCAL_RANK", "Set by torchrun: the rank on its node; --device auto and cuda mean cuda:LOCAL_RANK."),
 ]
 FILES_SECTION = [
     ("$ICR_CACHE_DIR/features/", "Feature files (one per extraction request), and the chunks and locks of "
@@ -138,7 +148,7 @@ def _command(cmd, words: list[str], help_names: list[str]) -> Cmd:
         choices = [e.value for e in ann] if isinstance(ann, type) and issubclass(ann, Enum) else None
         names = [*p.opts, *p.secondary_opts]
         if "--arch" in names:
-            from icrcli.models.resolve import BUILTIN_ARCHS
+            from icrcli.models.registry import BUILTIN_ARCHS
             choices = list(BUILTIN_ARCHS)
         elif "--device" in names:
             choices = list(DEVICES)

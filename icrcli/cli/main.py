@@ -7,8 +7,8 @@ import traceback
 
 # Command name -> the module in icrcli.cli that registers it on the app (a new command: add it here).
 COMMANDS = {"cache": "cache_cmd", "demo": "demo", "extract": "extract", "info": "info", "layers": "layers",
-            "memorization": "memorization", "plot": "plot", "probe": "probe", "score": "score", "sweep": "sweep",
-            "timeline": "timeline"}
+            "memorization": "memorization", "merge": "merge", "plot": "plot", "probe": "probe", "score": "score",
+            "sweep": "sweep", "timeline": "timeline"}
 
 
 def register(argv: list[str] | None = None) -> None:
@@ -32,27 +32,64 @@ def __getattr__(attr: str):
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
+EXIT_INTERRUPTED = 130   # Ctrl-C: 128 + SIGINT
+EXIT_TERMINATED = 143    # SIGTERM: 128 + 15
+_TERMINATED: list[int] = []   # set by the SIGTERM handler: typer turns any KeyboardInterrupt into exit 130
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (CI runners, `timeout`, `kill`) raises Terminated, a KeyboardInterrupt: every command keeps what
+    it finished and says how to resume, as on Ctrl-C, and exits 143. Once: a second SIGTERM kills at once."""
+    import signal
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _TERMINATED.append(signum)
+        from icrcli.errors import Terminated
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread (icr's main() called from a thread): leave it as it is
+        return None
+
+
 def main() -> None:
     """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
     typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""
+    from icrcli.dist import who
     from icrcli.errors import UserError
 
     debug = "--debug" in sys.argv
+    before = _sigterm_as_interrupt()
+    _TERMINATED.clear()
     try:
         register(sys.argv)
         from icrcli.cli.app import app
-        app()
+        try:
+            app()
+        except SystemExit as e:
+            if e.code == EXIT_INTERRUPTED and _TERMINATED:   # typer's exit for an interruption that was a SIGTERM
+                print("icr: terminated (SIGTERM)", file=sys.stderr)
+                sys.exit(EXIT_TERMINATED)
+            raise
     except UserError as e:
         if debug:
             traceback.print_exc()
-        print(f"icr: error: {e}", file=sys.stderr)
+        print(f"icr: error{who()}: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("icr: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        from icrcli.errors import Terminated
+        term = isinstance(e, Terminated)
+        print(f"icr: {'terminated (SIGTERM)' if term else 'interrupted'}{who()}", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
     except Exception as e:  # a bug or an environment problem we did not foresee
         if debug:
             traceback.print_exc()
-        print(f"icr: unexpected error: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
+        print(f"icr: unexpected error{who()}: {type(e).__name__}: {e}\n(re-run with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if before is not None:   # main() called in-process (tests, embedding): give the handler back
+            import signal
+            signal.signal(signal.SIGTERM, before)

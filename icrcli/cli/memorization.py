@@ -10,6 +10,7 @@ import typer
 from icrcli.cli.app import app
 from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, choices, guard_output,
                                 with_model_options)
+from icrcli.models.registry import checkpoint_help
 
 Criterion = choices("Criterion", "ratio cosine")
 
@@ -17,8 +18,7 @@ Criterion = choices("Criterion", "ratio cosine")
 @app.command()
 @with_model_options
 def memorization(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint: .safetensors, .pt/.pth/.ckpt, EDM .pkl, or a "
-                                               "diffusers folder.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=checkpoint_help())],
     data: Annotated[Path, typer.Option(help="The model's training images (any format `icr extract` reads).")],
     samples: Annotated[int, typer.Option(min=1, help="Samples to draw (deterministic per seed and index; cached).")]
     = 1000,

@@ -10,11 +10,24 @@ from typing import Annotated, Optional
 
 import typer
 
+from icrcli.models.registry import arch_help
+
 Output = Annotated[str, typer.Option("-o", "--output", help="Write the JSON result here; '-' is stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Compute afresh: look nothing up in the cache ($ICR_CACHE_DIR) "
                                        "and leave nothing in it.")]
+
+
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Do only shard I of N (0 <= I < N): "
+                                                 "the chunks I, I+N, ... of the images (README 'Scale out'). For "
+                                                 "Slurm arrays and CI matrices; under torchrun, ranks split the work "
+                                                 "themselves.")]
+
+
+Shards = Annotated[Optional[int], typer.Option("--shards", metavar="N", min=1, help="Score every level from its N "
+                                              "shards (those of `--shard I/N` runs, from the cache; any missing "
+                                              "are computed here), merged exactly.")]
 
 
 def cache_scope(no_cache: bool):
@@ -123,8 +136,7 @@ def model_options(arch_arg=None, **given):
     return ModelOptions(arch_args=_kv(arch_arg), **values)
 
 
-Arch = Annotated[Optional[str], typer.Option(help="edm|dit|sit|repa, or your own: my.module:build_fn or "
-                                             "path/to/model.py:ClassName.", rich_help_panel=MODEL_HELP)]
+Arch = Annotated[Optional[str], typer.Option(help=arch_help(), rich_help_panel=MODEL_HELP)]
 ArchArg = Annotated[Optional[list[str]], typer.Option(help="Constructor argument name=value (repeatable); the "
                                                       "value a JSON or Python literal: 128, 0.1, True, None, "
                                                       "(16,32), [1,2], {'a': 1}, 'text', or a bare word.",

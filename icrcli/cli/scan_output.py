@@ -15,12 +15,16 @@ from icrcli.errors import UserError
 
 
 SCAN_OUT = "Output"
+EXIT_STOPPED = {"interrupted": 130, "terminated": 143}   # Ctrl-C, SIGTERM: 128 + the signal's number
 JsonLines = Annotated[bool, typer.Option("--json-lines", help="Stream one JSON record per finished level or point on "
                                          "stdout; the last line is the whole result.", rich_help_panel=SCAN_OUT)]
 Csv = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the records as CSV.",
                                              rich_help_panel=SCAN_OUT)]
 Plot = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Plot the scan (.png/.svg/.pdf; needs "
                                               "icr\\[plot]).", rich_help_panel=SCAN_OUT)]
+Summary = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write a Markdown summary (table, "
+                                                 "verdict, gates, plot path), e.g. $GITHUB_STEP_SUMMARY.",
+                                                 rich_help_panel=SCAN_OUT)]
 
 
 def write_json_line(obj) -> None:
@@ -29,17 +33,20 @@ def write_json_line(obj) -> None:
     sys.stdout.flush()
 
 
-def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None, plot: Path | None) -> None:
-    """-o, --csv and --plot: never an input, never a file that is not icr's own output of that kind; checked
-    before any work. The checkpoint's sidecars count as inputs."""
+def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None, plot: Path | None,
+                  summary: Path | None = None) -> None:
+    """-o, --csv, --plot and --summary: never an input, never a file that is not icr's own output of that kind;
+    checked before any work. The checkpoint's sidecars count as inputs."""
     from icrcli.outputs import check_output
     if plot is not None:
         from icrcli.report.plot import check_plot_path
         check_plot_path(plot)
-    for out, flag, kind in ((output, "-o", "result"), (csv, "--csv", "csv"), (plot, "--plot", "plot")):
+    outs = ((output, "-o", "result"), (csv, "--csv", "csv"), (plot, "--plot", "plot"),
+            (summary, "--summary", "summary"))
+    for out, flag, kind in outs:
         if out is not None and str(out) != "-":
             check_output(out, flag, inputs, kind)
-    given = [(str(o), f) for o, f in ((output, "-o"), (csv, "--csv"), (plot, "--plot")) if o is not None and str(o) != "-"]
+    given = [(str(o), f) for o, f, _ in outs if o is not None and str(o) != "-"]
     paths = [Path(o).resolve() for o, _ in given]
     if len(set(paths)) < len(paths):
         raise UserError(f"{' and '.join(f for _, f in given)} name the same file; give each its own path.")
@@ -69,8 +76,9 @@ def finish_table(records: list[dict], x_key: str, title: str, best: dict | None,
 
 
 def finish(result: dict, records: list[dict], output: str, json_lines: bool, csv: Path | None,
-           plot: Path | None) -> None:
-    """CSV and plot files if asked, then the result: a last JSON line with --json-lines, else JSON on -o."""
+           plot: Path | None, summary: Path | None = None) -> None:
+    """CSV, plot and summary files if asked, then the result: a last JSON line with --json-lines, else JSON on -o
+    or on stdout when it is not a terminal (a terminal gets the table and summary on stderr, as `icr score`)."""
     if csv is not None:
         from icrcli.cache import atomic_write
         from icrcli.report.table import csv_text
@@ -80,7 +88,25 @@ def finish(result: dict, records: list[dict], output: str, json_lines: bool, csv
     if plot is not None:
         from icrcli.report.plot import plot_result
         console.say(f"wrote {plot_result(result, plot)}")
+    if summary is not None:
+        from icrcli.cache import atomic_write
+        from icrcli.report.summary import summary as markdown
+        with atomic_write(summary) as tmp:
+            Path(tmp).write_text(markdown(result, plot) + "\n")
+        console.say(f"wrote {summary}")
     if json_lines and output == "-":
         write_json_line(result)
+    elif output == "-" and stdout_is_terminal():
+        console.say("(the full JSON result goes to a pipe or to -o FILE)")
     else:
         console.write_json(result, output)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def always_say(msg: str) -> None:
+    """A line on stderr even with --quiet: why the exit status is what it is (a CI log must say it)."""
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()

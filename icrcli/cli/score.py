@@ -13,8 +13,10 @@ from icrcli.cli.options import Debug, Estimator, NoCache, Output, Quiet
 
 @app.command()
 def score(
-    features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file from `icr extract`, an HDF5 "
-                                             "file with an (N, K, D) dataset, or a .npy array (N, K, D).")],
+    features: Annotated[list[Path], typer.Argument(metavar="FEATURES...", help="Feature file from `icr extract`, an "
+                                                   "HDF5 file with an (N, K, D) dataset, or a .npy array (N, K, D); or "
+                                                   "the shard files of one `icr extract --shard I/N` (a list, their "
+                                                   "folder, or a quoted glob), merged exactly.")],
     dataset: Annotated[Optional[str], typer.Option(help="HDF5 dataset path (default: the only (N, K, D) one).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several layers.")] = None,
     estimator: Annotated[Estimator, typer.Option(help="paper: finite-K corrected (App. B.6); plugin: raw "
@@ -32,6 +34,9 @@ def score(
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
     block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
+    stats_out: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the float64 sufficient "
+                                                      "statistics (.npz, a few MB) for `icr merge`; with only some "
+                                                      "shards given, write theirs and print a summary.")] = None,
     no_cache: NoCache = False,
     output: Output = "-",
     quiet: Quiet = False,
@@ -51,26 +56,42 @@ def score(
       icr score feats.npy --estimator plugin --tau 0
 
       icr score feats.h5 -q | jq .icr
+
+      icr score shards/                       # shard files, merged
+
+      icr score shard-0.h5 --stats-out s0.npz # for icr merge
     """
     from icrcli.cli import console
     from icrcli.stats.options import ScoreOptions
     from icrcli.stats.scorecache import cached_score
 
     console.set_quiet(quiet)
-    _check_outputs(features, output, directions)
+    paths = _expand(features)
+    _check_outputs(paths, output, directions, stats_out)
     opts = ScoreOptions(estimator=estimator.value, tau=tau, tau_rel=None if tau is not None else tau_rel,
                         ci=ci, ci_groups=ci_groups, confidence=confidence, skip_nonfinite=skip_nonfinite,
                         allow_partial=allow_partial, block_images=block_images,
                         top=top if directions is not None else 0)
 
     def compute():  # imported only on a cache miss: a cached answer loads neither numpy's linalg nor scipy
-        from icrcli.stats.score import open_source, score_source
-        src = open_source(features, dataset, layer)
-        with console.progress(f"scoring {features.name}", src.shape[0]) as advance:
-            return score_source(src, opts, advance)
+        from icrcli.stats.merged import open_sources, score_sources
+        sources = open_sources(paths, dataset, layer)
+        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        with console.progress(f"scoring {paths[0].name}{more}", sum(s.shape[0] for s in sources)) as advance:
+            return score_sources(sources, opts, advance, stats_out)
 
-    result, dirs = cached_score(features, dataset, layer, opts, compute, use_cache=not no_cache,
-                                warn=lambda msg: console.say(f"warning: {msg}"))
+    if len(paths) == 1 and stats_out is None:
+        result, dirs = cached_score(paths[0], dataset, layer, opts, compute, use_cache=not no_cache,
+                                    warn=lambda msg: console.say(f"warning: {msg}"))
+    else:   # a merge of shards, or with the statistics written: computed (each shard's features are cached)
+        result, dirs = compute()
+    if "stats" in result and "icr" not in result:    # some shards only: their statistics, no score
+        console.write_json(result, output)
+        console.say(f"wrote the statistics of shard(s) {', '.join(map(str, result['shards']))} of "
+                    f"{result['shard_count']} to {stats_out}; merge them all with `icr merge`")
+        return
+    if stats_out is not None:
+        result["stats"] = str(stats_out)
     if dirs is not None:
         import numpy as np
         np.save(directions, dirs)
@@ -90,16 +111,28 @@ def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def _check_outputs(features: Path, output: str, directions: Path | None) -> None:
-    """-o and --directions: never the features, never each other, only over icr's own outputs (icrcli.outputs)."""
+def _expand(features: list[Path]) -> list[Path]:
+    """One existing file as it is (a cached answer imports nothing heavy); else folders and globs expanded."""
+    if len(features) == 1 and features[0].is_file():
+        return features
+    from icrcli.stats.merged import expand
+    return expand(features)
+
+
+def _check_outputs(features: list[Path], output: str, directions: Path | None, stats_out: Path | None) -> None:
+    """-o, --directions and --stats-out: never the features, never each other, only over icr's own outputs
+    (icrcli.outputs)."""
     from icrcli.outputs import check_output
-    scored = [("the features being scored", features)]
+    scored = [("the features being scored", f) for f in features]
     if output != "-":
         check_output(output, "-o", scored, "result")
     if directions is not None:     # np.save adds .npy to a name without it: check the file it will write
         target = directions if directions.suffix == ".npy" else directions.with_name(directions.name + ".npy")
         check_output(target, "--directions", scored + [("the -o result", None if output == "-" else output)],
                      "directions")
+    if stats_out is not None:
+        check_output(stats_out, "--stats-out", scored + [("the -o result", None if output == "-" else output),
+                                                         ("the --directions file", directions)], "stats")
 
 
 def _summary(r: dict) -> str:

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.scan_output import Csv, JsonLines, Plot
-from icrcli.cli.options import (Debug, NoCache, Output, ProbeProtocol, Quiet, cache_scope, with_model_options,
-                                with_score_options, with_view_options)
+from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
+from icrcli.cli.options import (Debug, NoCache, Output, ProbeProtocol, Quiet, ShardOpt, Shards, cache_scope,
+                                with_model_options, with_score_options, with_view_options)
 
 CHECKS = "Checks"
 
@@ -30,6 +30,7 @@ def sweep(
     json_lines: JsonLines = False,
     csv: Csv = None,
     plot: Plot = None,
+    summary: Summary = None,
     probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe at each level (labelled data): the "
                                         "accuracy's argmax beside ICR's argmin, with paired tests. By default the "
                                         "paper's probe: one view per image of the clean images noised at that "
@@ -60,6 +61,8 @@ def sweep(
                                                        "(default: the other images extracted). Without --indices "
                                                        "the extraction is the two lists.",
                                                        rich_help_panel=CHECKS)] = None,
+    shard: ShardOpt = None,
+    shards: Shards = None,
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
@@ -92,12 +95,21 @@ def sweep(
       icr sweep ckpt.pt --data imgs/ -q | jq '.argmin.sigma'
 
       icr sweep ckpt.pt --data mnist/ --indices ref.txt --probe-first 1500
+
+      torchrun --nproc-per-node 8 -m icrcli sweep ckpt.pt --data imgs/ -o sweep.json
+
+      icr sweep ckpt.pt --data imgs/ --shard 2/8    # a Slurm array task
+
+      icr sweep ckpt.pt --data imgs/ --shards 8     # then: merge the 8
     """
+    from icrcli import dist
     from icrcli.cli import console, scan_output
     from icrcli.scans.sigmas import parse_sigmas
+    from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions, run_sweep
 
-    console.set_quiet(quiet)
+    console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
+    split = split_from(shard, shards)
     levels = parse_sigmas(sigmas)
     base = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn, protocol=probe_protocol.value,
                         folds=probe_folds, test_data=None if probe_test_data is None else str(probe_test_data))
@@ -115,12 +127,24 @@ def sweep(
                                                        lists["--probe-test"], probe_first)
     inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
               *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
-    scan_output.check_outputs(inputs, output, csv, plot)
-    with cache_scope(no_cache):
+    scan_output.check_outputs(inputs, output, csv, plot, summary)
+    with cache_scope(no_cache), dist.session():
         result = run_sweep(checkpoint, data, levels, mopts, vopts, sopts, reporter=console.Reporter(),
-                           on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache)
+                           on_level=scan_output.level_printer(json_lines), probe=probe_opts, use_cache=not no_cache,
+                           split=split)
+    if dist.rank() > 0:
+        return
+    if result["kind"] == "sweep-shard":
+        console.write_json(result, output)
+        console.say(f"shard {result['shard']}: {len(result['levels'])} level(s) extracted; score them all with the "
+                    f"same command and --shards {split.shard.count}")
+        return
     _say(result)
-    scan_output.finish(result, result["levels"], output, json_lines, csv, plot)
+    scan_output.finish(result, result["levels"], output, json_lines, csv, plot if result["argmin"] else None,
+                       summary)
+    if result.get("stopped"):
+        scan_output.always_say(f"icr: {result['stopped']} with {len(result['levels'])} levels scored")
+        raise typer.Exit(scan_output.EXIT_STOPPED[result["stopped"]])
 
 
 def _say(result: dict) -> None:
@@ -132,6 +156,8 @@ def _say(result: dict) -> None:
     for aug in augments:
         for layer in layers:
             recs = [r for r in result["levels"] if r["layer"] == layer and r.get("augment") == aug]
+            if not recs:    # an interrupted sweep: none of this one's levels scored
+                continue
             low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
             where = f"layer {layer}" + (f", --augment {aug}" if len(augments) > 1 else "")
             scan_output.finish_table(recs, "sigma", f"ICR by sigma, {where}", low, log_x=True)
@@ -153,9 +179,10 @@ def _say(result: dict) -> None:
             console.say(f"  --augment {g['augment']}{'' if len(layers) == 1 else ', layer ' + g['layer']}: lowest ICR "
                         f"{g['icr_min']:.4f} at sigma {g['argmin_sigma']:g}; tr Sigma_xi / tr Sigma_s at sigma "
                         f"{g['lowest_sigma']:g}: {ratio}")
-    console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
-                + (f", layer {best['layer']}" if len(layers) > 1 else "")
-                + (f", --augment {best['augment']}" if len(augments) > 1 else ""))
+    if best:
+        console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
+                    + (f", layer {best['layer']}" if len(layers) > 1 else "")
+                    + (f", --augment {best['augment']}" if len(augments) > 1 else ""))
     for agree in result.get("probe") or []:
         verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
                    else "they DISAGREE")

@@ -8,13 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.scan_output import Csv, JsonLines, Plot
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, with_model_options, with_score_options,
+from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, cache_scope, with_model_options, with_score_options,
                                 with_view_options)
 
 CHECKS = "Checks"
 GATES = "CI gates (exit 3)"
+WATCH = "Watch"
 EXIT_GATE = 3
+EXIT_IDLE = 4          # --idle ended the watch (and no gate failed)
 
 
 @app.command()
@@ -29,25 +31,41 @@ def timeline(
                                              "'auto': the argmin of a coarse sweep on the last checkpoint.")],
     pattern: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only checkpoints whose name matches "
                                                    "(default: every file `icr extract` reads).")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep polling DIR and add points as checkpoints appear, "
-                                        "until interrupted or --until.")] = False,
-    poll: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="How often --watch looks.")] = 30.0,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep polling DIR and add points as checkpoints appear "
+                                        "(each once complete), until --until, --idle or interrupted.",
+                                        rich_help_panel=WATCH)] = False,
+    poll: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="How often --watch looks.",
+                                        rich_help_panel=WATCH)] = 30.0,
     until: Annotated[Optional[int], typer.Option(metavar="STEP", help="With --watch: stop once a checkpoint at "
-                                                 "this step or later is scored.")] = None,
+                                                 "this step or later is scored.", rich_help_panel=WATCH)] = None,
+    idle: Annotated[Optional[str], typer.Option(metavar="DURATION", help="With --watch: stop when nothing new "
+                                                "arrives for this long (90s, 10m, 2h); exit 4 unless a gate "
+                                                "failed.", rich_help_panel=WATCH)] = None,
+    retry_for: Annotated[str, typer.Option(metavar="DURATION", help="With --watch: how long a checkpoint that "
+                                           "fails to load is tried again before it is skipped with a warning.",
+                                           rich_help_panel=WATCH)] = "10m",
     fail_on_rise: Annotated[Optional[float], typer.Option(min=0.0, metavar="PCT", help="Exit 3 when the last ICR "
-                                                          "is PCT percent above the minimum so far.",
+                                                          "is PCT percent above the minimum so far (with --ci: "
+                                                          "and its interval lies wholly above the minimum's).",
                                                           rich_help_panel=GATES)] = None,
-    fail_above: Annotated[Optional[float], typer.Option(metavar="X", help="Exit 3 when the last ICR exceeds X.",
+    fail_above: Annotated[Optional[float], typer.Option(metavar="X", help="Exit 3 when the last ICR exceeds X "
+                                                        "(with --ci: its whole interval).",
                                                         rich_help_panel=GATES)] = None,
+    point_estimates: Annotated[bool, typer.Option("--point-estimates", help="Gate on the point values even "
+                                                  "when there are intervals.", rich_help_panel=GATES)] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first point where a gate fails "
+                                            "(exit 3).", rich_help_panel=GATES)] = False,
     output: Output = "-",
     json_lines: JsonLines = False,
     csv: Csv = None,
     plot: Plot = None,
+    summary: Summary = None,
     probe: Annotated[bool, typer.Option("--probe", help="Also a linear probe on each point's features (labelled "
                                         "data).", rich_help_panel=CHECKS)] = False,
     memorization: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Also the memorization ratio of N "
                                                         "samples of each checkpoint against the --data images "
                                                         "(see `icr memorization`).", rich_help_panel=CHECKS)] = None,
+    shard: ShardOpt = None,
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
@@ -57,8 +75,9 @@ def timeline(
     rise (in data-limited runs, the paper's early warning that memorization is coming).
 
     Each point is exactly `icr extract` + `icr score` of that checkpoint, cached by its content: rerun after new
-    checkpoints appear and only those are computed. Exit status: 0, 2 on bad input, 3 when a --fail-on-rise or
-    --fail-above gate fails (in CI: `--fail-on-rise 5` fails the job on a 5% rise).
+    checkpoints appear and only those are computed. Exit status: 0; 2 on bad input; 3 when a --fail-on-rise or
+    --fail-above gate fails (in CI: `--fail-on-rise 5 --ci` fails the job on a 5% rise beyond the intervals);
+    4 when --idle ended a watch; 130 on Ctrl-C and 143 on SIGTERM, after the JSON of the points done.
 
     Examples:
 
@@ -66,23 +85,42 @@ def timeline(
 
       icr timeline runs/ckpts/ --data train/ --sigma auto --plot timeline.png
 
-      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --fail-on-rise 5
+      icr timeline runs/ckpts/ --data train/ --sigma 0.3 --ci --fail-on-rise 5
 
-      icr timeline runs/ --data train/ --sigma 0.3 --watch --until 100000
+      icr timeline runs/ --data t/ --sigma 0.3 --ci --watch --idle 30m --fail-fast
+
+      torchrun --nproc-per-node 8 -m icrcli timeline runs/ --data train/ --sigma 0.3
+
+      icr timeline runs/ --data train/ --sigma 0.3 --shard 3/16
     """
+    from icrcli import dist
     from icrcli.cli import console, scan_output
+    from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions
-    from icrcli.scans.timeline import Checks, parse_timeline_sigmas, run_timeline
+    from icrcli.scans.timeline import Checks, Gates, Watch, parse_timeline_sigmas, run_timeline
+    from icrcli.scans.watch import parse_duration
 
-    console.set_quiet(quiet)
+    console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     sigmas = parse_timeline_sigmas(sigma)
-    scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts, vopts), output, csv, plot)
-    with cache_scope(no_cache):
-        result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=watch, poll=poll,
-                              until=until, reporter=console.Reporter(),
-                              on_point=scan_output.level_printer(json_lines),
+    split = split_from(shard, None)
+    if idle is not None and not watch:
+        from icrcli.errors import UserError
+        raise UserError(f"--idle {idle} ends a watch: add --watch, or drop --idle.")
+    follow = Watch(poll, until, parse_duration(idle, "--idle") if idle is not None else None,
+                   parse_duration(retry_for, "--retry-for")) if watch else None
+    scan_output.check_outputs(scan_output.scan_inputs(folder, data, mopts, vopts), output, csv, plot, summary)
+    with cache_scope(no_cache), dist.session():
+        result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=follow,
+                              reporter=console.Reporter(), on_point=scan_output.level_printer(json_lines),
                               checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization),
-                              fail_on_rise=fail_on_rise, fail_above=fail_above)
+                              gates=Gates(fail_on_rise, fail_above, point_estimates, fail_fast), split=split)
+    if dist.rank() > 0:
+        return
+    if result["kind"] == "timeline-shard":
+        console.write_json(result, output)
+        console.say(f"shard {result['shard']}: {len(result['points'])} point(s) computed and cached; the same "
+                    "command without --shard assembles the timeline")
+        return
     for series in result["series"]:
         pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
         mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)
@@ -93,9 +131,27 @@ def timeline(
             console.say(f"the last point's rise from the minimum: {last['difference']:+.4f}, paired jackknife "
                         f"interval [{last['ci'][0]:+.4f}, {last['ci'][1]:+.4f}]"
                         + (" (beyond it)" if last["beyond_interval"] else " (reaches 0: not a sure rise)"))
-    scan_output.finish(result, result["points"], output, json_lines, csv, plot)
-    failed = result["gates"]["failed"]
+    for msg in result["gates"]["held_by_intervals"]:
+        console.say(f"gate held: {msg}")
+    scan_output.finish(result, result["points"], output, json_lines, csv, plot if result["points"] else None,
+                       summary)
+    raise typer.Exit(exit_status(result))
+
+
+def exit_status(result: dict) -> int:
+    """Interrupted (130, 143) over a failed gate (3) over an idle watch (4) over success (0); the reason is said
+    on stderr even with --quiet, so a CI log tells why the job failed."""
+    from icrcli.cli import scan_output
+    from icrcli.cli.scan_output import always_say
+    failed, stopped = result["gates"]["failed"], result.get("stopped")
     for msg in failed:
-        console.say(f"icr: gate failed: {msg}")
+        always_say(f"icr: gate failed: {msg}")
+    if stopped in scan_output.EXIT_STOPPED:
+        always_say(f"icr: {stopped} with {len(result['points'])} points done; the JSON result holds them")
+        return scan_output.EXIT_STOPPED[stopped]
     if failed:
-        raise typer.Exit(EXIT_GATE)
+        return EXIT_GATE
+    if stopped == "idle":
+        always_say(f"icr: the watch ended: nothing new for {result['options']['watch']['idle']:g} s (--idle)")
+        return EXIT_IDLE
+    return 0

@@ -17,32 +17,37 @@ on its declared size and again while reading, since a declared size can lie; a c
 MAX_HELD_BYTES of encoded images in memory. A file that cannot be read or decoded is named in a UserError
 (`UndecodableImage`); `open_images(..., skip_bad_images=True)` and `ImageSet.decodable(indices)` let a
 caller drop such files instead.
+
+One module per reader family: imageset.py (the ImageSet every reader returns), arrays.py (.npy, .npz),
+classic.py (CIFAR pickles, IDX, CSV digit tables), and this one: encoded images in folders and archives, and
+`open_images`, which picks the reader.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
-import pickle
 import tarfile
 import threading
-import warnings
 import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 import numpy as np
 
+# The readers of arrays and of the classic dataset files are modules of their own; images.X stays the one name
+# callers use for them. This module reads encoded images (folders, .zip, .tar) and picks the reader.
+from icrcli.data.arrays import ArrayImageSet, _open_npy, _open_npz, detect_layout  # noqa: F401
+from icrcli.data.classic import (  # noqa: F401
+    CIFAR_NAMES, CIFAR_TRAIN, _cifar_batches, _is_idx, _open_cifar, _open_csv, _open_idx,
+)
+from icrcli.data.imageset import _ARCHIVE_ERRORS, ImageSet  # noqa: F401
 from icrcli.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_NAMES = (*CIFAR_TRAIN, "test_batch", "train", "test")
 SUPPORTED = (
     "a folder of images (.png/.jpg/.jpeg/.bmp/.webp; class sub-folders give labels), the same in a "
     ".zip or .tar/.tar.gz (NVlabs dataset.json labels honoured), .npy (NHWC/NCHW/NHW), .npz (key "
@@ -54,313 +59,8 @@ MAX_MEMBER_BYTES = 64 << 20    # per archive member: a 64 MiB encoded image is a
 MEMBER_ENV = "ICR_MAX_MEMBER_BYTES"
 MAX_HELD_BYTES = 4 << 30       # encoded bytes a compressed tar may keep in memory in all
 _READ_PIECE = 1 << 20          # a member is read in pieces this big, so a lying one stops near the cap
-# What reading a damaged archive member can raise: zip/tar format errors, a bad deflate stream, a short file.
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, zlib.error, OSError, EOFError,
-                   ValueError, KeyError, NotImplementedError, RuntimeError)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights PIL and torchvision use for RGB -> L
-
-
-class ImageSet:
-    """N images of one size, C x H x W, with optional int64 labels; subclasses supply `_read`.
-
-    `_read(idx)` returns the raw NCHW block for sorted-or-not int64 indices: uint8, or float32 already
-    mapped to [0, 1] (then `dtype` is float32).
-    """
-
-    def __init__(self, path: Path, kind: str, n: int, chw: tuple[int, int, int], dtype, labels=None,
-                 class_names: list[str] | None = None, files: list[Path] | None = None, note: str = ""):
-        if n == 0:
-            raise UserError(f"'{path}' holds no images. Point at a file or folder that contains some.")
-        self.path, self.kind, self._n = path, kind, n
-        self.channels, self.height, self.width = chw
-        self.dtype = np.dtype(dtype)
-        self.labels = None if labels is None else _check_labels(np.asarray(labels), n, path)
-        self.class_names = class_names
-        self._files = files if files is not None else [path]
-        self._note = note
-
-    def __len__(self) -> int:
-        return self._n
-
-    def get(self, indices: Sequence[int]) -> np.ndarray:
-        """Images at `indices` as an array (len(indices), C, H, W) of `self.dtype` (uint8 or float32 in [0, 1])."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < -self._n or idx.max() >= self._n):
-            raise IndexError(f"image index out of range for {self._n} images")
-        return self._read(idx % self._n)
-
-    def get_float(self, indices: Sequence[int]) -> np.ndarray:
-        """Images at `indices` as float32 (len(indices), C, H, W) in [0, 1]."""
-        x = self.get(indices)
-        return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x
-
-    def source_files(self) -> list[Path]:
-        """The files whose bytes define the data (for content hashing), in a fixed order."""
-        return list(self._files)
-
-    def decodable(self, indices: Sequence[int]) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-        """(kept, bad): the int64 indices among `indices` whose images decode, in order, and one
-        (index, file name, reason) per image that does not. Arrays always decode."""
-        return np.asarray(indices, dtype=np.int64).reshape(-1), []
-
-    def describe(self) -> str:
-        """One line: source, count, shape, dtype, labels."""
-        text = (f"{self.kind} '{self.path}': {self._n} images, {self.channels}x{self.height}x{self.width} "
-                f"{self.dtype.name}")
-        if self.labels is not None:
-            n_cls = len(self.class_names) if self.class_names else int(self.labels.max()) + 1
-            text += f", labels for {n_cls} classes"
-            if self.class_names:
-                shown = ", ".join(self.class_names[:5]) + (", ..." if n_cls > 5 else "")
-                text += f" ({shown})"
-        else:
-            text += ", no labels"
-        return text + (f"; {self._note}" if self._note else "")
-
-    def _read(self, idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-def _check_labels(labels: np.ndarray, n: int, path: Path) -> np.ndarray:
-    """Labels as int64 (N,); a wrong length or non-integer values are the user's to fix."""
-    if labels.ndim != 1 or len(labels) != n:
-        raise UserError(f"'{path}' has {n} images but labels of shape {labels.shape}. "
-                        "Give one integer label per image, or none.")
-    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
-        raise UserError(f"'{path}' has non-integer labels. Labels must be class indices.")
-    return labels.astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- arrays
-
-class ArrayImageSet(ImageSet):
-    """Images held in an array (possibly a memmap) laid out NCHW, NHWC or NHW."""
-
-    def __init__(self, path: Path, kind: str, array: np.ndarray, layout: str, **kw):
-        self._array, self._layout = array, layout
-        n, c, h, w = _nchw_shape(array.shape, layout)
-        self._scale = _value_scale(array, path)  # None for uint8, else (scale, offset) onto [0, 1]
-        dtype = np.uint8 if self._scale is None else np.float32
-        super().__init__(path, kind, n, (c, h, w), dtype, **kw)
-
-    def _read(self, idx: np.ndarray) -> np.ndarray:
-        x = np.asarray(self._array[idx])
-        x = x[:, None] if self._layout == "NHW" else x.transpose(0, 3, 1, 2) if self._layout == "NHWC" else x
-        if self._scale is None:
-            return np.ascontiguousarray(x if x.dtype == np.uint8 else np.clip(x, 0, 255).astype(np.uint8))
-        scale, offset = self._scale
-        x = np.ascontiguousarray(x, dtype=np.float32) * np.float32(scale) + np.float32(offset)
-        return np.clip(x, 0.0, 1.0, out=x)
-
-
-def _nchw_shape(shape: tuple, layout: str) -> tuple[int, int, int, int]:
-    if layout == "NHW":
-        return shape[0], 1, shape[1], shape[2]
-    if layout == "NHWC":
-        return shape[0], shape[3], shape[1], shape[2]
-    return tuple(shape)
-
-
-def detect_layout(shape: tuple, path: Path) -> str:
-    """'NHW', 'NCHW' or 'NHWC' from the shape: the channel axis is the one of size 1, 3 or 4.
-
-    When both axes 1 and 3 could be channels, the layout whose spatial axes are equal wins, then NHWC.
-    """
-    if len(shape) == 3:
-        return "NHW"
-    if len(shape) != 4:
-        raise UserError(f"'{path}' holds an array of shape {shape}; images need (N,H,W), (N,H,W,C) or (N,C,H,W).")
-    first, last = shape[1] in (1, 3, 4), shape[3] in (1, 3, 4)
-    if first and last:
-        return "NCHW" if shape[2] == shape[3] and shape[1] != shape[2] else "NHWC"
-    if first or last:
-        return "NCHW" if first else "NHWC"
-    raise UserError(f"'{path}' holds an array of shape {shape} with no channel axis of size 1, 3 or 4 "
-                    "at position 1 or 3. Save images as (N,H,W,C), (N,C,H,W) or (N,H,W).")
-
-
-def _value_scale(array: np.ndarray, path: Path):
-    """None for uint8 (or integer arrays within 0..255); else (scale, offset) mapping floats onto [0, 1].
-
-    Float ranges are read off the first (up to) 256 images: [0, 1] as is, [-1, 1] (the diffusion
-    convention) and [0, 255] are rescaled. Other ranges are refused rather than guessed.
-    """
-    if array.dtype == np.uint8:
-        return None
-    if array.dtype.kind not in "iuf" or array.size == 0:
-        raise UserError(f"'{path}' holds {array.dtype} data; images must be uint8, integers 0-255 or floats.")
-    sample = np.asarray(array[:256])
-    lo, hi = float(sample.min()), float(sample.max())
-    if array.dtype.kind in "iu":
-        if lo >= 0 and hi <= 255:
-            return None
-        raise UserError(f"'{path}' holds integer pixels in [{lo:g}, {hi:g}]; expected 0-255.")
-    if not np.isfinite(sample).all():
-        raise UserError(f"'{path}' contains NaN or infinite pixel values. Clean the array first.")
-    if lo >= 0 and hi <= 1:
-        return 1.0, 0.0
-    if lo >= -1 and hi <= 1:
-        return 0.5, 0.5
-    if lo >= 0 and hi <= 255:
-        return 1 / 255, 0.0
-    raise UserError(f"'{path}' holds float pixels in [{lo:g}, {hi:g}]; expected [0, 1], [-1, 1] or [0, 255].")
-
-
-def _open_npy(path: Path) -> ImageSet:
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"'{path}' is not a readable .npy array ({e or 'empty file'}). Save it with numpy.save.") \
-            from e
-    return ArrayImageSet(path, "npy", array, detect_layout(array.shape, path))
-
-
-def _open_npz(path: Path) -> ImageSet:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except _ARCHIVE_ERRORS as e:
-        raise UserError(f"'{path}' is not a readable .npz archive ({e or type(e).__name__}).") from e
-    key = next((k for k in ("images", "x", "data") if k in arrays), None)
-    if key is None:
-        candidates = [k for k, a in arrays.items() if a.ndim in (3, 4)]
-        if len(candidates) != 1:
-            raise UserError(f"'{path}' has arrays {sorted(arrays)}; cannot tell which holds the images. "
-                            "Name it 'images' (and the labels 'labels').")
-        key = candidates[0]
-    lkey = next((k for k in ("labels", "y", "targets") if k in arrays), None)
-    images = arrays[key]
-    return ArrayImageSet(path, "npz", images, detect_layout(images.shape, path),
-                         labels=None if lkey is None else arrays[lkey])
-
-
-# ----------------------------------------------------------------------------- CIFAR pickles
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain dicts/lists of numpy arrays and nothing else: no code runs from the file."""
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10/100 python batch -> (uint8 (N, 3, 32, 32), int64 labels (N,))."""
-    try:
-        with open(path, "rb") as f:
-            d = _ArrayOnlyUnpickler(f, encoding="bytes").load()
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d.get(b"labels", d.get(b"fine_labels")), dtype=np.int64)
-    except Exception as e:  # any malformed pickle lands here; the message names the file
-        raise UserError(f"'{path}' is not a CIFAR python batch (a pickled dict with b'data' and "
-                        f"b'labels'/b'fine_labels'): {e}") from e
-    if data.size % 3072 or labels.shape != (data.size // 3072,):
-        raise UserError(f"'{path}' holds {data.size} pixel values and {labels.size} labels; a CIFAR batch holds "
-                        "3072 values (3x32x32) per image and one label per image. The file is damaged.")
-    # Krizhevsky (2009) layout: each row is 1024 R, then 1024 G, then 1024 B values, row-major 32x32.
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def _open_cifar(path: Path, batches: list[Path]) -> ImageSet:
-    parts = [_load_cifar_batch(b) for b in batches]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    return ArrayImageSet(path, "CIFAR batches", images, "NCHW", labels=labels, files=batches)
-
-
-def _cifar_batches(folder: Path) -> list[Path]:
-    """The training split of a CIFAR python folder, else its test split; [] when it is not one.
-
-    CIFAR-10 folders hold data_batch_1..5 and test_batch; CIFAR-100 folders hold train, test and meta.
-    """
-    train = [folder / n for n in CIFAR_TRAIN if (folder / n).is_file()]
-    cifar100 = (folder / "meta").is_file()
-    for group in (train, [folder / "train"] if cifar100 else [], [folder / "test_batch"],
-                  [folder / "test"] if cifar100 else []):
-        if group and all(p.is_file() for p in group):
-            return group
-    return []
-
-
-# ----------------------------------------------------------------------------- IDX
-
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX array (LeCun's MNIST format): magic 0 0 0x08 ndim, big-endian int32 dims, uint8 data."""
-    gz = path.name.endswith(".gz")
-    try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read(4 + 4 * ndim)
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserError(f"'{path}' cannot be read as (gzipped) IDX: {e}") from e
-    if len(raw) < 4 + 4 * ndim or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
-        raise UserError(f"'{path}' is not a uint8 IDX file with {ndim} dimensions (bad magic number).")
-    head = 4 + 4 * ndim
-    shape = tuple(int(v) for v in np.frombuffer(raw[4:head], dtype=">i4"))
-    size = head + int(np.prod(shape))
-    actual = len(raw) if gz else path.stat().st_size
-    if actual != size:
-        raise UserError(f"'{path}' should hold {size} bytes for shape {shape} but holds {actual}; it is truncated.")
-    if gz:
-        return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape)
-    return np.memmap(path, dtype=np.uint8, mode="r", offset=head, shape=shape)
-
-
-def _idx_labels_path(images: Path) -> Path | None:
-    name = images.name.replace("idx3", "idx1").replace("images", "labels")
-    base = name[:-3] if name.endswith(".gz") else name
-    return next((images.parent / n for n in (name, base, base + ".gz") if (images.parent / n).is_file()), None)
-
-
-def _open_idx(path: Path) -> ImageSet:
-    if "idx1" in path.name:
-        raise UserError(f"'{path}' is an IDX labels file. Point at the matching *-idx3-ubyte images file.")
-    images = _read_idx(path, 3)
-    lpath = _idx_labels_path(path)
-    labels = None if lpath is None else _read_idx(lpath, 1)
-    return ArrayImageSet(path, "IDX", images, "NHW", labels=labels,
-                         files=[path] + ([lpath] if lpath else []),
-                         note="" if lpath else "no matching idx1 labels file found")
-
-
-def _is_idx(name: str) -> bool:
-    return "idx3-ubyte" in name or "idx1-ubyte" in name or name.endswith((".idx3", ".idx1"))
-
-
-# ----------------------------------------------------------------------------- CSV digit tables
-
-def _open_csv(path: Path) -> ImageSet:
-    """Rows of P = S*S integer pixels then a label; pixels 0-16 (UCI digits) are scaled to 0-255."""
-    try:
-        with warnings.catch_warnings():     # an empty file: numpy warns, and we refuse below with a message
-            warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)  # non-integers fail here
-    except (ValueError, OSError, EOFError, zlib.error) as e:
-        raise UserError(f"'{path}' is not a clean numeric CSV table ({e}). Expected rows of S*S "
-                        "pixels followed by an integer label, with no header.") from e
-    n_pix = table.shape[1] - 1
-    side = int(round(n_pix ** 0.5))
-    if table.size == 0 or n_pix < 1 or side * side != n_pix or table.min() < 0:
-        raise UserError(f"'{path}' has {table.shape[1]} columns; expected S*S non-negative integer pixels "
-                        "and an integer label last.")
-    pixels = table[:, :-1]
-    peak = pixels.max()
-    if peak > 255:
-        raise UserError(f"'{path}' has pixel values up to {peak}; expected 0-16 or 0-255.")
-    if peak <= 16:  # 4-bit intensities of the UCI optical digits
-        pixels = np.round(pixels * (255 / 16))
-    images = pixels.astype(np.uint8).reshape(-1, side, side)
-    return ArrayImageSet(path, "CSV table", images, "NHW", labels=table[:, -1],
-                         note="pixels 0-16 scaled to 0-255" if peak <= 16 else "")
 
 
 # ----------------------------------------------------------------------------- encoded images

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from icrcli import __version__, cache
+from icrcli import __version__, cache, dist
 from icrcli.errors import UserError
 from icrcli.features.chunks import ChunkStore
 from icrcli.features.compute import compute_levels, prepare_rows
@@ -41,9 +41,11 @@ def parts_path(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def extract(p: Plan, out: str | Path, run: RunOptions | None = None, reporter: Reporter = SILENT) -> dict:
-    """Extract p into `out` (resuming, or joining other processes, if possible). Returns the JSON summary."""
-    return extract_levels([p], [out], run, reporter)[0]
+def extract(p: Plan, out: str | Path, run: RunOptions | None = None, reporter: Reporter = SILENT,
+            ranks: bool = False) -> dict:
+    """Extract p into `out` (resuming, or joining other processes, if possible). Returns the JSON summary.
+    ranks: every rank of a torchrun job calls this with the same plan and output (see extract_levels)."""
+    return extract_levels([p], [out], run, reporter, ranks)[0]
 
 
 @dataclass
@@ -56,27 +58,43 @@ class _Level:
 
 
 def extract_levels(plans: list[Plan], outs: list[str | Path], run: RunOptions | None = None,
-                   reporter: Reporter = SILENT) -> list[dict]:
+                   reporter: Reporter = SILENT, ranks: bool = False) -> list[dict]:
     """Extract plans that differ only in sigma (same loaded model and data, same request otherwise) into their
     outputs, in one pass over the data. Each level is cached, resumed and shared between processes on its own.
-    Returns one summary per plan, in order."""
+    Returns one summary per plan, in order.
+
+    ranks: every rank of a torchrun job calls this with the same plans and outputs (on a file system they all
+    see). Rank r computes the chunks r, r+W, ... first (then helps with any left free), rank 0 alone shows the
+    whole job's progress and assembles the files, the others wait for it."""
     if len(plans) != len(outs) or not plans:
         raise ValueError("extract_levels: one output per plan, at least one plan")
     same_views(plans)
     run = run or RunOptions()
     t0 = time.perf_counter()
     levels = [_Level(p, Path(o), ChunkStore(parts_path(Path(o)), p.n_chunks)) for p, o in zip(plans, outs)]
+    split = ranks and dist.world_size() > 1
     active = []
-    for lv in levels:
+    if split and run.overwrite and dist.rank() != 0:
+        # --overwrite discards what is there once: rank 0 starts the stores afresh, the others then join them.
+        dist.barrier("rank 0 starts the extraction afresh (--overwrite)")
+        for lv in levels:
+            lv.store.open(lv.plan.config, lv.plan.key, overwrite=False)
+        active = levels
+    for lv in levels if not active else []:
         if _existing(lv.out, lv.plan.key, run.overwrite) or not _join(lv, run, reporter):
             lv.summary = _summary(lv.plan, lv.out, cached=True, seconds=time.perf_counter() - t0)
         else:
             active.append(lv)
+    if split and run.overwrite and dist.rank() == 0:
+        dist.barrier("rank 0 starts the extraction afresh (--overwrite)")
     if active:
-        _fill(active, run, reporter)
+        _fill(active, run, reporter, split)
         for lv in active:
-            _finish(lv)
+            if not split or dist.rank() == 0:
+                _finish(lv)
             lv.summary = _summary(lv.plan, lv.out, cached=False, seconds=time.perf_counter() - t0)
+    if split:
+        dist.barrier("rank 0 assembles the feature files")
     return [lv.summary for lv in levels]
 
 
@@ -90,30 +108,54 @@ def _join(lv: _Level, run: RunOptions, reporter: Reporter) -> bool:
     return True
 
 
-def _claims(active: list[_Level]):
-    """One pass over the chunks, claiming each for the levels where it is free: yields (c, [levels])."""
-    for c in range(active[0].plan.n_chunks):
+def _claims(active: list[_Level], split: bool = False):
+    """One pass over the chunks, claiming each for the levels where it is free: yields (c, [levels]). split: this
+    rank's chunks (rank, rank + W, ...) first, then the others (the chunks of a rank that is slow or died)."""
+    n = active[0].plan.n_chunks
+    order = range(n)
+    if split:
+        r, w = dist.rank(), dist.world_size()
+        order = [*range(r, n, w), *(c for c in range(n) if c % w != r)]
+    for c in order:
         mine = [lv for lv in active if lv.store.claim(c)]
         if mine:
             yield c, mine
 
 
-def _fill(active: list[_Level], run: RunOptions, reporter: Reporter) -> None:
+def _fill(active: list[_Level], run: RunOptions, reporter: Reporter, split: bool = False) -> None:
     """Compute every chunk of every active level that no other process computes; wait for those that do
-    (and take over the chunks of any that die)."""
+    (and take over the chunks of any that die). split: see extract_levels."""
     p0 = active[0].plan
     n = len(p0.indices)
-    done = sum(len(p0.chunk_rows(c)) for lv in active for c in lv.store.finished())
+
+    def finished_rows() -> int:
+        return sum(len(p0.chunk_rows(c)) for lv in active if lv.store.alive() for c in lv.store.finished())
+
+    done = finished_rows()
     if done:
         reporter.resumed(done, n * len(active))
     labels = p0.data.labels
     warned = waited = False
+    shown = [done]                  # rows the bar shows: ours as computed, other ranks' as their chunks land
+
+    def advance(k: int) -> None:
+        shown[0] += k
+        reporter.advance(k)
+
+    looked = [0.0]
+
+    def others() -> None:           # the whole job's progress on rank 0's bar (looked up at most once a second)
+        if split and time.monotonic() - looked[0] >= 1.0:
+            looked[0] = time.monotonic()
+            if (extra := finished_rows() - shown[0]) > 0:
+                advance(extra)
+
     reporter.start("extracting", n * len(active), done)
     try:
         while True:
             load = lambda item: prepare_rows(p0, p0.chunk_rows(item[0]))
-            for (c, mine), prepared in prefetch(_claims(active), load):
-                feats = compute_levels([lv.plan for lv in mine], prepared, run.batch_size, reporter.advance)
+            for (c, mine), prepared in prefetch(_claims(active, split), load):
+                feats = compute_levels([lv.plan for lv in mine], prepared, run.batch_size, advance)
                 if not warned:
                     _warn_large(feats[0], reporter)
                     warned = True
@@ -122,12 +164,14 @@ def _fill(active: list[_Level], run: RunOptions, reporter: Reporter) -> None:
                 for lv, f in zip(mine, feats):
                     lv.store.write(c, f, index, lab)
                     lv.computed.append(c)
+                others()
             if all(lv.store.complete() or not lv.store.alive() for lv in active):
                 return
-            if not waited:
+            if not waited and not split:
                 reporter.waiting("waiting for other icr runs to finish their chunks ...")
-                waited = True
+            waited = True
             time.sleep(_POLL_S)
+            others()
     except KeyboardInterrupt:
         reporter.finish()
         for lv in active:

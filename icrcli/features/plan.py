@@ -238,10 +238,14 @@ class Plan:
 
 
 def device(name: str) -> torch.device:
+    """--device as a torch.device. Under torchrun, auto and cuda mean this rank's own GPU (cuda:LOCAL_RANK)."""
+    from icrcli import dist
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch here. Use --device cpu (or auto).")
+    if name == "cuda" and dist.world_size() > 1:
+        return torch.device("cuda", dist.local_rank())
     try:
         return torch.device(name)
     except RuntimeError:
@@ -260,7 +264,7 @@ def load_model(checkpoint: str | Path, mopts: ModelOptions, device_name: str = "
     mopts = den.options or mopts
     vae = None
     if mopts.vae:
-        from icrcli.models.archs.diffusers_models import load_vae
+        from icrcli.models.vae import load_vae
         reporter.step(f"loading VAE {mopts.vae}")
         vae = load_vae(mopts.vae, dev)
     hash_file = hashes or cache.file_sha256

@@ -9,8 +9,9 @@ class Reporter:
     def step(self, what: str) -> None:
         """A loading step is starting, e.g. "loading checkpoint ck.pt", "hashing imgs/"."""
 
-    def start(self, what: str, total: int, done: int = 0) -> None:
-        """Work on `total` items begins, `done` of them already finished (a resumed run)."""
+    def start(self, what: str, total: int, done: int = 0, unit: str | None = None) -> None:
+        """Work on `total` items (images unless `unit` says what) begins, `done` of them already finished (a
+        resumed run). A start ends the work started before it."""
 
     def advance(self, n: int) -> None:
         """n more items finished (called once per batch)."""
@@ -23,6 +24,9 @@ class Reporter:
 
     def waiting(self, why: str) -> None:
         """Nothing to do until another process finishes something (said once per wait)."""
+
+    def note(self, msg: str) -> None:
+        """A result as it comes, one line (e.g. each timeline point with its ICR), or why a watch ended."""
 
     def warn(self, msg: str) -> None:
         """Something the user should know that does not stop the work."""

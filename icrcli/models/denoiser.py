@@ -1,7 +1,8 @@
 """What every architecture family hands back: a frozen network and the way to call it (`Denoiser`), built from the
 user's model options (`ModelOptions`), with the checks all families share (class labels, strict weight loading).
 
-Each family's adapter lives beside its architecture in archs/ and returns a Denoiser; resolve.py picks the family.
+Each family's adapter (adapter.Adapter) lives beside its architecture in archs/ and returns a Denoiser; resolve.py
+asks the registry (registry.py) which family a checkpoint is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Denoiser:
     schedule_buffer_beside: bool = False  # found beside the weights taken (its name then is its full path in the file)
     title: str = ""                      # e.g. "EDM SongUNet (DDPM++), EDM preconditioning"
     options: ModelOptions | None = None  # the options it was loaded with, the sidecar's included (set by load_model)
+    adapter: object = None               # its family's Adapter (set by resolve): what sampler and scans ask of it
 
     def headline(self) -> str:
         """One line for stderr: which network, in words, and which weights of the file."""

@@ -1,11 +1,12 @@
 """From a checkpoint file to a frozen network and the way to call it: which family, and the options it runs with.
 
 Resolution order for the architecture: --arch (built-in name, `module:function` or `file.py:Class`), else the
-JSON sidecar next to the checkpoint (a built-in name only), else recognition from the state-dict keys (EDM U-Nets,
-DiT/SiT/REPA), else a Hugging Face diffusers folder. What the weights cannot tell (noise parametrization, how time
-is fed, the data range, the call signature) comes from the family's defaults, the sidecar, or the command line, in
-rising priority. Each family's adapter (archs/edm.py, archs/dit.py, archs/diffusers_models.py) builds its Denoiser;
-a user's own network is built here.
+JSON sidecar next to the checkpoint (a built-in name only), else recognition from the state-dict keys (the
+registered families' adapters, asked in order: registry.py), else a model folder (Hugging Face diffusers). What the
+weights cannot tell (noise parametrization, how time is fed, the data range, the call signature) comes from the
+family's defaults, the sidecar, or the command line, in rising priority. Each family's adapter (archs/edm.py,
+archs/dit.py, archs/diffusers_models.py, or an installed package's) builds its Denoiser; a user's own network is
+built here.
 
 A sidecar describes data. It never makes icr run code: a module or file architecture and --trust-pickle come
 from the command line only.
@@ -26,8 +27,7 @@ from pathlib import Path
 import torch
 
 from icrcli.errors import UserError
-from icrcli.models import noise
-from icrcli.models.archs import diffusers_models, dit, edm
+from icrcli.models import noise, registry
 from icrcli.models.checkpoints import load_checkpoint
 from icrcli.models.denoiser import (
     Denoiser,
@@ -42,7 +42,7 @@ from icrcli.models.options import parse_image_shape, sidecar_candidates
 __all__ = ["BUILTIN_ARCHS", "Denoiser", "ModelOptions", "Sidecar", "check_class_label", "import_target",
            "load_model", "merge_sidecar", "noise_convention", "parse_call", "read_sidecar", "sidecar_for"]
 
-BUILTIN_ARCHS = ("edm", "dit", "sit", "repa")
+BUILTIN_ARCHS = registry.BUILTIN_ARCHS
 
 
 def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str = "cpu") -> Denoiser:
@@ -51,10 +51,9 @@ def load_model(path: str | Path, opts: ModelOptions, device: torch.device | str 
     sha256 and the options it gave (or why it was ignored)."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: no such checkpoint. Pass a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, "
-                        "or a diffusers model folder.")
+        raise UserError(f"{path}: no such checkpoint. Pass {registry.checkpoint_formats()}.")
     opts, side = merge_sidecar(path, opts)
-    den = diffusers_models.denoiser(path, opts) if path.is_dir() else _from_checkpoint(path, opts)
+    den = _from_folder(path, opts) if path.is_dir() else _from_checkpoint(path, opts)
     if opts.image_shape:
         _take_image_shape(den, opts.image_shape)
     den.net.eval().requires_grad_(False).to(device)
@@ -219,13 +218,17 @@ def _refuse_code(side: Path, data: dict) -> None:
     arch = data.get("arch")
     if arch is None or arch in BUILTIN_ARCHS:
         return
+    names = ", ".join(registry.arch_names())
     if isinstance(arch, str) and ":" in arch:
         raise UserError(f'{side} names the architecture "arch": {arch!r}, which is code to import and run; a file '
                         'next to a checkpoint may not make icr run code. Pass it on the command line, '
                         f'--arch {arch}, and remove "arch" from {side.name} (a sidecar may name only a built-in '
-                        f'architecture: {", ".join(BUILTIN_ARCHS)}).')
-    raise UserError(f'{side}: "arch": {arch!r} is not a built-in architecture ({", ".join(BUILTIN_ARCHS)}). Name '
-                    'one of them, or pass your own network on the command line with --arch.')
+                        f'or installed architecture: {names}).')
+    if arch in registry.installed():   # a family the user installed into the environment: theirs to run
+        return
+    extra = f" nor an installed one ({', '.join(registry.installed())})" if registry.installed() else ""
+    raise UserError(f'{side}: "arch": {arch!r} is not a built-in architecture ({", ".join(BUILTIN_ARCHS)}){extra}. '
+                    'Name one of them, or pass your own network on the command line with --arch.')
 
 
 _HINTS = typing.get_type_hints(ModelOptions)
@@ -261,16 +264,22 @@ def _from_checkpoint(path: Path, opts: ModelOptions) -> Denoiser:
     arch = opts.arch
     if arch and ":" in arch:
         den = _user_arch(arch, opts, sd)
-    elif arch in (None, "edm") and (arch == "edm" or edm.infer_edm_config(sd) is not None):
-        den = edm.denoiser(sd, meta, opts)
-    elif arch in (None, "dit", "sit", "repa"):
-        den = dit.denoiser(sd, meta, opts, arch)
     else:
-        raise UserError(f"Unknown --arch {arch!r}. Built-in: {', '.join(BUILTIN_ARCHS)}; or your own network "
-                        "as `my.module:build_fn` or `path/to/file.py:ClassName` with --arch-arg k=v.")
+        adapter = registry.recognise(sd, meta) if arch is None else registry.adapter(arch)
+        if adapter is None or adapter.reads_folders:
+            raise registry.unknown_arch(arch)
+        den = adapter.build(sd, meta, opts, arch)
+        den.adapter = adapter
     den.description.update(desc)
     den.schedule_buffer_name, den.schedule_buffer = buffer or (None, None)
     den.schedule_buffer_beside = beside
+    return den
+
+
+def _from_folder(path: Path, opts: ModelOptions) -> Denoiser:
+    adapter = registry.for_folder(path)
+    den = adapter.open_folder(path, opts)
+    den.adapter = adapter
     return den
 
 

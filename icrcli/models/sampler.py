@@ -27,13 +27,10 @@ import torch
 from icrcli.data.augment import view_seeds
 from icrcli.data.rng import normal
 from icrcli.errors import UserError
-from icrcli.models import noise
+from icrcli.models import noise, registry
 
 PREDICTIONS = ("eps", "x0", "v", "score", "denoised")
 SIGMA_MIN, SIGMA_MAX, RHO, STEPS = 0.002, 80.0, 7.0, 18   # EDM's defaults (Karras et al. 2022, Table 1)
-# What each built-in family's network outputs: EDM's Precond wrappers return D; DiT learns eps (and its
-# variance); SiT and REPA learn the velocity; diffusers' UNet2DModel pipelines default to eps.
-DEFAULT_PREDICTION = {"edm": "denoised", "dit": "eps", "sit": "v", "repa": "v", "diffusers": "eps"}
 _NOISE_STREAM = 0x5A3D_1E5   # seeds of the initial noise: a stream apart from the views' and the labels'
 _LABEL_STREAM = 0x1AB_E15
 
@@ -164,28 +161,19 @@ def sample_classes(seed: int, indices: np.ndarray, n_classes: int) -> np.ndarray
 
 
 def class_count(den) -> int:
-    """How many classes a Denoiser is conditioned on (0: unconditional or unknown)."""
-    cfg = den.description.get("config") or {}
-    if den.family == "edm":
-        return int(cfg.get("label_dim") or 0)
-    if den.family in ("dit", "sit", "repa"):
-        return int(cfg.get("num_classes", 1000))
-    if den.family == "diffusers":
-        return int(den.description.get("num_class_embeds") or 0)
-    return 0
+    """How many classes a Denoiser is conditioned on (0: unconditional or unknown): its family's answer."""
+    return registry.adapter_of(den).class_count(den)
 
 
 def class_input(den, classes: np.ndarray, device) -> torch.Tensor:
-    """The class input of a batch with the given labels: EDM's one-hot vectors, else int64 indices."""
-    y = torch.as_tensor(classes, dtype=torch.long, device=device)
-    if den.family == "edm":
-        return torch.nn.functional.one_hot(y, class_count(den)).to(torch.float32)
-    return y
+    """The class input of a batch with the given labels, as its family takes it (EDM: one-hot vectors, else
+    int64 indices)."""
+    return registry.adapter_of(den).class_input(den, classes, device)
 
 
 def prediction_for(den, given: str | None) -> str:
     """--prediction if given, else the family's default; UserError when neither says."""
-    pred = given or DEFAULT_PREDICTION.get(den.family)
+    pred = given or registry.adapter_of(den).default_prediction(den)
     if pred is None:
         raise UserError(f"sampling needs to know what this {den.family} network predicts: pass --prediction "
                         f"{'|'.join(PREDICTIONS)} (or set \"prediction\" in the sidecar).")

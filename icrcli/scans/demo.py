@@ -16,7 +16,7 @@ from icrcli.errors import UserError
 from icrcli.features.report import SILENT, Reporter
 from icrcli.models.options import ModelOptions
 from icrcli.scans.sigmas import parse_sigmas
-from icrcli.scans.sweep import ProbeOptions, run_sweep
+from icrcli.scans.sweep import ProbeOptions, raise_if_stopped, run_sweep
 from icrcli.scans.timeline import Checks, run_timeline
 from icrcli.stats.options import ScoreOptions
 
@@ -77,14 +77,15 @@ def run_demo(quick: bool = False, device: str = "cpu", reporter: Reporter = SILE
     mopts, sopts = ModelOptions(), ScoreOptions()
     reporter.step(f"demo 1/2: sweep over {len(sigmas)} noise levels of the model trained on 5,000 MNIST "
                   f"digits ({s.sweep_images} images, with a linear probe)")
-    sweep = run_sweep(files.rich_checkpoint, files.rich_images, sigmas, mopts,
-                      view_options(s.sweep_images, device), sopts, reporter=reporter, on_level=on_record,
-                      probe=ProbeOptions())
+    sweep = raise_if_stopped(run_sweep(files.rich_checkpoint, files.rich_images, sigmas, mopts,
+                                       view_options(s.sweep_images, device), sopts, reporter=reporter,
+                                       on_level=on_record, probe=ProbeOptions()))
     reporter.step(f"demo 2/2: timeline of the model trained on 64 digits, at sigma {s.timeline_sigma:g}, with the "
                   f"memorization ratio of {s.memorization_samples} samples per checkpoint")
-    timeline = run_timeline(files.limited_checkpoints, files.limited_images, [s.timeline_sigma], mopts,
-                            view_options(64, device), sopts, reporter=reporter, on_point=on_record,
-                            checks=Checks(memorization=s.memorization_samples,
-                                          memorization_steps=s.memorization_steps))
+    timeline = raise_if_stopped(run_timeline(files.limited_checkpoints, files.limited_images, [s.timeline_sigma],
+                                             mopts, view_options(64, device), sopts, reporter=reporter,
+                                             on_point=on_record,
+                                             checks=Checks(memorization=s.memorization_samples,
+                                                           memorization_steps=s.memorization_steps)))
     return {"sweep": sweep, "timeline": timeline,
             "settings": {"quick": quick, "device": device, **dataclasses.asdict(s), "sweep_sigmas": sigmas}}

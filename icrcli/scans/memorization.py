@@ -42,7 +42,7 @@ class SampleSource:
                 raise UserError(f"{self.den.description.get('arch')} is a latent model: memorization compares "
                                 "pixels, so give its VAE with --vae PATH (a diffusers AutoencoderKL folder) to decode "
                                 "the samples.")
-            from icrcli.models.archs.diffusers_models import load_vae
+            from icrcli.models.vae import load_vae
             self.vae = load_vae(self.mopts.vae, device)
         self.conv = noise_convention(self.den, self.mopts)
         self.data_range = noise.parse_data_range(self.mopts.data_range or self.den.data_range)

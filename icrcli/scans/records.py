@@ -32,8 +32,8 @@ def sidecar_hashes(checkpoint: Path) -> dict:
 def checkpoint_identity(checkpoint: Path, mopts) -> dict:
     """What identifies a network: its bytes, its sidecars', its VAE's, and how it is to be read."""
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no such checkpoint. Pass a .safetensors/.pt/.pth/.ckpt file, an EDM .pkl, "
-                        "or a diffusers model folder.")
+        from icrcli.models.registry import checkpoint_formats
+        raise UserError(f"{checkpoint}: no such checkpoint. Pass {checkpoint_formats()}.")
     m = dataclasses.asdict(mopts)
     vae = m.get("vae")
     return {"checkpoint_sha256": cache.content_sha256(checkpoint), "sidecars": sidecar_hashes(checkpoint),

@@ -73,15 +73,21 @@ def _is_checkpoint(p: Path) -> bool:
     return p.suffix.lower() in CHECKPOINT_SUFFIXES
 
 
-def find_checkpoints(folder: str | Path, pattern: str | None = None) -> tuple[list[Found], list[str]]:
-    """(checkpoints ordered by step, notes for stderr). Names without a step are left out and named in the notes;
-    two checkpoints with one step are a UserError that names them: the order of a timeline is never a guess."""
+def candidates(folder: str | Path, pattern: str | None = None) -> list[Path]:
+    """The files (and diffusers folders) in `folder` that could be checkpoints, by name; possibly none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder. `icr timeline` takes the folder a training run writes its "
                         "checkpoints to (use --pattern to choose among its files).")
-    entries = sorted(p for p in folder.iterdir() if _is_checkpoint(p)
-                     and (pattern is None or fnmatch.fnmatch(p.name, pattern)))
+    return sorted(p for p in folder.iterdir() if _is_checkpoint(p)
+                  and (pattern is None or fnmatch.fnmatch(p.name, pattern)))
+
+
+def find_checkpoints(folder: str | Path, pattern: str | None = None) -> tuple[list[Found], list[str]]:
+    """(checkpoints ordered by step, notes for stderr). Names without a step are left out and named in the notes;
+    two checkpoints with one step are a UserError that names them: the order of a timeline is never a guess."""
+    folder = Path(folder)
+    entries = candidates(folder, pattern)
     if not entries:
         what = f"matching --pattern {pattern!r}" if pattern else f"({', '.join(CHECKPOINT_SUFFIXES)})"
         raise UserError(f"{folder}: no checkpoint files {what}. Point at the run's checkpoint folder, or set "

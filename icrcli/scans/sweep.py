@@ -11,14 +11,14 @@ sweep is a record in the cache, so the same sweep again answers without loading 
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__, cache
-from icrcli.errors import UserError
+from icrcli import __version__, cache, dist
+from icrcli.errors import Terminated, UserError
 from icrcli.features.report import SILENT, Reporter
 from icrcli.scans import records
+from icrcli.scans.split import Split, check_no_probe, extract_shards, merged_score, shard_summary
 from icrcli.stats.options import ScoreOptions
 
 KIND = "sweeps"
@@ -28,24 +28,6 @@ AUTO = "auto"
 def request_fields(vopts: dict) -> dict:
     """The view options that shape the features (everything but how the work runs)."""
     return {k: v for k, v in vopts.items() if k not in records.RUN_ONLY}
-
-
-def candidate_layers(module_names: list[str]) -> list[str]:
-    """The --layer auto candidates among a network's module names, in forward order: EDM U-Nets the decoder's
-    second block at each resolution (dec.RxR_block1), DiT/SiT every quarter of the depth, diffusers U-Nets
-    mid_block and each up block (said in --layer's help)."""
-    edm = [n for n in module_names if re.fullmatch(r"model\.dec\.\d+x\d+_block1", n)]
-    if edm:
-        return edm
-    blocks = sorted({int(m.group(1)) for n in module_names if (m := re.fullmatch(r"blocks\.(\d+)", n))})
-    if blocks:
-        depth = len(blocks)
-        return [f"blocks.{i}" for i in sorted({max(0, depth * q // 4 - 1) for q in (1, 2, 3, 4)})]
-    unet = [n for n in module_names if re.fullmatch(r"(?:\w+\.)?(?:mid_block|up_blocks\.\d+)", n)]
-    if unet:
-        return unet
-    raise UserError("--layer auto knows the layers of the built-in architectures (EDM, DiT/SiT, diffusers U-Nets) "
-                    "only: name the layers to compare with --layer (repeatable; see `icr layers CKPT`).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,48 +127,94 @@ def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: 
 
 
 def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
-              probe: ProbeOptions | None = None) -> str:
+              probe: ProbeOptions | None = None, split: Split = Split()) -> str:
     return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
                                      "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
                                      "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                                     "probe": _probe_key(probe)})
+                                     "probe": _probe_key(probe), **split.key()})
 
 
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
-              probe: ProbeOptions | None = None) -> dict:
+              probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
     """The sweep result: one record per (augmentation, sigma, layer) with the score's keys, the argmin, the levels
     tied with it (scans.ties) and the augmentation grid; with `probe`, each record's probe accuracy and the
-    argmax of accuracy beside the argmin of ICR, with paired tests. vopts["augment"] is one policy or a list."""
+    argmax of accuracy beside the argmin of ICR, with paired tests. vopts["augment"] is one policy or a list.
+    Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped` says which; nothing is cached, the
+    extraction resumes).
+
+    split (icrcli.scans.split): the levels' images in shards, computed by torchrun's ranks or --shards N here
+    and merged exactly (the jackknife's groups too: image i is in group i mod G whatever its shard, so a split
+    sweep has its ties as a whole one does); with --shard I/N only shard I is extracted and the answer is what was
+    extracted (kind "sweep-shard"), to be merged by the same sweep with --shards N. A split sweep that is
+    interrupted stops (its extractions resume), without a partial result."""
     checkpoint, data = Path(checkpoint), Path(data)
     sopts = sopts or ScoreOptions()
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
-    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe)
-    if use_cache and (rec := records.load(KIND, key, reporter.warn)) is not None:
+    check_no_probe(split, probe)
+    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split)
+    rec = records.load(KIND, key, reporter.warn) if use_cache and split.shard.count == 1 and dist.rank() == 0 \
+        else None
+    if split.ranks > 1:     # rank 0's cache decides for every rank (the others' may be on other disks)
+        rec = dist.broadcast(rec, "sharing the cached sweep")
+    if rec is not None:
         reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
-        for lv in rec["levels"]:
+        for lv in rec["levels"] if dist.rank() == 0 else []:
             on_level and on_level(lv)
         return rec
     augments = augments_of(vopts)  # after the look-up: canonical spellings need the augmentation module (torch)
-    levels, layers = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, on_level, probe, augments)
+    done: list[dict] = []
+
+    def collect(rec: dict) -> None:
+        done.append(rec)
+        on_level and on_level(rec)
+
+    stopped = None
+    try:
+        levels, layers = _compute(checkpoint, data, sigmas, mopts, vopts, sopts, reporter, collect, probe, augments,
+                                  split)
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: the levels scored so far; the extraction resumes
+        if not split.whole:          # the other ranks or shards could not finish theirs: no partial result
+            raise
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        levels, layers = done, list(dict.fromkeys(r["layer"] for r in done))
+        reporter.interrupted(f"the sweep stopped with {len(done)} of its levels scored; run the same command "
+                             "again to continue (finished extractions are kept)")
+    if split.shard.count > 1:
+        return {"schema": records.SCHEMA, "kind": "sweep-shard", "version": __version__, "shard": str(split.shard),
+                "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas), "levels": levels}
     from icrcli.scans.ties import annotate_sweep
     ties = annotate_sweep(levels)
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
         "layers": list(layers), "augments": augments, "levels": levels,
-        "argmin": _best(levels), "best_by_layer": {L: _best([r for r in levels if r["layer"] == L])
-                                                  for L in layers},
+        "argmin": _best(levels) if levels else None,
+        "best_by_layer": {L: _best([r for r in levels if r["layer"] == L]) for L in layers},
         "ties": ties, "augment_grid": augment_grid(levels),
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
                     "model": dataclasses.asdict(mopts), "probe": dataclasses.asdict(probe) if probe else None},
+        "stopped": stopped,
     }
     if probe:
         result["probe"] = probe_agreement(levels, ties)
-    if use_cache:
+    if split.ranks > 1:
+        result["ranks"] = split.ranks
+    elif split.shards > 1:
+        result["shards"] = split.shards
+    if use_cache and stopped is None and dist.rank() == 0:
         records.save(KIND, key, result)
+    return result
+
+
+def raise_if_stopped(result: dict) -> dict:
+    """For a caller that goes on after a scan (the demo, --sigma auto): an interrupted scan interrupts it too."""
+    if result.get("stopped") == "terminated":
+        raise Terminated()
+    if result.get("stopped") == "interrupted":
+        raise KeyboardInterrupt()
     return result
 
 
@@ -252,40 +280,72 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
     if AUTO in layers:
         if layers != [AUTO]:
             raise UserError("--layer auto stands alone: give either auto or the layers to compare.")
-        layers = candidate_layers([n for n, _ in model.denoiser.net.named_modules()])
+        from icrcli.models.registry import layer_candidates
+        layers = layer_candidates(model.denoiser)
         reporter.step(f"--layer auto: {', '.join(layers)}")
     return [make_plan(model, dset, request_from(vopts, s, layers), reporter) for s in sigmas]
 
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
                       on_record: Callable[[dict], None] | None, extra: dict | None = None,
-                      probe: ProbeOptions | None = None, probe_memo: dict | None = None) -> list[dict]:
+                      probe: ProbeOptions | None = None, probe_memo: dict | None = None,
+                      split: Split = Split()) -> list[dict]:
     """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
     every (level, layer), with the jackknife on (scans.ties), probing it too with `probe`: the records, in level
     order. Under the paper's probe protocol the probe reads features of its own, extracted without augmentation
-    (and the test data's, with --probe-test-data); `probe_memo` keeps probe results across calls that share them."""
+    (and the test data's, with --probe-test-data); `probe_memo` keeps probe results across calls that share them.
+    split: the levels in shards (icrcli.scans.split), merged; with --shard I/N the summaries of shard I's
+    extraction, unscored."""
     from icrcli.features.extract import extract_levels
     from icrcli.features.plan import run_options_from
     from icrcli.scans.ties import with_jackknife
     from icrcli.stats.score import score_file
+    if not split.whole:
+        return _split_levels(plans, vopts, sopts, reporter, on_record, extra, split)
     outs = [cache.cached_path(p.key) for p in plans]
     extract_levels(plans, outs, run_options_from(vopts), reporter)
     probe_files = _probe_files(plans, outs, vopts, probe, reporter) if probe is not None else None
     memo = {} if probe_memo is None else probe_memo
     out = []
-    for i, (p, path) in enumerate(zip(plans, outs)):
+    # scoring (and probing) every level is minutes on real models: progress by level, like the extraction's
+    reporter.start("scoring and probing" if probe else "scoring", sum(len(p.layers) for p in plans), unit="levels")
+    try:
+        for i, (p, path) in enumerate(zip(plans, outs)):
+            for layer in p.layers:
+                res = _score(path, layer, sopts, with_jackknife(sopts, len(p.indices)), score_file)
+                rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                       "features": str(path)}
+                if probe is not None:
+                    train, test = probe_files[i]
+                    mk = (str(train), str(test), layer)
+                    if mk not in memo:
+                        memo[mk] = _probe(train, layer, probe, test)
+                    rec.update(memo[mk])
+                out.append(rec)
+                reporter.advance(1)
+                on_record and on_record(rec)
+    finally:
+        reporter.finish()
+    return out
+
+
+def _split_levels(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
+                  on_record: Callable[[dict], None] | None, extra: dict | None, split: Split) -> list[dict]:
+    from icrcli.features.plan import run_options_from
+    from icrcli.scans.ties import with_jackknife
+    mine = extract_shards(plans, split, run_options_from(vopts), reporter)
+    if split.shard.count > 1:
+        return [{**(extra or {}), **r} for r in shard_summary(mine)]
+    out = []
+    for j, p in enumerate(plans):
         for layer in p.layers:
-            res = _score(path, layer, sopts, with_jackknife(sopts, len(p.indices)), score_file)
+            # the jackknife's groups are by global image index, so the shards' merged moments carry them
+            res = merged_score(p, layer, {i: pairs[j] for i, pairs in mine.items()}, split,
+                               with_jackknife(sopts, len(p.indices)))
             rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
-                   "features": str(path)}
-            if probe is not None:
-                train, test = probe_files[i]
-                mk = (str(train), str(test), layer)
-                if mk not in memo:
-                    memo[mk] = _probe(train, layer, probe, test)
-                rec.update(memo[mk])
+                   "features": res["input"]["paths"][0]}
             out.append(rec)
-            on_record and on_record(rec)
+            on_record and dist.rank() == 0 and on_record(rec)
     return out
 
 
@@ -356,7 +416,7 @@ def check_labels(dset, probe: ProbeOptions | None) -> None:
 
 def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
              reporter: Reporter, on_level, probe: ProbeOptions | None = None,
-             augments: list[str] | None = None) -> tuple[list[dict], tuple[str, ...]]:
+             augments: list[str] | None = None, split: Split = Split()) -> tuple[list[dict], tuple[str, ...]]:
     """The records of every (augmentation, level, layer) over one loaded model and data set, and the layers."""
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
@@ -370,5 +430,5 @@ def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: di
         plans = level_plans(model, dset, sigmas, va, reporter)
         layers = plans[0].layers
         levels += extract_and_score(plans, va, sopts, reporter, on_level, {"augment": aug}, probe=probe,
-                                    probe_memo=memo)
+                                    probe_memo=memo, split=split)
     return levels, layers

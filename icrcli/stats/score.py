@@ -70,9 +70,11 @@ def _physical_memory() -> float:
         return float("inf")
 
 
-def accumulate(src: FeatureSource, opts: ScoreOptions,
-               progress: Callable[[int], None] | None = None) -> Accumulated:
-    """One streaming pass: per-group moments (one group unless --ci), merged in a fixed order."""
+def accumulate(src: FeatureSource, opts: ScoreOptions, progress: Callable[[int], None] | None = None,
+               rows: np.ndarray | None = None, at_least: int = 2) -> Accumulated:
+    """One streaming pass: per-group moments (one group unless --ci), merged in a fixed order. Image i goes to
+    group i mod G, i its row in the file, or rows[i] where the file holds some rows of a larger whole (a shard:
+    the groups are then the whole's, and the shards' groups merge into them)."""
     _, k, d = src.shape
     g = opts.ci_groups if opts.ci else 1
     groups = [empty(k, d) for _ in range(g)]
@@ -80,33 +82,38 @@ def accumulate(src: FeatureSource, opts: ScoreOptions,
     work = work_buffer(k, d)  # float64 contrasts, reused per block
     try:
         for a, block in src.iter_blocks(opts.block_images):
-            skipped += _add_block(groups, a, block, src, opts, work)
+            where = np.arange(a, a + len(block)) if rows is None else rows[a:a + len(block)]
+            skipped += _add_block(groups, where, block, src, opts, work)
             if progress:
                 progress(len(block))
     except OSError as e:  # a damaged HDF5 chunk (truncation is caught when the file is opened)
         raise UserError(f"{src.path}: reading the features failed ({e}): the file is damaged. Copy it again, or "
                         "re-run the `icr extract` that wrote it.") from None
     total = merge_all(groups)
-    if total.n < 2:
+    if total.n < at_least:
         raise UserError(f"{src.path}: fewer than two images left after skipping {skipped} with NaN/Inf values.")
     return Accumulated(groups, total, skipped)
 
 
-def _add_block(groups: list[ViewMoments], a: int, block: np.ndarray, src: FeatureSource, opts: ScoreOptions,
-               work: np.ndarray) -> int:
-    """Merge block (b, K, D), whose first image is image a, into the groups (image i goes to group i mod G).
+def _add_block(groups: list[ViewMoments], where: np.ndarray, block: np.ndarray, src: FeatureSource,
+               opts: ScoreOptions, work: np.ndarray) -> int:
+    """Merge block (b, K, D), whose images are `where` (b,), into the groups (image i goes to group i mod G).
     Returns how many images were skipped for NaN/Inf."""
     g, skipped = len(groups), 0
+    consecutive = len(where) < 2 or where[-1] - where[0] == len(where) - 1
     for j in range(g):
-        first = (j - a) % g  # rows of this block whose image index is = j (mod g)
-        part = block[first::g]
+        if consecutive:
+            pick = slice((j - int(where[0])) % g, None, g) if len(where) else slice(0, 0)  # a view, no copy
+        else:
+            pick = np.flatnonzero(where % g == j)
+        part = block[pick]
         if not len(part):
             continue
         with np.errstate(invalid="ignore", over="ignore"):
             m = from_block(part, work)
         # NaN/Inf anywhere in an image reaches its mean over views: check the small (n, D) summary.
         if not (np.isfinite(m.mean_s).all() and np.isfinite(m.w_xi).all()):
-            part, bad = _drop_nonfinite(part, a + first, g, src, opts)
+            part, bad = _drop_nonfinite(part, where[pick], src, opts)
             skipped += bad
             if not len(part):
                 continue
@@ -115,11 +122,11 @@ def _add_block(groups: list[ViewMoments], a: int, block: np.ndarray, src: Featur
     return skipped
 
 
-def _drop_nonfinite(part: np.ndarray, first_index: int, stride: int, src: FeatureSource,
+def _drop_nonfinite(part: np.ndarray, images: np.ndarray, src: FeatureSource,
                     opts: ScoreOptions) -> tuple[np.ndarray, int]:
     good = np.isfinite(part).all(axis=(1, 2))
     if not opts.skip_nonfinite:
-        bad = first_index + stride * int(np.argmin(good))
+        bad = int(images[int(np.argmin(good))])
         raise UserError(f"{src.path}: image {bad} (row {bad} of the feature array) has NaN or Inf features. "
                         "Check the extraction (e.g. float16 overflow: extract with --dtype float32), or pass "
                         "--skip-nonfinite to leave such images out.")
@@ -177,14 +184,15 @@ def _icr_at_tau(cov, tau: float) -> float | None:
         return None
 
 
-def check_views_differ(m: ViewMoments, src: FeatureSource) -> None:
+def check_views_differ(m: ViewMoments, src: FeatureSource | None, where: str = "", attrs: dict | None = None) -> None:
     """All-zero W: every view of every image is the same, so there is no residual to compare against."""
     if np.any(m.w_xi):
         return
+    where, attrs = (str(src.path), src.attrs) if src is not None else (where, attrs or {})
     how = ""
-    if "sigma" in src.attrs or "augment" in src.attrs:
-        how = f" (this file: sigma = {src.attrs.get('sigma', '?')}, augment = {src.attrs.get('augment', '?')})"
-    raise UserError(f"{src.path}: every view of each image is identical{how}, so the views carry no nuisance: "
+    if "sigma" in attrs or "augment" in attrs:
+        how = f" (this file: sigma = {attrs.get('sigma', '?')}, augment = {attrs.get('augment', '?')})"
+    raise UserError(f"{where}: every view of each image is identical{how}, so the views carry no nuisance: "
                     "Sigma_xi is zero and ICR is undefined. Extract views that differ: noise (--sigma > 0), an "
                     "augmentation (--augment paper), or both.")
 
@@ -199,13 +207,26 @@ def score_source(src: FeatureSource, opts: ScoreOptions,
     check_source(src, opts)
     acc = accumulate(src, opts, progress)
     check_views_differ(acc.total, src)
+    return result_of(acc, opts, source=source_of(src), provenance=provenance_of(src))
+
+
+def source_of(src: FeatureSource) -> dict:
+    return {"path": str(src.path), "dataset": src.dataset, "shape": list(src.shape), "dtype": str(src.dtype),
+            "complete": src.complete}
+
+
+def provenance_of(src: FeatureSource) -> dict:
+    return {**src.attrs, "layer": src.layer_attrs} if (src.attrs or src.layer_attrs) else {}
+
+
+def result_of(acc: Accumulated, opts: ScoreOptions, source: dict, provenance: dict) -> tuple[dict, np.ndarray | None]:
+    """The JSON-ready result of accumulated moments (one file's, or merged from shards or statistics files), and
+    the top Fisher directions (top, D) if asked."""
     stats, spec = statistics(acc.total, opts, vectors=opts.top > 0)
     interval = jackknife(acc.groups, lambda m: icr_of(m, opts), stats["icr"], opts.confidence) if opts.ci else None
     result = build_result(
-        stats, warnings=stats["warnings"], n_skipped=acc.n_skipped, interval=interval,
-        source={"path": str(src.path), "dataset": src.dataset, "shape": list(src.shape), "dtype": str(src.dtype),
-                "complete": src.complete},
-        provenance={**src.attrs, "layer": src.layer_attrs} if (src.attrs or src.layer_attrs) else {},
+        stats, warnings=stats["warnings"], n_skipped=acc.n_skipped, interval=interval, source=source,
+        provenance=provenance,
         # block_images changes nothing but speed (and the result by float64 rounding): not an option of the result
         options={k: v for k, v in asdict(opts).items() if k not in ("block_images",)},
         version=__version__)

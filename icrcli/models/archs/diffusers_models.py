@@ -8,18 +8,16 @@ Loaded with local_files_only: nothing is ever downloaded.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
 from icrcli.errors import UserError
+from icrcli.models.adapter import Adapter
 from icrcli.models.denoiser import Denoiser, ModelOptions, check_class_label
 
-# Latent scale of the Stable Diffusion / DiT VAE (Rombach et al. 2022), used when the VAE config gives none.
-SD_LATENT_SCALE = 0.18215
-
-
-def _diffusers():
+def diffusers_library():
     try:
         import diffusers
     except ImportError:
@@ -97,7 +95,7 @@ def _few(names: list[str], n: int = 6) -> str:
     return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "") if names else "nothing"
 
 
-def _from_pretrained(diffusers, cls_name: str, folder: Path):
+def from_pretrained(diffusers, cls_name: str, folder: Path):
     """diffusers' `cls_name` (a model class, never a pipeline: those may name code) loaded from `folder`."""
     cls = getattr(diffusers, cls_name, None) if isinstance(cls_name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
@@ -126,14 +124,14 @@ def _from_pretrained(diffusers, cls_name: str, folder: Path):
 def denoiser(path: Path, opts: ModelOptions) -> Denoiser:
     """The diffusers model in a model or pipeline folder: DDPM with the scheduler's betas (default linear
     1e-4..0.02 over 1000 steps), called with the integer step."""
-    diffusers = _diffusers()
+    diffusers = diffusers_library()
     folder, sched = _model_folder(path)
     cfg = _read_config(folder / "config.json")
     cls_name = cfg.get("_class_name", "UNet2DModel")
     if cls_name == "UNet2DConditionModel":
         raise UserError(f"{folder}: text-conditioned UNet2DConditionModel needs text embeddings; icr supports "
                         "unconditional and class-conditional diffusers models for now.")
-    net = _from_pretrained(diffusers, cls_name, folder)
+    net = from_pretrained(diffusers, cls_name, folder)
     num_classes = net.config.get("num_class_embeds") if hasattr(net.config, "get") else None
     check_class_label(opts.class_label, num_classes, cls_name)
 
@@ -176,33 +174,26 @@ def _default_layer(net) -> str:
     return ""
 
 
-def load_vae(path: str, device):
-    """An encoder x in [-1, 1] -> latents (posterior mean, scaled), as DiT/SiT feed their models."""
-    diffusers = _diffusers()
-    folder = Path(path)
-    if (folder / "vae" / "config.json").is_file():
-        folder = folder / "vae"
-    if not (folder / "config.json").is_file():
-        raise UserError(f"--vae {path}: not a diffusers AutoencoderKL folder (no config.json).")
-    vae = _from_pretrained(diffusers, "AutoencoderKL", folder).eval().requires_grad_(False)
-    vae.to(device)
-    return VaeEncoder(vae)
+class DiffusersAdapter(Adapter):
+    names = ("diffusers",)
+    what = "Hugging Face diffusers models"
+    reads_folders = True
+
+    def opens(self, folder):
+        return any((folder / sub / "config.json").is_file() for sub in ("unet", "transformer", "."))
+
+    def open_folder(self, folder, opts):
+        return denoiser(folder, opts)
+
+    def layer_candidates(self, module_names):
+        """U-Nets: mid_block and each up block, as the --layer help says."""
+        return [n for n in module_names if re.fullmatch(r"(?:\w+\.)?(?:mid_block|up_blocks\.\d+)", n)]
+
+    def class_count(self, den):
+        return int(den.description.get("num_class_embeds") or 0)
+
+    def default_prediction(self, den):
+        return "eps"   # diffusers' UNet2DModel pipelines default to eps
 
 
-class VaeEncoder:
-    """x in [-1, 1] (B, 3, H, W) -> latents (B, C, H/f, W/f): posterior mean times the latent scale."""
-
-    def __init__(self, vae):
-        self.vae = vae
-        cfg = vae.config
-        self.scale = float(getattr(cfg, "scaling_factor", None) or SD_LATENT_SCALE)
-        self.factor = 2 ** (len(cfg.block_out_channels) - 1)  # one 2x downsampling per extra block
-        self.in_channels = int(cfg.in_channels)
-        self.latent_channels = int(cfg.latent_channels)
-
-    def __call__(self, x):
-        return self.vae.encode(x).latent_dist.mean * self.scale
-
-    def decode(self, z):
-        """latents (as the model sees them, scaled) -> pixels in [-1, 1]: what memorization compares."""
-        return self.vae.decode(z / self.scale).sample
+ADAPTER = DiffusersAdapter()

@@ -1,0 +1,119 @@
+"""Several processes, one result (after NVlabs/edm torch_utils/distributed.py): the rank, world size and local
+device of a process that torchrun started, a barrier, and the gathering of small Python values across ranks.
+
+A process that torchrun did not start (no WORLD_SIZE in its environment) is rank 0 of a world of one, and nothing
+here imports torch for it. Under torchrun, `init` joins the process group (NCCL with CUDA, else gloo); a rank that
+dies makes the others' next collective fail, which `_collective` turns into a message that says so (and that the
+same command resumes: every finished chunk is kept).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from icrcli.errors import UserError
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def who() -> str:
+    """' (rank R of W)' under torchrun, '' for one process: for messages a rank prints."""
+    return f" (rank {rank()} of {world_size()})" if world_size() > 1 else ""
+
+
+def _initialized() -> bool:
+    if world_size() == 1:
+        return False
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
+def init() -> None:
+    """Join torchrun's process group (once); nothing for one process."""
+    if world_size() == 1 or _initialized():
+        return
+    import torch
+    import torch.distributed as dist
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank())
+    try:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"joining the torchrun process group failed{who()} ({e}). Start icr with `torchrun "
+                        "--nproc-per-node N -m icrcli ...` (MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE set).") \
+            from None
+
+
+def close() -> None:
+    if _initialized():
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+STOPPED = ("torchrun stopped this process{who}, most likely because another rank failed (its error is above). Every "
+           "finished chunk is kept: run the same command again to resume.")
+
+
+@contextmanager
+def session():
+    """The with-block a command that splits its work across ranks runs in: the process group joined, and
+    torchrun's SIGTERM (sent to every rank when one fails; icr's CLI raises it as icrcli.errors.Terminated, which
+    unwinds like Ctrl-C so what is finished is kept) said as what it most likely means here."""
+    if world_size() == 1:
+        yield
+        return
+    from icrcli.errors import Terminated
+    init()
+    try:
+        yield
+    except Terminated:
+        import sys
+        print(f"icr: {STOPPED.format(who=who())}", file=sys.stderr, flush=True)
+        raise       # leaving the group would wait on the dead peer: the process ends right after
+    close()
+
+
+def _collective(what: str, fn):
+    try:
+        return fn()
+    except RuntimeError as e:   # gloo/NCCL: a peer closed its connection (it died) or timed out
+        raise UserError(f"another process of this torchrun job stopped while {what}{who()} ({e}). Every finished "
+                        "chunk is kept: run the same command again to resume.") from None
+
+
+def barrier(what: str = "waiting for the other ranks") -> None:
+    if _initialized():
+        import torch.distributed as dist
+        _collective(what, dist.barrier)
+
+
+def all_gather(value, what: str = "gathering results") -> list:
+    """[value of rank 0, value of rank 1, ...] on every rank (Python objects; [value] for one process)."""
+    if not _initialized():
+        return [value]
+    import torch.distributed as dist
+    out = [None] * world_size()
+    _collective(what, lambda: dist.all_gather_object(out, value))
+    return out
+
+
+def broadcast(value, what: str = "sharing a result"):
+    """Rank 0's value, on every rank."""
+    if not _initialized():
+        return value
+    import torch.distributed as dist
+    box = [value]
+    _collective(what, lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]

@@ -1,0 +1,91 @@
+"""A saved sweep or timeline result as a short Markdown summary (`--summary FILE`): the table, the verdict, the
+gate result and the plot's path, fit for a CI job's summary page ($GITHUB_STEP_SUMMARY and the like).
+From the result only, never recomputed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MARK = "<!-- icr summary"   # outputs.SUMMARY_MARK: the first line, so a rerun may replace its own file
+
+
+def _ci(r: dict) -> str:
+    ci = r.get("icr_ci")
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _views(result: dict) -> str:
+    v = (result.get("options") or {}).get("views") or {}
+    recs = result.get("points") or result.get("levels") or []
+    n = recs[0].get("n_images", v.get("images")) if recs else v.get("images")
+    k = recs[0].get("n_views", v.get("views")) if recs else v.get("views")
+    return f"N={n}, K={k}, augment {v.get('augment', '?')}"
+
+
+def timeline_summary(result: dict, plot: str | Path | None = None) -> str:
+    lines = [f"{MARK}: timeline -->", f"## icr timeline: {Path(result['folder']).name}", "",
+             f"{len(result['points'])} points ({_views(result)})" + _stopped(result.get("stopped")), ""]
+    for s in result["series"]:
+        lines += [f"### sigma {s['sigma']:g}, layer {s.get('layer')}", "",
+                  _row(["step", "ICR", "interval", "trace_s", "trace_xi", "checkpoint"]),
+                  _row(["---:", "---:", "---", "---:", "---:", "---"])]
+        for p in (p for p in result["points"] if p["sigma"] == s["sigma"]):
+            best = " **(min)**" if p["step"] == s["trend"]["step_min"] else ""
+            lines.append(_row([p["step"], f"{p['icr']:.4f}{best}", _ci(p), f"{p['trace_s']:.4g}",
+                               f"{p['trace_xi']:.4g}", f"`{Path(p['checkpoint']).name}`"]))
+        lines += ["", f"**Verdict:** {s['trend']['description']}.", ""]
+    lines += _gates(result.get("gates") or {})
+    if plot is not None:
+        lines += [f"**Plot:** `{plot}`", ""]
+    return "\n".join(lines)
+
+
+def _stopped(why: str | None) -> str:
+    return {None: "", "until": "; the watch reached --until", "idle": "; the watch ended after --idle",
+            "fail-fast": "; stopped at the first failed gate (--fail-fast)",
+            "interrupted": "; interrupted (Ctrl-C): the points done so far",
+            "terminated": "; terminated (SIGTERM): the points done so far"}.get(why, f"; stopped: {why}")
+
+
+def _gates(g: dict) -> list[str]:
+    asked = [f"--fail-on-rise {g['fail_on_rise']:g}" if g.get("fail_on_rise") is not None else None,
+             f"--fail-above {g['fail_above']:g}" if g.get("fail_above") is not None else None]
+    asked = [a for a in asked if a]
+    if not asked:
+        return ["**Gates:** none set.", ""]
+    head = f"**Gates** ({', '.join(asked)}, on {g.get('on', 'point estimates')}): "
+    if g.get("failed"):
+        return [head + "**FAILED**", "", *[f"- {m}" for m in g["failed"]], ""]
+    held = [f"- {m}" for m in g.get("held_by_intervals") or []]
+    return [head + "passed", "", *held, *([""] if held else [])]
+
+
+def sweep_summary(result: dict, plot: str | Path | None = None) -> str:
+    best = result["argmin"]
+    lines = [f"{MARK}: sweep -->", f"## icr sweep: {Path(result['checkpoint']).name}", "",
+             f"{len(result['levels'])} levels ({_views(result)})" + _stopped(result.get("stopped")), "",
+             _row(["layer", "sigma", "ICR", "interval", "trace_s", "trace_xi"] +
+                  (["probe accuracy"] if result.get("probe") else [])),
+             _row(["---", "---:", "---:", "---", "---:", "---:"] + (["---:"] if result.get("probe") else []))]
+    for r in result["levels"]:
+        mark = " **(min)**" if best and (r["sigma"], r["layer"]) == (best["sigma"], best["layer"]) else ""
+        acc = [f"{r['probe_test_accuracy']:.3f}"] if result.get("probe") else []
+        lines.append(_row([r["layer"], f"{r['sigma']:g}", f"{r['icr']:.4f}{mark}", _ci(r), f"{r['trace_s']:.4g}",
+                           f"{r['trace_xi']:.4g}", *acc]))
+    lines.append("")
+    if best:
+        lines += [f"**Verdict:** lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}, layer {best['layer']}.", ""]
+    for layer, a in (result.get("probe") or {}).items():
+        lines += [f"**Probe** ({layer}): best accuracy {a['best_accuracy']:.3f} at sigma "
+                  f"{a['argmax_accuracy_sigma']:g}; ICR lowest at sigma {a['argmin_icr_sigma']:g}.", ""]
+    if plot is not None:
+        lines += [f"**Plot:** `{plot}`", ""]
+    return "\n".join(lines)
+
+
+def summary(result: dict, plot: str | Path | None = None) -> str:
+    return (sweep_summary if result.get("kind") == "sweep" else timeline_summary)(result, plot)

@@ -1,0 +1,131 @@
+"""A scan split across processes: the ranks of a torchrun job, or shards run as plain processes.
+
+Sweep: every level's images are split into shards (icrcli.features.shards); a process extracts its shards' features
+(cached, resumable, per shard), takes their float64 moments, and the moments of all shards are merged in shard order
+(gathered across ranks under torchrun, read from the shared cache with --shards N), so no level is scored twice
+and the result is the unsplit sweep's to float64 rounding. Timeline: every checkpoint is whole on one process (the
+checkpoints are split, rank r takes checkpoints r, r+W, ...), and the points are gathered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from icrcli import cache, dist
+from icrcli.errors import UserError
+from icrcli.features.report import Reporter
+from icrcli.features.shards import WHOLE, Shard, parse_shard
+
+
+@dataclass(frozen=True)
+class Split:
+    shard: Shard = WHOLE    # --shard I/N: compute shard I of every level only (no score: a part of the whole)
+    shards: int = 1         # --shards N: every level from N shards, those not in the cache computed here
+    ranks: int = 1          # torchrun's world size: rank r computes shard r of every level (or checkpoints r::W)
+
+    @property
+    def whole(self) -> bool:
+        return self.shard.count == 1 and self.shards == 1 and self.ranks == 1
+
+    @property
+    def count(self) -> int:
+        """Shards per level."""
+        return max(self.shard.count, self.shards, self.ranks)
+
+    def mine(self) -> list[int]:
+        """The shards (of each level) or the share of checkpoints this process computes."""
+        if self.ranks > 1:
+            return [dist.rank()]
+        if self.shard.count > 1:
+            return [self.shard.index]
+        return list(range(self.shards))
+
+    def key(self) -> dict:
+        """What a cached scan record adds to its key (nothing for an unsplit scan: old keys stay)."""
+        return {} if self.whole else {"split_shards": self.count}
+
+
+def split_from(shard: str | None, shards: int | None) -> Split:
+    """--shard I/N, --shards N and torchrun's world: at most one of them."""
+    part, w = parse_shard(shard), dist.world_size()
+    given = [f for f, on in (("--shard", part.count > 1), ("--shards", (shards or 1) > 1),
+                             (f"torchrun's {w} ranks", w > 1)) if on]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)}: one way of splitting per run. Under torchrun the ranks split the "
+                        "work themselves; --shard I/N is for plain processes (a Slurm array), --shards N merges "
+                        "their shards.")
+    return Split(part, shards or 1, w)
+
+
+def check_no_probe(split: Split, probe) -> None:
+    if probe is not None and not split.whole:
+        raise UserError("--probe needs every image of a level in one process: run it without --shard, --shards or "
+                        "torchrun (the probe's features are then cached per level).")
+
+
+def shard_paths(plans: list, split: Split, i: int) -> list[tuple]:
+    """(shard plan, its cache path) of every plan, for shard i."""
+    from icrcli.features.shards import shard_plan
+    sp = [shard_plan(p, Shard(i, split.count)) for p in plans]
+    return [(q, cache.cached_path(q.key)) for q in sp]
+
+
+def extract_shards(plans: list, split: Split, run, reporter: Reporter) -> dict[int, list[tuple]]:
+    """Extract this process's shards of every level (one pass over the data per shard): {i: [(plan, path)]}."""
+    from icrcli.features.extract import extract_levels
+    out = {}
+    for i in split.mine():
+        pairs = shard_paths(plans, split, i)
+        extract_levels([q for q, _ in pairs], [path for _, path in pairs], run, reporter)
+        out[i] = pairs
+    return out
+
+
+def merged_score(p, layer: str, mine: dict[int, tuple], split: Split, sopts) -> dict:
+    """The score of (level p, layer) from its shards: this process's moments, gathered across ranks, merged in
+    shard order."""
+    from icrcli.stats.merged import ShardSet, check_whole, merge_parts, whole_provenance, whole_source
+    from icrcli.stats.score import accumulate, check_source, check_views_differ, open_source, result_of
+    import dataclasses
+    parts = []
+    for i, (q, path) in sorted(mine.items()):
+        src = open_source(path, layer=layer)
+        one = ShardSet([src], [i], split.count, q.config["shard"])
+        check_source(src, dataclasses.replace(sopts, ci=False))
+        acc = accumulate(src, sopts, rows=one.rows(0), at_least=0)
+        parts.append((i, acc, whole_source(one), whole_provenance(one)))
+    if split.ranks > 1:
+        parts = [x for got in dist.all_gather(parts, f"gathering the moments of sigma {p.sigma:g}") for x in got]
+    parts.sort(key=lambda x: x[0])
+    if [i for i, *_ in parts] != list(range(split.count)):
+        raise UserError(f"sigma {p.sigma:g}: shards {[i for i, *_ in parts]} of {split.count} came back; run the "
+                        "same command again.")
+    acc = merge_parts([a for _, a, _, _ in parts], f"sigma {p.sigma:g}")
+    check_whole(acc.total.n, sopts, f"the {split.count} shards of sigma {p.sigma:g}")
+    source, prov = parts[0][2], parts[0][3]
+    source = {**source, "shape": [acc.total.n + acc.n_skipped, *source["shape"][1:]],
+              "paths": [x[2]["path"] for x in parts], "shards": split.count}
+    check_views_differ(acc.total, None, f"sigma {p.sigma:g}", prov)
+    return result_of(acc, sopts, source=source, provenance=prov)[0]
+
+
+def shard_summary(extracted: dict[int, list[tuple]]) -> list[dict]:
+    """--shard I/N: what this process extracted, one entry per level."""
+    return [{"sigma": q.sigma, "features": str(path), "config_key": q.key, "n_images": len(q.indices),
+             "shard": f"{q.config['shard']['index']}/{q.config['shard']['count']}"}
+            for pairs in extracted.values() for q, path in pairs]
+
+
+def checkpoint_share(found: list, split: Split) -> list:
+    """Timeline: the checkpoints this process computes (rank r of W: r, r+W, ...; --shard I/N likewise)."""
+    if split.ranks > 1:
+        return found[dist.rank()::split.ranks]
+    if split.shard.count > 1:
+        return found[split.shard.index::split.shard.count]
+    return found
+
+
+def gather_points(points: list[dict], split: Split) -> list[dict]:
+    if split.ranks == 1:
+        return points
+    return [p for got in dist.all_gather(points, "gathering the timeline's points") for p in got]
+

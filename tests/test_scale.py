@@ -1,0 +1,361 @@
+"""Scale out: an extraction in shards (`--shard I/N`) or across torchrun ranks gives the features of one process, and
+the scores merged from shard files (`icr score A B C`), from statistics files (`icr score --stats-out`, `icr merge`)
+or across ranks (sweep, timeline) equal one process's ICR to 1e-9 relative, checked against a dense float64 reference
+too. A bad set of shards is named; a rank that dies is said, and the rerun resumes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import reference
+
+REL = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch, tmp_path):
+    """This process and its subprocesses compute on one thread, so their features agree bit for bit."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(n)
+
+
+def _view_args(d, *extra):
+    return [d / "net.safetensors", "--data", d / "imgs.npy", "--images", "40", "--chunk-images", "4", "--batch-size",
+            "2", "--views", "3", "--device", "cpu", "-q", *extra]
+
+
+def _extract(icr, d, out, *extra):
+    r = icr("extract", *_view_args(d, "--sigma", "0.4", "-o", out, *extra))
+    assert r.code == 0, r.err
+    return r.json
+
+
+def _features(path):
+    with h5py.File(path) as f:
+        (name,) = f["features"]
+        return f["features"][name][:], f["index"][:]
+
+
+# ------------------------------------------------------------------------------------------------ shards
+def test_shard_rows_partition_the_rows_in_whole_chunks():
+    from icrcli.features.shards import Shard, parse_shard, shard_rows
+    for n, step, count in ((40, 4, 3), (41, 4, 3), (7, 3, 2), (10, 10, 1), (9, 2, 5)):
+        parts = [shard_rows(n, step, Shard(i, count)) for i in range(count)]
+        together = np.sort(np.concatenate(parts))
+        assert (together == np.arange(n)).all(), (n, step, count)   # each row once
+        for i, rows in enumerate(parts):
+            assert (np.diff(rows) > 0).all()
+            assert set(rows // step) == {c for c in range(-(-n // step)) if c % count == i}  # whole chunks
+    assert parse_shard("2/5") == Shard(2, 5) and parse_shard(None) == Shard(0, 1)
+
+
+@pytest.mark.parametrize("bad", ["3/3", "1", "-1/3", "a/b", "0/0"])
+def test_bad_shard_is_exit_2(icr, tiny_edm, tmp_path, bad):
+    r = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", bad, "-o", tmp_path / "x.h5"))
+    assert r.code == 2 and "--shard" in r.err and "0 <= I < N" in r.err
+
+
+@pytest.mark.slow
+def test_three_shards_are_the_whole_files_rows_and_score_the_same(icr, tiny_edm, tmp_path):
+    whole = _extract(icr, tiny_edm, tmp_path / "whole.h5")
+    shards = [_extract(icr, tiny_edm, tmp_path / f"s{i}.h5", "--shard", f"{i}/3") for i in range(3)]
+    assert [s["shard"] for s in shards] == ["0/3", "1/3", "2/3"] and sum(s["n_images"] for s in shards) == 40
+    h, index = _features(tmp_path / "whole.h5")
+    for i in range(3):   # the shard's rows are the whole file's rows, bit for bit
+        part, part_index = _features(tmp_path / f"s{i}.h5")
+        rows = np.concatenate([np.arange(c * 4, c * 4 + 4) for c in range(i, 10, 3)])
+        assert (part == h[rows]).all() and (part_index == index[rows]).all()
+
+    one = icr("score", tmp_path / "whole.h5", "--ci", "--ci-groups", "4", "--no-cache")
+    merged = icr("score", tmp_path / "s2.h5", tmp_path / "s0.h5", tmp_path / "s1.h5", "--ci", "--ci-groups", "4")
+    assert one.code == 0 and merged.code == 0, one.err + merged.err
+    a, b = one.json, merged.json
+    ref_icr, ref_lam, _ = reference.icr(h)       # dense float64, written apart from icrcli
+    assert b["icr"] == pytest.approx(a["icr"], rel=REL) and b["icr"] == pytest.approx(ref_icr, rel=1e-7)
+    assert np.allclose(b["eigenvalues"], a["eigenvalues"], rtol=REL, atol=1e-12)
+    assert b["icr_ci"] == pytest.approx(a["icr_ci"], rel=REL) and b["icr_se"] == pytest.approx(a["icr_se"], rel=1e-7)
+    assert b["n_images"] == 40 and b["input"]["shards"] == 3 and b["input"]["shape"] == [40, 3, a["dim"]]
+    # The merged provenance is the whole extraction's: its key is the one the unsplit run has.
+    assert b["provenance"]["config_key"] == whole["config_key"] == a["provenance"]["config_key"]
+    assert "shard" not in b["provenance"]["config"]
+
+
+@pytest.mark.slow
+def test_shards_in_a_folder_or_glob_and_every_bad_set_named(icr, tiny_edm, tmp_path):
+    d = tmp_path / "shards"
+    d.mkdir()
+    for i in range(3):
+        _extract(icr, tiny_edm, d / f"s{i}.h5", "--shard", f"{i}/3")
+    by_folder = icr("score", d)
+    by_glob = icr("score", str(d / "s*.h5"))
+    assert by_folder.code == 0 and by_glob.code == 0, by_folder.err + by_glob.err
+    assert by_folder.json["icr"] == by_glob.json["icr"] and by_folder.json["input"]["shards"] == 3
+
+    missing = icr("score", d / "s0.h5", d / "s2.h5")
+    assert missing.code == 2 and "shard(s) 1/3" in missing.err and "missing" in missing.err
+    alone = icr("score", d / "s1.h5")
+    assert alone.code == 2 and "0/3, 2/3" in alone.err
+
+    shutil.copy(d / "s1.h5", tmp_path / "again.h5")
+    twice = icr("score", d / "s0.h5", d / "s1.h5", d / "s2.h5", tmp_path / "again.h5")
+    assert twice.code == 2 and "shard 1/3 is given twice" in twice.err and "again.h5" in twice.err
+
+    other = tmp_path / "other.h5"    # shard 2/3 of another configuration (another sigma)
+    r = icr("extract", *_view_args(tiny_edm, "--sigma", "0.9", "--shard", "2/3", "-o", other))
+    assert r.code == 0, r.err
+    foreign = icr("score", d / "s0.h5", d / "s1.h5", other)
+    assert foreign.code == 2 and "other.h5" in foreign.err and "another extraction" in foreign.err
+    assert "sigma" in foreign.err
+
+    short = tmp_path / "short.h5"    # an interrupted shard: marked incomplete, fewer rows written
+    shutil.copy(d / "s0.h5", short)
+    with h5py.File(short, "r+") as f:
+        f.attrs["rows_done"] = 8
+        f.attrs["complete"] = False
+    incomplete = icr("score", short, d / "s1.h5", d / "s2.h5")
+    assert incomplete.code == 2 and "short.h5 (shard 0/3) is incomplete" in incomplete.err
+
+    whole = tmp_path / "whole.h5"
+    _extract(icr, tiny_edm, whole)
+    mixed = icr("score", whole, d / "s0.h5")
+    assert mixed.code == 2 and "is not a shard" in mixed.err
+
+
+@pytest.mark.slow
+def test_a_shard_resumes_after_an_interruption_and_is_then_cached(icr, tiny_edm, tmp_path, monkeypatch):
+    ref = tmp_path / "ref.h5"
+    _extract(icr, tiny_edm, ref, "--shard", "1/3")
+    import icrcli.features.extract as ex
+    real, calls = ex.compute_levels, []
+
+    def stops_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "compute_levels", stops_on_third)
+    out = tmp_path / "s1.h5"
+    loud = [a for a in _view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out) if a != "-q"]
+    r = icr("extract", *loud)   # not quiet: the interruption says how to resume
+    assert r.code == 130 and "Run the same command again to resume" in r.err
+    parts = out.with_name(out.name + ".parts")
+    assert len(list(parts.glob("chunk-*.npz"))) == 2          # shard 1/3 has 3 chunks: stopped in the third
+    monkeypatch.setattr(ex, "compute_levels", real)
+    again = icr("extract", *loud)
+    assert again.code == 0 and "resuming: 8 images already done" in again.err
+    assert out.read_bytes() == ref.read_bytes()
+    cached = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "1/3", "-o", out))
+    assert cached.code == 0 and cached.json["cached"] is True and cached.json["shard"] == "1/3"
+    other = icr("extract", *_view_args(tiny_edm, "--sigma", "0.4", "--shard", "2/3", "-o", out))
+    assert other.code == 2 and "different configuration" in other.err   # another shard is another request
+
+
+# ------------------------------------------------------------------------------------------- statistics
+def test_stats_out_and_merge_equal_one_score_of_a_npy(icr, tmp_path):
+    """Statistics of disjoint halves of a plain (N, K, D) array merge into the score of the whole."""
+    rng = np.random.default_rng(3)
+    h = reference.views(rng, n=300, k=3, d=10, offset=5.0)
+    np.save(tmp_path / "all.npy", h)
+    np.save(tmp_path / "a.npy", h[:130])
+    np.save(tmp_path / "b.npy", h[130:])
+    whole = icr("score", tmp_path / "all.npy", "--ci", "--ci-groups", "5", "--stats-out", tmp_path / "all.npz")
+    assert whole.code == 0, whole.err
+    assert whole.json["stats"] == str(tmp_path / "all.npz")
+    for name in ("a", "b"):
+        r = icr("score", tmp_path / f"{name}.npy", "--stats-out", tmp_path / f"{name}.npz")
+        assert r.code == 0, r.err
+    m = icr("merge", tmp_path / "a.npz", tmp_path / "b.npz", "--tau-rel", "1e-3")
+    assert m.code == 0, m.err
+    ref_icr, _, _ = reference.icr(h)
+    assert m.json["icr"] == pytest.approx(whole.json["icr"], rel=REL)
+    assert m.json["icr"] == pytest.approx(ref_icr, rel=1e-9)
+    assert m.json["n_images"] == 300 and m.json["input"]["paths"] == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    again = icr("merge", tmp_path / "all.npz", "--ci", "--ci-groups", "5")   # one file with its groups
+    assert again.code == 0 and again.json["icr_ci"] == pytest.approx(whole.json["icr_ci"], rel=REL)
+    assert icr("merge", tmp_path / "a.npz", tmp_path / "a.npz").code == 0   # the same path once: one part
+    shutil.copy(tmp_path / "a.npz", tmp_path / "a2.npz")
+    dup = icr("merge", tmp_path / "a.npz", tmp_path / "a2.npz")
+    assert dup.code == 2 and "counted twice" in dup.err and "a2.npz" in dup.err
+    no_groups = icr("merge", tmp_path / "a.npz", tmp_path / "b.npz", "--ci")
+    assert no_groups.code == 2 and "without --ci" not in no_groups.err and "no --ci" in no_groups.err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    junk = icr("merge", tmp_path / "junk.npz")
+    assert junk.code == 2 and "junk.npz is not a statistics file" in junk.err
+
+
+@pytest.mark.slow
+def test_shard_statistics_merged_elsewhere(icr, tiny_edm, tmp_path):
+    for i in range(3):
+        _extract(icr, tiny_edm, tmp_path / f"s{i}.h5", "--shard", f"{i}/3")
+    _extract(icr, tiny_edm, tmp_path / "whole.h5")
+    one = icr("score", tmp_path / "whole.h5", "--no-cache").json
+    part = icr("score", tmp_path / "s1.h5", "--stats-out", tmp_path / "st1.npz")
+    assert part.code == 0, part.err
+    assert part.json["shards"] == [1] and part.json["shard_count"] == 3 and part.json["all_shards"] is False
+    rest = icr("score", tmp_path / "s0.h5", tmp_path / "s2.h5", "--stats-out", tmp_path / "st02.npz")
+    assert rest.code == 0 and rest.json["shards"] == [0, 2], rest.err
+    lacking = icr("merge", tmp_path / "st1.npz")
+    assert lacking.code == 2 and "0/3, 2/3" in lacking.err
+    m = icr("merge", tmp_path / "st02.npz", tmp_path / "st1.npz")
+    assert m.code == 0, m.err
+    assert m.json["icr"] == pytest.approx(one["icr"], rel=REL)
+    assert m.json["provenance"]["config_key"] == one["provenance"]["config_key"]
+
+
+# ------------------------------------------------------------------------------------------ sweep, timeline
+@pytest.mark.slow
+def test_sweep_shards_then_merge_from_the_cache(icr, tiny_edm, monkeypatch):
+    args = ["sweep", *_view_args(tiny_edm, "--sigmas", "0.2,0.8")]
+    one = icr(*args, "--no-cache")
+    assert one.code == 0, one.err
+    for i in range(3):
+        r = icr(*args, "--shard", f"{i}/3")
+        assert r.code == 0 and r.json["kind"] == "sweep-shard" and r.json["shard"] == f"{i}/3", r.err
+    import icrcli.features.compute as compute
+    calls = []
+    real = compute.compute_levels
+    monkeypatch.setattr("icrcli.features.extract.compute_levels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    merged = icr(*args, "--shards", "3")
+    assert merged.code == 0, merged.err
+    assert calls == []       # every shard came from the cache: nothing computed again
+    a, b = one.json, merged.json
+    assert b["shards"] == 3 and [lv["sigma"] for lv in b["levels"]] == [0.2, 0.8]
+    for x, y in zip(a["levels"], b["levels"]):
+        assert y["icr"] == pytest.approx(x["icr"], rel=REL) and y["n_images"] == 40
+        assert y["provenance"]["config_key"] == x["provenance"]["config_key"]
+    both = icr(*args, "--shard", "0/3", "--shards", "3")
+    assert both.code == 2 and "one way of splitting" in both.err
+
+
+@pytest.mark.slow
+def test_timeline_shards_then_the_plain_run_answers_from_the_cache(icr, tiny_edm, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  run / f"ckpt-{step}.safetensors")
+    args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
+            "0.5", "--device", "cpu", "-q"]
+    steps = []
+    for i in range(2):
+        r = icr(*args, "--shard", f"{i}/2")
+        assert r.code == 0 and r.json["kind"] == "timeline-shard", r.err
+        steps.append([p["step"] for p in r.json["points"]])
+    assert steps == [[100, 300], [200]]
+    import icrcli.features.plan as plan
+    loaded = []
+    real = plan.load_model
+    monkeypatch.setattr(plan, "load_model", lambda p, *a, **k: loaded.append(p) or real(p, *a, **k))
+    whole = icr(*args)
+    assert whole.code == 0 and loaded == [], whole.err
+    assert [p["step"] for p in whole.json["points"]] == [100, 200, 300]
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+def _torchrun(tmp_path, port, *args, script=None, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    target = [str(script)] if script else ["-m", "icrcli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           *target, *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, tmp_path):
+    ref = tmp_path / "ref.h5"
+    _extract(icr, tiny_edm, ref)
+    out = tmp_path / "tr.h5"
+    r = _torchrun(tmp_path, 29611, "extract", *_view_args(tiny_edm, "--sigma", "0.4", "-o", out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == ref.read_bytes()           # the one process's file, byte for byte
+    assert r.stdout.count('"features"') == 1               # rank 0 alone writes the summary
+    assert not out.with_name(out.name + ".parts").exists()
+
+    args = ["sweep", *_view_args(tiny_edm, "--sigmas", "0.2,0.8")]
+    one = icr(*args, "--no-cache")
+    assert one.code == 0, one.err
+    r = _torchrun(tmp_path, 29612, *args)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)                            # one JSON object: rank 0's
+    assert res["ranks"] == 2
+    for x, y in zip(one.json["levels"], res["levels"]):
+        assert y["icr"] == pytest.approx(x["icr"], rel=REL) and y["n_images"] == 40
+        assert len(y["input"]["paths"]) == 2              # each rank's shard, scored once
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_path):
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  run / f"ckpt-{step}.safetensors")
+    args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
+            "0.5", "--device", "cpu", "-q"]
+    one = icr(*args, "--no-cache")
+    assert one.code == 0, one.err
+    r = _torchrun(tmp_path, 29615, *args, "--json-lines")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 4                                 # rank 0 streams every point once, then the result
+    res = lines[-1]
+    assert [p["step"] for p in res["points"]] == [100, 200, 300]
+    for x, y in zip(one.json["points"], res["points"]):
+        assert y["icr"] == pytest.approx(x["icr"], rel=REL)
+    assert res["series"][0]["trend"] == one.json["series"][0]["trend"]
+
+
+DIES = textwrap.dedent(r"""
+    import os, sys, time
+    import icrcli.features.extract as ex
+    real, calls = ex.compute_levels, []
+    def watched(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            if os.environ["RANK"] == "1":
+                os._exit(7)                      # rank 1 dies after its first chunk
+            while True:                          # rank 0 holds on: it is mid-run when torchrun stops it
+                time.sleep(0.05)
+        return real(*a, **k)
+    ex.compute_levels = watched
+    from icrcli.cli.main import main
+    sys.argv = ["icr", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_is_said_and_the_rerun_resumes(icr, tiny_edm, tmp_path):
+    ref = tmp_path / "ref.h5"
+    _extract(icr, tiny_edm, ref)
+    script = tmp_path / "dies.py"
+    script.write_text(DIES)
+    out = tmp_path / "tr.h5"
+    parts = out.with_name(out.name + ".parts")
+    args = ["extract", *_view_args(tiny_edm, "--sigma", "0.4", "-o", out)]
+    r = _torchrun(tmp_path, 29613, *args, script=script)
+    assert r.returncode != 0
+    assert "torchrun stopped this process (rank 0 of 2), most likely because another rank failed" in r.stderr
+    chunks = sorted(parts.glob("chunk-*.npz"))
+    assert 0 < len(chunks) < 10                               # stopped mid-run: some chunks kept, not all
+    again = _torchrun(tmp_path, 29614, *[a for a in args if a != "-q"])
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr
+    assert out.read_bytes() == ref.read_bytes()
