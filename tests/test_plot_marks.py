@@ -71,11 +71,18 @@ def test_timeline_plot_draws_the_gate_thresholds():
 
 def test_markdown_summary_of_a_sweep_lists_every_level_the_verdict_and_the_plot():
     from icrcli.report.summary import summary
-    r = {**_sweep(), "probe": {"dec.8x8_block1": {"best_accuracy": 0.9, "argmax_accuracy_sigma": 1.0,
-                                                  "argmin_icr_sigma": 0.1, "accuracy_at_argmin_icr": 0.6}}}
+    r = {**_sweep(), "probe": [{"augment": "crop:pad=2", "layer": "dec.8x8_block1", "best_accuracy": 0.9,
+                                "argmax_accuracy_sigma": 1.0, "argmin_icr_sigma": 0.1, "accuracy_at_argmin_icr": 0.6,
+                                "mcnemar_p": 0.01}],
+         "ties": [{"augment": "crop:pad=2", "layer": "dec.8x8_block1", "argmin_sigma": 0.1,
+                   "tied_sigmas": [0.1, 1.0], "confidence": 0.95}]}
+    for lv in r["levels"]:
+        lv["tied_with_min"] = lv["sigma"] in (0.1, 1.0)
     md = summary(r, "s.png")
     assert md.startswith("<!-- icr summary: sweep")
     rows = [x for x in md.splitlines() if x.startswith("| dec.8x8_block1 |")]
     assert [x.split(" | ")[1] for x in rows] == ["0", "0.1", "1", "10"]
     assert "0.3000 **(min)**" in rows[1] and rows[2].endswith("| 0.900 |")
+    assert "0.3500 ≈ tied" in rows[2] and "tied" not in rows[0] + rows[3]
     assert "lowest ICR 0.3000 at sigma 0.1" in md and "best accuracy 0.900 at sigma 1" in md and "`s.png`" in md
+    assert "Tied with the minimum" in md and "sigma 1." in md and "McNemar p = 0.01" in md

@@ -236,6 +236,11 @@ def test_sweep_shards_then_merge_from_the_cache(icr, tiny_edm, monkeypatch):
     for x, y in zip(a["levels"], b["levels"]):
         assert y["icr"] == pytest.approx(x["icr"], rel=REL) and y["n_images"] == 40
         assert y["provenance"]["config_key"] == x["provenance"]["config_key"]
+        # the jackknife's groups merge with the shards: the same replicates, so the same rise and ties
+        assert y["icr_replicates"] == pytest.approx(x["icr_replicates"], rel=REL)
+        assert y["rise_from_min"]["ci"] == pytest.approx(x["rise_from_min"]["ci"], rel=REL, abs=1e-9)
+        assert y["tied_with_min"] == x["tied_with_min"]
+    assert b["ties"][0]["tied_sigmas"] is not None and b["ties"] == a["ties"]
     both = icr(*args, "--shard", "0/3", "--shards", "3")
     assert both.code == 2 and "one way of splitting" in both.err
 
@@ -296,6 +301,8 @@ def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, t
     for x, y in zip(one.json["levels"], res["levels"]):
         assert y["icr"] == pytest.approx(x["icr"], rel=REL) and y["n_images"] == 40
         assert len(y["input"]["paths"]) == 2              # each rank's shard, scored once
+        assert y["icr_replicates"] == pytest.approx(x["icr_replicates"], rel=REL)
+    assert res["ties"][0]["tied_sigmas"] is not None and res["ties"] == one.json["ties"]
 
 
 @pytest.mark.slow

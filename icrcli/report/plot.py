@@ -223,10 +223,7 @@ def _title(result: dict) -> str:
     n = recs[0].get("n_images", views.get("images")) if recs else views.get("images")
     k = recs[0].get("n_views", views.get("views")) if recs else views.get("views")
     parts += [f"N={n}" if n is not None else None, f"K={k}" if k is not None else None,
-              f"augment {views['augment']}" if views.get("augment") and len(result.get("augments") or []) < 2
-              else None]
-    if len(result.get("augments") or []) > 1:   # an augmentation x sigma grid: name them all
-        parts.append("augments " + ", ".join(result["augments"]))
+              _augment_part(result, views.get("augment"))]
     if result.get("kind") == "sweep" and result.get("argmin"):
         am = result["argmin"]
         parts.append(f"lowest at σ={am['sigma']:g}" + (f" ({am['augment']})" if am.get("augment")
@@ -235,6 +232,14 @@ def _title(result: dict) -> str:
         sig = sorted({r["sigma"] for r in recs})
         parts.append("σ=" + ", ".join(f"{x:g}" for x in sig) if sig else None)
     return head + "\n" + ", ".join(p for p in parts if p) if any(parts) else head
+
+
+def _augment_part(result: dict, asked) -> str | None:
+    """The augmentation of the title; every one of a sweep's augmentation x sigma grid."""
+    augs = result.get("augments") or ([asked] if isinstance(asked, str) else asked or [])
+    if not augs:
+        return None
+    return ("augment " if len(augs) == 1 else "augments ") + ", ".join(map(str, augs))
 
 
 def plot_result(result: dict, path: str | Path) -> Path:

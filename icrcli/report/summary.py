@@ -23,7 +23,8 @@ def _views(result: dict) -> str:
     recs = result.get("points") or result.get("levels") or []
     n = recs[0].get("n_images", v.get("images")) if recs else v.get("images")
     k = recs[0].get("n_views", v.get("views")) if recs else v.get("views")
-    return f"N={n}, K={k}, augment {v.get('augment', '?')}"
+    aug = v.get("augment", "?")
+    return f"N={n}, K={k}, augment {', '.join(aug) if isinstance(aug, list) else aug}"
 
 
 def timeline_summary(result: dict, plot: str | Path | None = None) -> str:
@@ -66,22 +67,35 @@ def _gates(g: dict) -> list[str]:
 
 def sweep_summary(result: dict, plot: str | Path | None = None) -> str:
     best = result["argmin"]
+    many = len(result.get("augments") or []) > 1     # an augmentation x sigma grid: a column for it
+    probe = bool(result.get("probe"))
     lines = [f"{MARK}: sweep -->", f"## icr sweep: {Path(result['checkpoint']).name}", "",
              f"{len(result['levels'])} levels ({_views(result)})" + _stopped(result.get("stopped")), "",
-             _row(["layer", "sigma", "ICR", "interval", "trace_s", "trace_xi"] +
-                  (["probe accuracy"] if result.get("probe") else [])),
-             _row(["---", "---:", "---:", "---", "---:", "---:"] + (["---:"] if result.get("probe") else []))]
+             _row((["augment"] if many else []) + ["layer", "sigma", "ICR", "interval", "trace_s", "trace_xi"] +
+                  (["probe accuracy"] if probe else [])),
+             _row((["---"] if many else []) + ["---", "---:", "---:", "---", "---:", "---:"] +
+                  (["---:"] if probe else []))]
+    at = (lambda r: (r["sigma"], r["layer"], r.get("augment")))
     for r in result["levels"]:
-        mark = " **(min)**" if best and (r["sigma"], r["layer"]) == (best["sigma"], best["layer"]) else ""
-        acc = [f"{r['probe_test_accuracy']:.3f}"] if result.get("probe") else []
-        lines.append(_row([r["layer"], f"{r['sigma']:g}", f"{r['icr']:.4f}{mark}", _ci(r), f"{r['trace_s']:.4g}",
-                           f"{r['trace_xi']:.4g}", *acc]))
+        mark = (" **(min)**" if best and at(r) == (best["sigma"], best["layer"], best.get("augment"))
+                else " ≈ tied" if r.get("tied_with_min") else "")
+        acc = [f"{r['probe_test_accuracy']:.3f}"] if probe else []
+        lines.append(_row(([r.get("augment")] if many else []) + [r["layer"], f"{r['sigma']:g}",
+                           f"{r['icr']:.4f}{mark}", _ci(r), f"{r['trace_s']:.4g}", f"{r['trace_xi']:.4g}", *acc]))
     lines.append("")
     if best:
-        lines += [f"**Verdict:** lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}, layer {best['layer']}.", ""]
-    for layer, a in (result.get("probe") or {}).items():
-        lines += [f"**Probe** ({layer}): best accuracy {a['best_accuracy']:.3f} at sigma "
-                  f"{a['argmax_accuracy_sigma']:g}; ICR lowest at sigma {a['argmin_icr_sigma']:g}.", ""]
+        lines += [f"**Verdict:** lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}, layer {best['layer']}"
+                  + (f", --augment {best['augment']}" if many else "") + ".", ""]
+    for t in result.get("ties") or []:
+        others = [f"{x:g}" for x in t.get("tied_sigmas") or [] if x != t["argmin_sigma"]]
+        if others:
+            lines += [f"**Tied with the minimum** ({t['layer']}" + (f", {t['augment']}" if many else "")
+                      + f"; paired jackknife interval of the rise reaches 0): sigma {', '.join(others)}.", ""]
+    for a in result.get("probe") or []:
+        where = ", ".join(str(x) for x in ((a.get("augment"),) if many else ()) + (a.get("layer"),))
+        lines += [f"**Probe** ({where}): best accuracy {a['best_accuracy']:.3f} at sigma "
+                  f"{a['argmax_accuracy_sigma']:g}; ICR lowest at sigma {a['argmin_icr_sigma']:g} "
+                  f"(McNemar p = {a['mcnemar_p']:.2g}).", ""]
     if plot is not None:
         lines += [f"**Plot:** `{plot}`", ""]
     return "\n".join(lines)
