@@ -126,6 +126,9 @@ class Gates:
     fail_above: float | None = None
     point_estimates: bool = False
     fail_fast: bool = False
+    # the points' intervals count (trend and gates) only when --ci asked for them: every point has a jackknife
+    # anyway (its paired rises, scans.ties), but without --ci the gates stay on the point values as before
+    intervals: bool = True
 
     def check(self, t) -> list[str]:
         return gate(t, self.fail_on_rise, self.fail_above, self.point_estimates)
@@ -147,7 +150,7 @@ def _series(points: list[dict], gates: Gates) -> tuple[list[dict], list, list]:
     out, failed, held_back = [], [], []
     for sigma in sorted({p["sigma"] for p in points}):
         pts = sorted((p for p in points if p["sigma"] == sigma), key=lambda p: p["step"])
-        ci = [p.get("icr_ci") for p in pts]
+        ci = [p.get("icr_ci") if gates.intervals else None for p in pts]
         t = trend([p["step"] for p in pts], [p["icr"] for p in pts], ci if all(ci) else None)
         out.append({"sigma": sigma, "layer": pts[0].get("layer"), "trend": t.as_dict(), "rises": _rises(pts)})
         failed += gates.check(t)
@@ -156,7 +159,8 @@ def _series(points: list[dict], gates: Gates) -> tuple[list[dict], list, list]:
 
 
 def _gates_dict(gates: Gates, failed: list, held_back: list, points: list[dict]) -> dict:
-    on_ci = bool(points) and all(p.get("icr_ci") for p in points) and not gates.point_estimates
+    on_ci = (bool(points) and gates.intervals and all(p.get("icr_ci") for p in points)
+             and not gates.point_estimates)
     return {"fail_on_rise": gates.fail_on_rise, "fail_above": gates.fail_above,
             "point_estimates": gates.point_estimates, "on": "intervals" if on_ci else "point estimates",
             "failed": failed, "held_by_intervals": held_back}
@@ -237,6 +241,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
                         "from `icr sweep` on the last checkpoint).")
     folder, data = Path(folder), Path(data)
     sopts = sopts or ScoreOptions()
+    gates = dataclasses.replace(gates, intervals=sopts.ci)
     layers = list(vopts.get("layer") or [])
     if len(layers) > 1 or layers == ["auto"]:
         raise UserError("`icr timeline` follows one layer: give one --layer (compare layers with `icr sweep`).")
