@@ -23,6 +23,9 @@ def _own_cache(tmp_path_factory, monkeypatch):
     """Each test its own cache ($ICR_CACHE_DIR; a test may set another): no test is answered from the entries of
     another test, of an earlier run, or of the user (scores are cached by content, and tests share contents)."""
     monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path_factory.mktemp("icr-cache")))
+    # The cache secret (icrcli.seal) is made in the config folder: a test's own, never the user's.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("icr-config")))
+    monkeypatch.delenv("ICR_CACHE_SECRET", raising=False)
 
 
 @pytest.fixture

@@ -153,8 +153,9 @@ def whole_source(ss: ShardSet) -> dict:
     return {**src, "shape": [n, *src["shape"][1:]], "paths": [str(s.path) for s in ss.sources], "shards": ss.count}
 
 
-def open_sources(paths: list[Path], dataset: str | None, layer: str | None) -> list[FeatureSource]:
-    return [open_source(p, dataset, layer) for p in paths]
+def open_sources(paths: list[Path], dataset: str | None, layer: str | None,
+                 follow_external: bool = False) -> list[FeatureSource]:
+    return [open_source(p, dataset, layer, follow_external) for p in paths]
 
 
 def check_whole(n: int, opts: ScoreOptions, where: str) -> None:

@@ -217,20 +217,23 @@ def result_of(acc: Accumulated, opts: ScoreOptions, source: dict, provenance: di
     return result, directions
 
 
-def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None) -> FeatureSource:
+def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None,
+                follow_external: bool = False) -> FeatureSource:
     if dataset and layer:
         raise UserError("Give either --dataset or --layer, not both.")
-    return open_features(path, layer_dataset(layer) if layer else dataset)
+    return open_features(path, layer_dataset(layer) if layer else dataset, follow_external)
 
 
 def score_file(path: str | Path, dataset: str | None = None, layer: str | None = None,
                opts: ScoreOptions | None = None, progress: Callable[[int], None] | None = None,
-               use_cache: bool = True, warn: Callable[[str], None] | None = None):
+               use_cache: bool = True, warn: Callable[[str], None] | None = None, follow_external: bool = False):
     """Python entry point: `score_file("feats.h5")[0]["icr"]`. Returns (result dict, directions or None).
 
     Answered from the score cache (icrcli.stats.scorecache: keyed by the file's content and opts) unless
-    use_cache is False or directions are asked for (opts.top > 0: computed, never cached)."""
+    use_cache is False or directions are asked for (opts.top > 0: computed, never cached). result["cached"] says
+    which. follow_external: read what an HDF5 file points to in other files (refused otherwise)."""
     from icrcli.stats.scorecache import cached_score
     opts = opts or ScoreOptions()
-    return cached_score(path, dataset, layer, opts, lambda: score_source(open_source(path, dataset, layer), opts,
-                                                                         progress), use_cache, warn)
+    return cached_score(path, dataset, layer, opts,
+                        lambda: score_source(open_source(path, dataset, layer, follow_external), opts, progress),
+                        use_cache, warn, follow_external)
