@@ -413,11 +413,12 @@ def mac_path(path: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(path)}.mac")
 
 
-def seal_file(path: str | os.PathLike, key: str, kind: str = "features") -> None:
-    """Write the authentication code of the finished entry file `path` (made under `key`)."""
+def seal_file(content: str | os.PathLike, entry: str | os.PathLike, key: str, kind: str = "features") -> None:
+    """Write the authentication code of the entry `entry` (made under `key`), whose bytes are now in `content`:
+    the temp file about to be renamed over it, so no reader ever finds the entry without its code."""
     from icrcli import seal
-    code = seal.mac(kind, key, bytes.fromhex(file_sha256(path)))
-    with atomic_write(mac_path(path)) as tmp:
+    code = seal.mac(kind, key, bytes.fromhex(file_sha256(content)))
+    with atomic_write(mac_path(entry)) as tmp:
         tmp.write_text(code)
 
 

@@ -47,6 +47,7 @@ _PATTERNS = [  # (what, regex on a name inside a shard folder <kind>/<xx>/)
     ("parts", re.compile(rf"(?P<key>{_KEY})\.h5\.parts")),
     ("temp", re.compile(rf"\.(?P<key>{_KEY})\.tmp-.*")),
     ("lock", re.compile(rf"(?P<key>{_KEY})\.h5\.lock")),
+    ("mac", re.compile(rf"(?P<key>{_KEY})\.h5\.mac")),       # a feature entry's authentication code
 ]
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -58,7 +59,7 @@ class Item:
     """One thing in the cache: a finished entry, an extraction's chunk folder, a temp file, or a lock file."""
     kind: str
     key: str
-    what: str           # entry | parts | temp | lock
+    what: str           # entry | parts | temp | lock | mac
     path: Path
     size: int           # bytes (a folder: its files together)
     mtime: float        # last written (a folder: its newest file)

@@ -28,6 +28,7 @@ from icrcli.errors import UserError
 from icrcli.features.featurefile import FORMAT_VERSION
 from icrcli.features.report import SILENT, Reporter
 from icrcli.models import resolve
+from icrcli.models.archsource import arch_source_sha256, is_user_arch
 from icrcli.models.noise import NoiseConvention
 from icrcli.models.resolve import Denoiser, ModelOptions, noise_convention
 from icrcli.models.taps import resolve_layers
@@ -331,6 +332,8 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
         config["skipped_images"] = skipped
     if mopts.image_shape:           # only when given: the input shape, which --resize fits the images to
         config["image_shape"] = mopts.image_shape
+    if is_user_arch(mopts.arch):    # your own network: its source, by content (editing forward changes the key)
+        config["arch_source_sha256"] = arch_source_sha256(mopts.arch)
     aug_hw, noise_chw = _view_shapes(model, imgs)
     p = Plan(model, data, request, idx, tuple(layers), conv, conv.data_range, aug_hw, noise_chw, config,
              cache.config_key(config))
