@@ -184,11 +184,13 @@ class _Memo:
     lock (the case in which SQLite returns "database is locked" at once, without waiting for the timeout)."""
 
     def __init__(self, folder: Path):
+        self.db = None
+        if (folder / MEMO_NAME).is_symlink():
+            return                      # not ours: icr makes no links
         try:
             self.db = sqlite3.connect(folder / MEMO_NAME, timeout=_SQLITE_TIMEOUT_S, isolation_level=None)
-            self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                            " mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
-                            " sha256 TEXT NOT NULL)")
+            if not claim_memo(self.db):
+                self.close()
         except sqlite3.Error:
             self.close()
 
@@ -217,6 +219,34 @@ class _Memo:
         if getattr(self, "db", None) is not None:
             self.db.close()
         self.db = None
+
+
+MEMO_APP_ID = 0x69637231       # "icr1": SQLite's application_id of icr's memo, so a foreign hashes.sqlite is left alone
+_MEMO_SCHEMA = ("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+                "ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+
+
+def claim_memo(db: sqlite3.Connection) -> bool:
+    """Whether `db` is icr's memo (made so if it is a new, empty database; an older icr's, with its one table
+    exactly, is marked as ours). A database of anything else is never written."""
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    if app == MEMO_APP_ID:
+        return True
+    if app != 0:
+        return False
+    names = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master").fetchall())
+    if not names:
+        db.execute(_MEMO_SCHEMA)
+    elif names != ["hashes", "sqlite_autoindex_hashes_1"] or not is_memo_table(db):
+        return False
+    db.execute(f"PRAGMA application_id = {MEMO_APP_ID}")
+    return True
+
+
+def is_memo_table(db: sqlite3.Connection) -> bool:
+    cols = [(r[1], r[2]) for r in db.execute("PRAGMA table_info(hashes)").fetchall()]
+    return cols == [("path", "TEXT"), ("size", "INTEGER"), ("mtime_ns", "INTEGER"), ("ino", "INTEGER"),
+                    ("ctime_ns", "INTEGER"), ("sha256", "TEXT")]
 
 
 def _settled(s: _Stamp, started_ns: int) -> bool:

@@ -69,7 +69,8 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
 
 _WHAT = {"features": "an icr feature file", "result": "an icr result (a JSON object with icr's result keys)",
          "directions": "Fisher directions written by icr (a 2-D float64 .npy)",
-         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)",
+         "csv": "a CSV written by icr sweep/timeline",
+         "plot": "a plot drawn by icr (its metadata say Software or Creator: icr)",
          "summary": "a Markdown summary written by icr sweep/timeline",
          "stats": "statistics written by `icr score --stats-out` (an .npz)"}
 _HOW = {"features": " (--overwrite replaces only an icr feature file of another configuration)",
@@ -169,11 +170,29 @@ def _is_summary(path: Path) -> bool:
     return _head(path, len(SUMMARY_MARK)) == SUMMARY_MARK
 
 
+PLOT_CREATOR = "icr"     # what icr's plots carry as their Software (PNG) or Creator (SVG, PDF), then the version
+_TAIL_BYTES = 1 << 20   # a PDF's information dictionary is written near its end
+
+
+def plot_metadata(suffix: str, version: str) -> dict:
+    """The metadata matplotlib's savefig writes into a plot of this suffix so that _is_plot knows it as icr's."""
+    mark = f"{PLOT_CREATOR} {version}"
+    return {"Software": mark} if suffix.lower() == ".png" else {"Creator": mark}
+
+
 def _is_plot(path: Path) -> bool:
-    """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes, and
-    icr's own PNG grids carry Software: icr."""
+    """A plot icr drew: its PNG text chunk Software, or its SVG/PDF Creator, starts with "icr " (plot_metadata;
+    the memorization grid's PNG says Software: icr). A figure anyone else made with matplotlib is not ours."""
     head = _head(path, 4096)
-    return b"Matplotlib" in head or b"matplotlib" in head or b"Software\x00icr" in head
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"tEXtSoftware\x00" + PLOT_CREATOR.encode() in head
+    if head.lstrip().startswith(b"<?xml") and b"<svg" in head:
+        return b"<dc:creator>\n     <cc:Agent>\n      <dc:title>" + PLOT_CREATOR.encode() + b" " in head
+    if head.startswith(b"%PDF"):
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+            return b"/Creator (" + PLOT_CREATOR.encode() + b" " in f.read()
+    return False
 
 
 def _is_stats(path: Path) -> bool:

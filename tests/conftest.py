@@ -65,3 +65,13 @@ def tiny_edm(tmp_path_factory):
     save_file({k: v.contiguous() for k, v in tiny_songunet(0).state_dict().items()}, d / "net.safetensors")
     np.save(d / "imgs.npy", np.random.default_rng(0).integers(0, 256, size=(48, 16, 16, 3), dtype=np.uint8))
     return d
+
+
+def answer(obj):
+    """A result without what says where it came from ("cached", "cache_entry", at any depth): the answer itself,
+    to compare a cached answer with a fresh one."""
+    if isinstance(obj, dict):
+        return {k: answer(v) for k, v in obj.items() if k not in ("cached", "cache_entry")}
+    if isinstance(obj, list):
+        return [answer(v) for v in obj]
+    return obj

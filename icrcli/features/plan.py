@@ -282,6 +282,11 @@ def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT,
     latent_file = _latent_file(model, data)
     reporter.step(f"opening data {data}")
     imgs = latents.open_latents(data) if latent_file else open_images(data, skip_bad_images=skip_bad_images)
+    unsafe = getattr(imgs, "unsafe_members", [])
+    if unsafe:
+        reporter.warn(f"{data}: left out {len(unsafe)} archive member(s) whose names are absolute or climb out with "
+                      f"../ (e.g. {unsafe[0]!r}); icr never reads them. Re-make the archive with relative names if "
+                      "they are images you want.")
     if len(imgs) < 2:
         raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
     reporter.step(f"hashing data {data}")
