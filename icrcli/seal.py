@@ -25,9 +25,6 @@ SECRET_ENV = "ICR_CACHE_SECRET"
 SECRET_NAME = "cache-secret"
 _SECRET_BYTES = 32
 
-_memo: dict[str, bytes] = {}
-
-
 def secret_path() -> Path:
     """The secret's file: <user config dir>/cache-secret (platformdirs; XDG_CONFIG_HOME on Linux)."""
     return Path(platformdirs.user_config_dir("icr", appauthor=False)) / SECRET_NAME
@@ -41,12 +38,7 @@ def secret() -> bytes:
             raise UserError(f"${SECRET_ENV} is {len(env)} characters long; a secret that short can be guessed. Use "
                             "at least 16 random characters (e.g. the output of `openssl rand -hex 32`).")
         return env.encode("utf-8")
-    path = secret_path()
-    if str(path) in _memo:
-        return _memo[str(path)]
-    value = _read_or_create(path)
-    _memo[str(path)] = value
-    return value
+    return _read_or_create(secret_path())     # read each time (a few bytes): a chmod or a new secret counts at once
 
 
 def _read_or_create(path: Path) -> bytes:

@@ -152,8 +152,10 @@ def open_features(path: str | Path, dataset: str | None = None, follow_external:
         try:
             return _open_dataset(f, path, dataset)
         except (KeyError, OSError, RuntimeError) as e:     # e.g. a broken external link, with follow_external
-            raise UserError(f"{path}: {dataset or 'the dataset'} cannot be read ({e}). If it points to another "
-                            "file, check that the file exists and holds it.") from None
+            from icrcli.features.h5reach import outside
+            links = "; ".join(f"/{name} is {how} to {target}" for name, how, target in outside(f)[:3])
+            raise UserError(f"{path}: {dataset or 'the dataset'} cannot be read ({e}){': ' + links if links else ''}."
+                            " Check that the file it points to exists and holds what it names.") from None
 
 
 def _open_dataset(f, path: Path, dataset: str | None) -> FeatureSource:
