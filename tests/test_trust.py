@@ -467,3 +467,25 @@ def test_archive_members_climbing_out_are_counted_and_said(tmp_path, icr, tiny_e
     r = _ok(icr("extract", tiny_edm / "net.safetensors", "--data", tmp_path / "d.zip", "--sigma", "0.5",
                 "-o", tmp_path / "f.h5"))
     assert "left out 2 archive member(s)" in r.err and "../evil.png" in r.err
+
+
+def test_a_planted_chunk_is_never_assembled(tmp_path, icr, tiny_edm):
+    """An extraction's finished chunks carry an authentication code too: a chunk planted in OUT.parts/ (or in the
+    cache's) is refused and removed, and the same command again computes it."""
+    args = ["extract", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--sigma", "0.5", "--images",
+            "8", "--chunk-images", "4", "-o", tmp_path / "f.h5", "-q"]
+    _ok(icr(*args))
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        key, layer = f.attrs["config_key"], next(iter(f["features"]))
+        good, index = f["features"][layer][:], f["index"][:]
+    (tmp_path / "f.h5").unlink()
+    parts = tmp_path / "f.h5.parts"
+    parts.mkdir()
+    (parts / "config.json").write_text(json.dumps({"key": key, "config": {}}))
+    np.savez(parts / "chunk-000000.npz", index=index[:4], labels=np.array([]), f_0=np.zeros_like(good[:4]))
+    r = icr(*args[:-1])
+    _user_error(r, "chunk-000000.npz", "authentication code", "again")
+    assert not (tmp_path / "f.h5").exists() or not h5py.File(tmp_path / "f.h5", "r").attrs.get("complete")
+    _ok(icr(*args))
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        np.testing.assert_array_equal(f["features"][layer][:], good)
