@@ -421,7 +421,7 @@ def _feature_file(path, h, **attrs):
 
 
 @pytest.mark.parametrize("attrs", [{"config": "{not json"}, {"config": "[1, 2]"}, {"rows_done": "many"},
-                                   {"rows_done": -3}, {"complete": np.arange(3)}, {"rows_done": 2.5}])
+                                   {"rows_done": np.array([1, 2])}, {"complete": np.arange(3)}, {"rows_done": 2.5}])
 def test_altered_feature_file_attributes_are_user_errors(tmp_path, icr, attrs):
     _feature_file(tmp_path / "f.h5", _feats(tmp_path), **attrs)
     _user_error(icr("score", tmp_path / "f.h5"), "f.h5")
@@ -443,7 +443,8 @@ def test_indices_beyond_int64(tmp_path, icr, tiny_edm, value):
                     "--indices", tmp_path / "i.txt", "-o", tmp_path / "f.h5"), "--indices")
 
 
-@pytest.mark.parametrize("schedule", ["linear:1e-4:0.02:1000000000000", "cosine:1000000000000", "linear:1e12"])
+@pytest.mark.parametrize("schedule", ["linear:1e-4:0.02:1000000000000", "cosine:1000000000000",
+                                      "scaled-linear:0.00085:0.012:1000000000000"])
 def test_a_schedule_of_a_trillion_steps(tmp_path, icr, tiny_edm, schedule):
     _user_error(icr("extract", tiny_edm / "net.safetensors", "--data", tiny_edm / "imgs.npy", "--sigma", "0.5",
                     "--images", "4", "--param", "ddpm", "--schedule", schedule, "-o", tmp_path / "f.h5"), "schedule")
