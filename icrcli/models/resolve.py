@@ -221,8 +221,11 @@ def _refuse_code(side: Path, data: dict) -> None:
                         'checkpoint may not decide that. If you trust the checkpoint, pass --trust-pickle on the '
                         f'command line, and remove "trust_pickle" from {side.name}.')
     arch = data.get("arch")
-    if arch is None or arch in BUILTIN_ARCHS:
+    if arch is None or (isinstance(arch, str) and arch in BUILTIN_ARCHS):
         return
+    if not isinstance(arch, str):       # a list, an object, a number: not a name (and not hashable for a lookup)
+        raise UserError(f'{side}: "arch" is {json.dumps(arch)[:60]}, not the name of a built-in architecture '
+                        f'({", ".join(BUILTIN_ARCHS)}). See README \'Sidecar\'.')
     names = ", ".join(registry.arch_names())
     if isinstance(arch, str) and ":" in arch:
         raise UserError(f'{side} names the architecture "arch": {arch!r}, which is code to import and run; a file '
