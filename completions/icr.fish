@@ -199,7 +199,7 @@ complete -c icr -n '__icr_is "icr score"' -l skip-nonfinite -d 'Drop images with
 complete -c icr -n '__icr_is "icr score"' -l allow-partial -d 'Score a file whose extraction did not finish (the rows written so far)'
 complete -c icr -n '__icr_is "icr score"' -l directions -r -F -d 'Save the top Fisher directions to this .npy, shape (top, D)'
 complete -c icr -n '__icr_is "icr score"' -l top -x -d 'How many directions --directions saves'
-complete -c icr -n '__icr_is "icr score"' -l block-images -x -d 'Images per read (default: ~32 MB)'
+complete -c icr -n '__icr_is "icr score"' -l block-images -x -d 'Images per read (default: ~16 MB blocks)'
 complete -c icr -n '__icr_is "icr score"' -l stats-out -r -F -d 'Also write the float64 sufficient statistics (.npz, a few MB) for icr merge; with only some shards given, write theirs and print a summary'
 complete -c icr -n '__icr_is "icr score"' -l follow-external -d 'Read what an HDF5 file points to in other files (external links, virtual datasets, external storage); refused without it'
 complete -c icr -n '__icr_is "icr score"' -l no-cache -d 'Compute afresh: look nothing up in the cache ($ICR_CACHE_DIR) and leave nothing in it'

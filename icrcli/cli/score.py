@@ -33,7 +33,7 @@ def score(
     directions: Annotated[Optional[Path], typer.Option(help="Save the top Fisher directions to this .npy, "
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
-    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
+    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~16 MB blocks).")] = None,
     stats_out: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the float64 sufficient "
                                                       "statistics (.npz, a few MB) for `icr merge`; with only some "
                                                       "shards given, write theirs and print a summary.")] = None,

@@ -217,6 +217,24 @@ def result_of(acc: Accumulated, opts: ScoreOptions, source: dict, provenance: di
     return result, directions
 
 
+def score_moments(groups: list[ViewMoments], opts: ScoreOptions):
+    """The ScoreResult of moments accumulated in memory (icrcli.Accumulator)."""
+    from icrcli.stats.result import ScoreResult
+    total = merge_all(groups)
+    if total.n < 2:
+        raise UserError(f"{total.n} image(s) accumulated; ICR needs at least two images.")
+    if opts.ci and total.n < 2 * opts.ci_groups:
+        raise UserError(f"ci with {opts.ci_groups} groups needs at least {2 * opts.ci_groups} images, "
+                        f"{total.n} were accumulated. Lower ci_groups.")
+    if not np.any(total.w_xi):
+        raise UserError("every view of each image is identical, so Sigma_xi is zero and ICR is undefined: draw "
+                        "views that differ (noise, an augmentation, or both).")
+    result, _ = result_of(Accumulated(groups, total, 0), opts,
+                          source={"path": "<accumulator>", "dataset": None, "shape": [total.n, total.n_views, total.dim],
+                                  "dtype": "float64", "complete": True}, provenance={})
+    return ScoreResult(result)
+
+
 def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None,
                 follow_external: bool = False) -> FeatureSource:
     if dataset and layer:
