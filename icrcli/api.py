@@ -44,4 +44,4 @@ def score(x, *, dataset: str | None = None, layer: str | None = None, options: S
     from icrcli.features.arraysource import array_source
     from icrcli.stats.score import score_source
     result, _ = score_source(array_source(x), opts)
-    return ScoreResult(result)
+    return ScoreResult({**result, "cached": False, "cache_entry": None})  # the CLI's shape: never cached

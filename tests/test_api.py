@@ -10,7 +10,7 @@ import reference
 
 def _strip(d):
     """What legitimately differs between an array and a file of the same numbers: where they came from."""
-    return {k: v for k, v in d.items() if k not in ("input", "cached")}
+    return {k: v for k, v in d.items() if k not in ("input", "cache_entry")}
 
 
 @pytest.fixture
@@ -36,6 +36,8 @@ def test_score_of_a_file_and_of_a_torch_tensor(tmp_path, h):
     by_tensor = icrcli.score(torch.from_numpy(h))
     assert by_tensor.icr == pytest.approx(by_file.icr, rel=1e-12)
     assert by_tensor.to_dict()["input"]["path"] == "<array>"
+    assert by_tensor.cached is False and by_file.cached is False
+    assert icrcli.score(tmp_path / "h.npy").cached is True     # a file is answered from the cache, and says so
     # bfloat16 tensors are widened exactly, not refused
     bf = torch.from_numpy(h).to(torch.bfloat16)
     assert icrcli.score(bf).icr == pytest.approx(reference.icr(bf.float().numpy().astype(np.float64))[0], rel=1e-9)

@@ -75,3 +75,4 @@ class ScoreResult:
     condition = property(lambda self: dict(self._data["condition"]))
     warnings = property(lambda self: list(self._data.get("warnings", [])))
     cached = property(lambda self: bool(self._data.get("cached", False)), doc="answered from the score cache")
+    cache_entry = property(lambda self: self._data.get("cache_entry"), doc="the cache entry it came from or went to")

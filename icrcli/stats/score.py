@@ -232,7 +232,7 @@ def score_moments(groups: list[ViewMoments], opts: ScoreOptions):
     result, _ = result_of(Accumulated(groups, total, 0), opts,
                           source={"path": "<accumulator>", "dataset": None, "shape": [total.n, total.n_views, total.dim],
                                   "dtype": "float64", "complete": True}, provenance={})
-    return ScoreResult(result)
+    return ScoreResult({**result, "cached": False, "cache_entry": None})
 
 
 def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None,
