@@ -49,7 +49,8 @@ def extract(
       torchrun --nproc-per-node 8 -m icrcli extract ck.pt --data imgs/ --sigma 0.3 -o f.h5
     """
     from icrcli import dist
-    from icrcli.cli import console
+    from icrcli.cli import console, inputs
+    inputs.check(checkpoint=checkpoint, data=data, sigma=sigma, vopts=vopts)   # before torch is imported
     from icrcli.features.extract import extract as run_extract, output_path
     from icrcli.features.plan import load_data, load_model, make_plan, request_from, run_options_from
     from icrcli.features.shards import parse_shard, shard_plan

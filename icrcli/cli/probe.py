@@ -43,7 +43,9 @@ def probe(
 
       icr probe feats.h5 -q | jq .test_accuracy
     """
-    from icrcli.cli import console
+    from icrcli.cli import console, inputs
+    for path, flag in ((features, "FEATURES"), (test, "--test")):   # before torch is imported
+        inputs.existing(path, flag, "a feature file written by `icr extract` on labelled data")
     from icrcli.scans.probe import probe_file
 
     console.set_quiet(quiet)

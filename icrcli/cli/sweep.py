@@ -83,13 +83,18 @@ def sweep(
     """
     from icrcli import dist
     from icrcli.cli import console, scan_output
-    from icrcli.scans.sigmas import parse_sigmas
+    from icrcli.cli import inputs as early
+    from icrcli.scans.sigmas import edge_warnings, parse_sigmas, spec_warnings
     from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions, run_sweep
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     split = split_from(shard, shards)
     levels = parse_sigmas(sigmas)
+    early.check(checkpoint=checkpoint, data=data, vopts=vopts)
+    grid_warnings = spec_warnings(sigmas, levels)
+    for w in grid_warnings:
+        console.say(f"warning: {w}")
     probe_opts = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn) if probe else None
     given = {"--probe-train": probe_train, "--probe-test": probe_test}
     if probe_first is not None or any(given.values()):
@@ -113,6 +118,8 @@ def sweep(
         console.say(f"shard {result['shard']}: {len(result['levels'])} level(s) extracted; score them all with the "
                     f"same command and --shards {split.shard.count}")
         return
+    edges = edge_warnings(result["levels"])     # said after the table, in the JSON with the grid's own
+    result["warnings"] = [*grid_warnings, *result.get("warnings", []), *edges]
     layers = result["layers"]
     best = result["argmin"]
     for layer in layers:
@@ -122,6 +129,8 @@ def sweep(
     if best:
         console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
                     + (f", layer {best['layer']}" if len(layers) > 1 else ""))
+    for w in edges:
+        console.say(f"warning: {w}")
     for layer, agree in (result.get("probe") or {}).items():
         verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
                    else "they DISAGREE")
