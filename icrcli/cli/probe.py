@@ -33,7 +33,7 @@ def probe(
     """Linear-probe accuracy of the per-image features (the mean over views, s_i).
 
     Standardised with the training split's mean and std; multinomial logistic regression with bias, float64,
-    full-batch L-BFGS from zero (deterministic). See docs/PROBE.md.
+    Newton's method (L-BFGS for large problems) from zero (deterministic). See docs/PROBE.md.
 
     Examples:
 
@@ -53,8 +53,8 @@ def probe(
     result = probe_file(features, test=test, split=split, seed=seed, l2=l2, knn=knn, layer=layer)
     console.write_json(result, output)
     knn_text = (f"; {result['knn']['k']}-NN {result['knn']['test_accuracy']:.4f}" if "knn" in result else "")
-    opt = result["optimizer"]
-    warn = "" if opt["converged"] else f" (L-BFGS stopped with gradient {opt['grad_max']:.2g})"
     console.say(f"test accuracy {result['test_accuracy']:.4f} +- {result['test_accuracy_se']:.4f} "
                 f"(train {result['train_accuracy']:.4f}; {result['n_classes']} classes, {result['n_train']} train / "
-                f"{result['n_test']} test images){knn_text}{warn}")
+                f"{result['n_test']} test images){knn_text}")
+    for w in result["warnings"]:
+        console.say(f"warning: {w}")

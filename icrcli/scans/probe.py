@@ -100,8 +100,8 @@ def probe_file(path: str | Path, test: str | Path | None = None, split: float = 
               "split": how}
     result.update(probe_features(train_x, train_y, test_x, test_y, l2=l2, knn=knn))
     result["options"] = {"l2": l2, "knn": knn, "split": None if test is not None else split, "seed": seed,
-                         "standardise": "training split mean and std", "optimizer": "L-BFGS strong Wolfe, "
-                         "float64, from zero"}
+                         "standardise": "training split mean and std", "optimizer": "Newton (exact "
+                         "Hessian) or L-BFGS for large problems, float64, from zero"}
     result["version"] = __version__
     return result
 

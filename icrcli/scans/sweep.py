@@ -272,7 +272,8 @@ def _probe(path: Path, layer: str, probe: ProbeOptions) -> dict:
     else:
         r = probe_file(path, split=probe.split, seed=probe.seed, l2=probe.l2, knn=probe.knn, layer=layer)
     out = {"probe_test_accuracy": r["test_accuracy"], "probe_test_accuracy_se": r["test_accuracy_se"],
-           "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"]}
+           "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"],
+           "probe_iterations": r["optimizer"]["iterations"], "probe_converged": r["optimizer"]["converged"]}
     if "knn" in r:
         out["knn_test_accuracy"] = r["knn"]["test_accuracy"]
     return out
