@@ -4,7 +4,8 @@ output before any work starts.
 Rules (README "Safety"):
 - never an input: the same resolved path (symlinks followed), the same file under another name (a hard link:
   same st_dev and st_ino), or a path inside an input folder (a diffusers model, an image folder);
-- never a folder, and only where files can be created (the nearest existing folder is tried with a probe file);
+- never a folder, nor a device, pipe or socket (/dev/null: writing a temp file and renaming it over the output
+  would put a plain file in its place), and only where files can be created (the nearest existing folder is tried with a probe file);
 - an existing file is replaced only if it is icr's own output of the same kind: a feature file (HDF5 with
   icr's format mark; `extract --overwrite` replaces one of another configuration, never anything else), a
   result (a JSON object with "version" and one of RESULT_MARKS) or Fisher directions (a 2-D little-endian
@@ -58,6 +59,11 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
                                 "another path.")
     if out.is_dir():
         raise UserError(f"{named} is a folder; give the path of a file to write (e.g. {out / _example(kind)}).")
+    if out.exists() and not out.is_file():
+        # a device (/dev/null), pipe or socket: icr writes a temp file and renames it over the output, which would
+        # put a plain file in its place (as root, /dev/null itself)
+        raise UserError(f"{named} is not a regular file (a device, pipe or socket), and icr writes its outputs as "
+                        "files. Use -o - for stdout (e.g. `-o - > /dev/null`), or give the path of a file.")
     _check_writable(out, named)
     if out.is_file() and out.stat().st_size > 0 and not _is_own(out, kind):
         raise UserError(f"{named} exists and is not {_WHAT[kind]}; icr replaces only its own outputs{_HOW[kind]}. "

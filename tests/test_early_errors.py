@@ -181,3 +181,17 @@ def test_readme_one_line_demo_is_the_quick_one():
     first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
     demo = [ln for ln in first_block.splitlines() if "icr demo" in ln]
     assert demo and all("--quick" in ln for ln in demo)
+
+
+def test_an_output_that_is_a_device_or_pipe_is_refused_not_replaced(tmp_path):
+    """-o /dev/null once replaced the device with a plain file (the result is written to a temp file and renamed);
+    checked on a FIFO, which the test may make and the rename would replace the same way."""
+    from icrcli.errors import UserError
+    from icrcli.outputs import check_output
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        check_output(fifo, "-o", [], "result")
+    with pytest.raises(UserError, match="not a regular file"):
+        check_output(os.devnull, "-o", [], "result")
+    assert not fifo.is_file() and Path(os.devnull).is_char_device()
