@@ -128,11 +128,17 @@ def _h5_candidates(f) -> list[str]:
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".pkl", ".bin")
 
 
-def _looks_like_checkpoint(path: Path) -> bool:
-    """A checkpoint file by its name, or a diffusers model folder (model_index.json or config.json inside)."""
+def refuse_checkpoint(path: Path) -> None:
+    """UserError saying to extract first when `path` is a checkpoint by its name, or a diffusers model folder
+    (model_index.json or config.json inside), not features."""
     if path.is_dir():
-        return (path / "model_index.json").is_file() or (path / "config.json").is_file()
-    return path.suffix.lower() in CHECKPOINT_SUFFIXES
+        model = (path / "model_index.json").is_file() or (path / "config.json").is_file()
+    else:
+        model = path.suffix.lower() in CHECKPOINT_SUFFIXES
+    if model:
+        raise UserError(f"{path} looks like a checkpoint, not features: extract its features first, `icr extract "
+                        f"{path} --data IMAGES --sigma 0.5 -o feats.h5`, then score feats.h5 (or let `icr sweep "
+                        f"{path} --data IMAGES` do both at every noise level).")
 
 
 def open_features(path: str | Path, dataset: str | None = None, follow_external: bool = False) -> FeatureSource:
@@ -143,10 +149,7 @@ def open_features(path: str | Path, dataset: str | None = None, follow_external:
     if not path.exists():
         raise UserError(f"{path}: no such file. Pass a feature file written by `icr extract`, an HDF5 file "
                         "with an (N, K, D) dataset, or a .npy array of shape (N, K, D).")
-    if _looks_like_checkpoint(path):
-        raise UserError(f"{path} looks like a checkpoint, not features: extract its features first, `icr extract "
-                        f"{path} --data IMAGES --sigma 0.5 -o feats.h5`, then score feats.h5 (or let `icr sweep "
-                        f"{path} --data IMAGES` do both at every noise level).")
+    refuse_checkpoint(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory; pass a feature file (.h5 or .npy).")
     if path.suffix == ".npy":
