@@ -8,9 +8,12 @@ Layout under cache_dir():
   features/<key[:2]>/.<key>.tmp-*.h5 an entry being written; renamed over <key>.h5 only when complete
 
   features/<key[:2]>/<key>.h5.parts/ the finished chunks of an extraction in progress (icrcli.features.chunks)
+  features/<key[:2]>/<key>.h5.mac    the entry's authentication code (icrcli.seal), over the file's sha256
   scores/<key[:2]>/<key>.json        one `icr score` result (icrcli.stats.scorecache)
   sweeps/, timeline-points/          scan records (icrcli.scans.records); samples/: memorization samples
 
+Every entry carries an authentication code made with a secret kept outside this folder (icrcli.seal): one that
+does not verify is removed and recomputed, never believed.
 An entry exists only once complete (atomic_write), so a reader that finds the file can use it without a lock.
 Listing and clearing the entries: icrcli.cache_admin (`icr cache`).
 Files are created with the user's umask (as `open` would), so teammates can read shared results.
@@ -181,11 +184,13 @@ class _Memo:
     lock (the case in which SQLite returns "database is locked" at once, without waiting for the timeout)."""
 
     def __init__(self, folder: Path):
+        self.db = None
+        if (folder / MEMO_NAME).is_symlink():
+            return                      # not ours: icr makes no links
         try:
             self.db = sqlite3.connect(folder / MEMO_NAME, timeout=_SQLITE_TIMEOUT_S, isolation_level=None)
-            self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                            " mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
-                            " sha256 TEXT NOT NULL)")
+            if not claim_memo(self.db):
+                self.close()
         except sqlite3.Error:
             self.close()
 
@@ -214,6 +219,34 @@ class _Memo:
         if getattr(self, "db", None) is not None:
             self.db.close()
         self.db = None
+
+
+MEMO_APP_ID = 0x69637231       # "icr1": SQLite's application_id of icr's memo, so a foreign hashes.sqlite is left alone
+_MEMO_SCHEMA = ("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+                "ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+
+
+def claim_memo(db: sqlite3.Connection) -> bool:
+    """Whether `db` is icr's memo (made so if it is a new, empty database; an older icr's, with its one table
+    exactly, is marked as ours). A database of anything else is never written."""
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    if app == MEMO_APP_ID:
+        return True
+    if app != 0:
+        return False
+    names = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master").fetchall())
+    if not names:
+        db.execute(_MEMO_SCHEMA)
+    elif names != ["hashes", "sqlite_autoindex_hashes_1"] or not is_memo_table(db):
+        return False
+    db.execute(f"PRAGMA application_id = {MEMO_APP_ID}")
+    return True
+
+
+def is_memo_table(db: sqlite3.Connection) -> bool:
+    cols = [(r[1], r[2]) for r in db.execute("PRAGMA table_info(hashes)").fetchall()]
+    return cols == [("path", "TEXT"), ("size", "INTEGER"), ("mtime_ns", "INTEGER"), ("ino", "INTEGER"),
+                    ("ctime_ns", "INTEGER"), ("sha256", "TEXT")]
 
 
 def _settled(s: _Stamp, started_ns: int) -> bool:
@@ -355,33 +388,85 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- JSON entries
+# An entry file is one line of header, {"key": KEY, "mac": HMAC}, then the value's JSON. The code (icrcli.seal) is
+# made over the value's exact bytes, so it is checked before the value is even parsed.
+def entry_path(kind: str, key: str) -> Path:
+    return cached_path(key, ".json", kind=kind)
+
+
 def read_entry(kind: str, key: str, valid: Callable[[object], bool] = lambda v: True) -> tuple[object, str | None]:
-    """(the value stored under `key` in <cache>/<kind>/, or None; a note when the entry was damaged). A damaged
-    entry (not JSON, another key's, or a value `valid` refuses) is removed, so the caller recomputes it."""
-    path = cached_path(key, ".json", kind=kind)
+    """(the value stored under `key` in <cache>/<kind>/, or None; a note when the entry was refused). An entry that
+    is damaged (not ours, another key's, a value `valid` refuses) or whose authentication code does not verify
+    (edited, or made with another secret) is removed, so the caller recomputes it."""
+    from icrcli import seal
+    path = entry_path(kind, key)
     if not path.exists():
         return None, None
+    why = "was damaged"
     try:
-        entry = json.loads(path.read_text())
-        ok = isinstance(entry, dict) and entry.get("key") == key and valid(entry.get("value"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        ok = False
-    if ok:
-        return entry["value"], None
+        raw = path.read_bytes()
+        head, _, body = raw.partition(b"\n")
+        header = json.loads(head)
+        if isinstance(header, dict) and header.get("key") == key:
+            if seal.verify(kind, key, body, header.get("mac")):
+                value = json.loads(body)
+                if valid(value):
+                    return value, None
+            else:
+                why = ("does not carry a valid authentication code (it was edited, or made by another user or with "
+                       "another $ICR_CACHE_SECRET)")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        pass
     path.unlink(missing_ok=True)
-    return None, f"the cached {kind} entry {path} was damaged; recomputing it"
+    return None, f"the cached {kind} entry {path} {why}; removed it and recomputing"
 
 
 def write_entry(kind: str, key: str, value) -> bool:
-    """Store `value` under `key` (atomically). NaN is kept (allow_nan) and nothing is converted, so what is read
-    back equals what was stored; a value JSON cannot hold exactly is not stored (False)."""
+    """Store `value` under `key` (atomically), with its authentication code. NaN is kept (allow_nan) and nothing
+    is converted, so what is read back equals what was stored; a value JSON cannot hold exactly is not stored
+    (False)."""
+    from icrcli import seal
     try:
-        text = json.dumps({"key": key, "value": value})
+        body = json.dumps(value).encode("utf-8")
     except (TypeError, ValueError):
         return False
-    with atomic_write(cached_path(key, ".json", kind=kind)) as tmp:
-        tmp.write_text(text)
+    head = json.dumps({"key": key, "mac": seal.mac(kind, key, body)}).encode("utf-8")
+    with atomic_write(entry_path(kind, key)) as tmp:
+        tmp.write_bytes(head + b"\n" + body)
     return True
+
+
+# ---------------------------------------------------------------------------------------------- sealed files
+# A feature file in the cache: its code is over the sha256 of its bytes (the hash memo spares a re-read of an
+# unchanged file; the memo keys on inode and ctime, which no edit can restore), kept beside it in <entry>.mac.
+def mac_path(path: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(path)}.mac")
+
+
+def seal_file(content: str | os.PathLike, entry: str | os.PathLike, key: str, kind: str = "features") -> None:
+    """Write the authentication code of the entry `entry` (made under `key`), whose bytes are now in `content`:
+    the temp file about to be renamed over it, so no reader ever finds the entry without its code."""
+    from icrcli import seal
+    code = seal.mac(kind, key, bytes.fromhex(file_sha256(content)))
+    with atomic_write(mac_path(entry)) as tmp:
+        tmp.write_text(code)
+
+
+def check_file(path: str | os.PathLike, key: str, kind: str = "features") -> str | None:
+    """None if the entry file `path` carries a valid code; else a note, after removing it and its code (the
+    caller makes it again)."""
+    from icrcli import seal
+    try:
+        code = mac_path(path).read_text().strip()
+        ok = seal.verify(kind, key, bytes.fromhex(file_sha256(path)), code)
+    except (OSError, UnicodeDecodeError, ValueError, UserError):
+        ok = False
+    if ok:
+        return None
+    Path(path).unlink(missing_ok=True)
+    mac_path(path).unlink(missing_ok=True)
+    return (f"the cached {kind} entry {path} does not carry a valid authentication code (it was edited, or made by "
+            "another user or with another $ICR_CACHE_SECRET); removed it and recomputing")
 
 
 # ---------------------------------------------------------------------------------------------- locking

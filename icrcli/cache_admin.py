@@ -47,6 +47,7 @@ _PATTERNS = [  # (what, regex on a name inside a shard folder <kind>/<xx>/)
     ("parts", re.compile(rf"(?P<key>{_KEY})\.h5\.parts")),
     ("temp", re.compile(rf"\.(?P<key>{_KEY})\.tmp-.*")),
     ("lock", re.compile(rf"(?P<key>{_KEY})\.h5\.lock")),
+    ("mac", re.compile(rf"(?P<key>{_KEY})\.h5\.mac")),       # a feature entry's authentication code
 ]
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -58,7 +59,7 @@ class Item:
     """One thing in the cache: a finished entry, an extraction's chunk folder, a temp file, or a lock file."""
     kind: str
     key: str
-    what: str           # entry | parts | temp | lock
+    what: str           # entry | parts | temp | lock | mac
     path: Path
     size: int           # bytes (a folder: its files together)
     mtime: float        # last written (a folder: its newest file)
@@ -83,10 +84,14 @@ def items(kind: str) -> list[Item]:
     """Everything of one kind (not hashes) in the cache, in name order."""
     root = cache.cache_dir() / kind
     out = []
-    for shard in sorted(root.iterdir()) if root.is_dir() else []:
-        if not (shard.is_dir() and _SHARD.fullmatch(shard.name)):
+    # Links are never followed (icr makes none): a linked kind or shard folder, or a linked entry, may lead out of
+    # the cache, and a dangling one leads nowhere. They are left as they are.
+    for shard in sorted(root.iterdir()) if root.is_dir() and not root.is_symlink() else []:
+        if not (_SHARD.fullmatch(shard.name) and shard.is_dir() and not shard.is_symlink()):
             continue
         for p in sorted(shard.iterdir()):
+            if p.is_symlink():
+                continue
             for what, pat in _PATTERNS:
                 m = pat.fullmatch(p.name)
                 if m:
@@ -140,15 +145,21 @@ def _memo_path() -> Path:
     return cache.cache_dir() / cache.MEMO_NAME
 
 
+def _is_our_memo(path: Path, db: sqlite3.Connection) -> bool:
+    """The memo icr made (its application_id, its one table), not a link to or a file of anything else."""
+    return (not path.is_symlink() and db.execute("PRAGMA application_id").fetchone()[0] == cache.MEMO_APP_ID
+            and cache.is_memo_table(db))
+
+
 def _memo_info(desc: str) -> dict:
     path = _memo_path()
     rows, size, mtime = 0, 0, None
-    if path.exists():
+    if path.exists() and not path.is_symlink():
         size, mtime = path.stat().st_size, path.stat().st_mtime
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
             try:
-                rows = db.execute("SELECT COUNT(*) FROM hashes").fetchone()[0]
+                rows = db.execute("SELECT COUNT(*) FROM hashes").fetchone()[0] if _is_our_memo(path, db) else 0
             finally:
                 db.close()
         except sqlite3.Error:
@@ -290,11 +301,13 @@ def _hold_all(locks: list[Path]) -> list[int] | None:
 def _memo_clear(dry_run: bool) -> int:
     """Empty the hash memo (rows, not the file: other processes may have it open). Returns the rows removed."""
     path = _memo_path()
-    if not path.exists():
+    if not path.exists() or path.is_symlink():
         return 0
     try:
-        db = sqlite3.connect(path, timeout=cache._SQLITE_TIMEOUT_S, isolation_level=None)
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=cache._SQLITE_TIMEOUT_S, isolation_level=None)
         try:
+            if not _is_our_memo(path, db):
+                return 0            # another program's hashes.sqlite: not ours to empty
             n = db.execute("SELECT COUNT(*) FROM hashes").fetchone()[0]
             if not dry_run:
                 db.execute("DELETE FROM hashes")

@@ -4,7 +4,8 @@ output before any work starts.
 Rules (README "Safety"):
 - never an input: the same resolved path (symlinks followed), the same file under another name (a hard link:
   same st_dev and st_ino), or a path inside an input folder (a diffusers model, an image folder);
-- never a folder, and only where files can be created (the nearest existing folder is tried with a probe file);
+- never a folder, nor a device, pipe or socket (/dev/null: writing a temp file and renaming it over the output
+  would put a plain file in its place), and only where files can be created (the nearest existing folder is tried with a probe file);
 - an existing file is replaced only if it is icr's own output of the same kind: a feature file (HDF5 with
   icr's format mark; `extract --overwrite` replaces one of another configuration, never anything else), a
   result (a JSON object with "version" and one of RESULT_MARKS) or Fisher directions (a 2-D little-endian
@@ -58,6 +59,11 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
                                 "another path.")
     if out.is_dir():
         raise UserError(f"{named} is a folder; give the path of a file to write (e.g. {out / _example(kind)}).")
+    if out.exists() and not out.is_file():
+        # a device (/dev/null), pipe or socket: icr writes a temp file and renames it over the output, which would
+        # put a plain file in its place (as root, /dev/null itself)
+        raise UserError(f"{named} is not a regular file (a device, pipe or socket), and icr writes its outputs as "
+                        "files. Use -o - for stdout (e.g. `-o - > /dev/null`), or give the path of a file.")
     _check_writable(out, named)
     if out.is_file() and out.stat().st_size > 0 and not _is_own(out, kind):
         raise UserError(f"{named} exists and is not {_WHAT[kind]}; icr replaces only its own outputs{_HOW[kind]}. "
@@ -69,7 +75,8 @@ def check_output(out: str | os.PathLike, flag: str, inputs: Iterable[Input], kin
 
 _WHAT = {"features": "an icr feature file", "result": "an icr result (a JSON object with icr's result keys)",
          "directions": "Fisher directions written by icr (a 2-D float64 .npy)",
-         "csv": "a CSV written by icr sweep/timeline", "plot": "a plot drawn by icr (matplotlib)",
+         "csv": "a CSV written by icr sweep/timeline",
+         "plot": "a plot drawn by icr (its metadata say Software or Creator: icr)",
          "summary": "a Markdown summary written by icr sweep/timeline",
          "stats": "statistics written by `icr score --stats-out` (an .npz)"}
 _HOW = {"features": " (--overwrite replaces only an icr feature file of another configuration)",
@@ -169,11 +176,29 @@ def _is_summary(path: Path) -> bool:
     return _head(path, len(SUMMARY_MARK)) == SUMMARY_MARK
 
 
+PLOT_CREATOR = "icr"     # what icr's plots carry as their Software (PNG) or Creator (SVG, PDF), then the version
+_TAIL_BYTES = 1 << 20   # a PDF's information dictionary is written near its end
+
+
+def plot_metadata(suffix: str, version: str) -> dict:
+    """The metadata matplotlib's savefig writes into a plot of this suffix so that _is_plot knows it as icr's."""
+    mark = f"{PLOT_CREATOR} {version}"
+    return {"Software": mark} if suffix.lower() == ".png" else {"Creator": mark}
+
+
 def _is_plot(path: Path) -> bool:
-    """A plot icr drew: matplotlib marks its PNG, SVG and PDF files as its own in the first few kilobytes, and
-    icr's own PNG grids carry Software: icr."""
+    """A plot icr drew: its PNG text chunk Software, or its SVG/PDF Creator, starts with "icr " (plot_metadata;
+    the memorization grid's PNG says Software: icr). A figure anyone else made with matplotlib is not ours."""
     head = _head(path, 4096)
-    return b"Matplotlib" in head or b"matplotlib" in head or b"Software\x00icr" in head
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"tEXtSoftware\x00" + PLOT_CREATOR.encode() in head
+    if head.lstrip().startswith(b"<?xml") and b"<svg" in head:
+        return b"<dc:creator>\n     <cc:Agent>\n      <dc:title>" + PLOT_CREATOR.encode() + b" " in head
+    if head.startswith(b"%PDF"):
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+            return b"/Creator (" + PLOT_CREATOR.encode() + b" " in f.read()
+    return False
 
 
 def _is_stats(path: Path) -> bool:

@@ -23,6 +23,9 @@ def _own_cache(tmp_path_factory, monkeypatch):
     """Each test its own cache ($ICR_CACHE_DIR; a test may set another): no test is answered from the entries of
     another test, of an earlier run, or of the user (scores are cached by content, and tests share contents)."""
     monkeypatch.setenv("ICR_CACHE_DIR", str(tmp_path_factory.mktemp("icr-cache")))
+    # The cache secret (icrcli.seal) is made in the config folder: a test's own, never the user's.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("icr-config")))
+    monkeypatch.delenv("ICR_CACHE_SECRET", raising=False)
 
 
 @pytest.fixture
@@ -62,3 +65,13 @@ def tiny_edm(tmp_path_factory):
     save_file({k: v.contiguous() for k, v in tiny_songunet(0).state_dict().items()}, d / "net.safetensors")
     np.save(d / "imgs.npy", np.random.default_rng(0).integers(0, 256, size=(48, 16, 16, 3), dtype=np.uint8))
     return d
+
+
+def answer(obj):
+    """A result without what says where it came from ("cached", "cache_entry", at any depth): the answer itself,
+    to compare a cached answer with a fresh one."""
+    if isinstance(obj, dict):
+        return {k: answer(v) for k, v in obj.items() if k not in ("cached", "cache_entry")}
+    if isinstance(obj, list):
+        return [answer(v) for v in obj]
+    return obj

@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors.torch import save_file
 
-from conftest import tiny_songunet
+from conftest import answer, tiny_songunet
 from icrcli.errors import Terminated
 
 
@@ -76,7 +76,8 @@ def test_timeline_interrupted_writes_what_is_done_and_resumes(run, tiny_edm, icr
     spy = Spy(monkeypatch)
     again = icr(*_tl(run, tiny_edm, "-q"))
     assert again.code == 0 and spy.loaded == ["ckpt-200.safetensors", "ckpt-300.safetensors"]
-    assert again.json["points"][0] == r.json["points"][0]
+    assert answer(again.json["points"][0]) == answer(r.json["points"][0])
+    assert again.json["points"][0]["cached"] and "timeline-points" in again.json["points"][0]["cache_entry"]
 
 
 @pytest.mark.slow

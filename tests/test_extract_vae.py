@@ -97,3 +97,22 @@ def test_memorization_of_a_latent_model_decodes_its_samples(files, icr, tmp_path
         z = sampler.heun_sample(denoise, sampler.sample_latents(0, np.arange(2), src.shape), src.sigmas)
         ref = ((vae.decode(z.float() / 0.5).sample + 1) / 2).clamp(0, 1).numpy()
     np.testing.assert_allclose(x, ref, atol=1e-5)
+
+
+def test_editing_the_vae_recomputes_extract_and_sweep(files, icr, tmp_path):
+    """The VAE folder is in the key by content (issue 15): other weights under the same folder name recompute."""
+    import shutil
+    d, vae, _ = files
+    shutil.copytree(d / "vae", tmp_path / "vae")
+    common = ["--data", d / "imgs.npy", "--vae", tmp_path / "vae", "--images", "6", "--augment", "crop-flip",
+              "--layer", "blocks.0", "-q"]
+    extract = ["extract", d / "dit.pt", "--sigma", "0.4", *common]
+    sweep = ["sweep", d / "dit.pt", "--sigmas", "0.4", *common]
+    for args in (extract, sweep):
+        assert not icr(*args).json["cached"] and icr(*args).json["cached"]
+    torch.manual_seed(1)
+    other = diffusers.AutoencoderKL(**vae.config)
+    other.save_pretrained(tmp_path / "vae")
+    for args in (extract, sweep):
+        r = icr(*args)
+        assert r.code == 0 and not r.json["cached"], r.err

@@ -58,7 +58,8 @@ def test_sidecar_naming_a_python_file_runs_nothing(icr, tmp_path):
     (tmp_path / "net.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom user_arch import TinyDenoiser\n")
     spec = f"{tmp_path / 'net.py'}:TinyDenoiser"
     ckpt.with_name("m.pt.icr.json").write_text(json.dumps({"arch": spec, "param": "edm"}))
-    for command in (("layers", ckpt), ("extract", ckpt, "--data", tmp_path / "none", "--sigma", "1", "-q")):
+    # --data: a folder that exists (a missing one is refused before the checkpoint is read); the model loads first
+    for command in (("layers", ckpt), ("extract", ckpt, "--data", tmp_path, "--sigma", "1", "-q")):
         refused(icr(*command), "m.pt.icr.json", f"--arch {spec}")
     assert not marker.exists()
     assert f"icr_user_arch_{abs(hash(str((tmp_path / 'net.py').resolve())))}" not in sys.modules  # nor imported

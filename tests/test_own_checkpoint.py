@@ -29,6 +29,7 @@ import torch
 import own_nets
 from icrcli.data import augment
 from icrcli.models import noise
+from conftest import answer
 
 NETS = f"{Path(__file__).resolve().parent / 'own_nets.py'}"
 N_IMG = 12
@@ -579,7 +580,8 @@ def test_a_reference_split_in_a_sweep_takes_one_extraction(icr, tmp_path):
     assert [lv["probe_test_accuracy"] for lv in files["levels"]] == [lv["probe_test_accuracy"]
                                                                       for lv in first["levels"]]
     again, err = sweep("again", "--indices", tmp_path / "ref.txt", "--probe-first", "8")
-    assert "answered from the cache" in err and again["levels"] == first["levels"]
+    assert "answered from the cache" in err and answer(again["levels"]) == answer(first["levels"])
+    assert again["cached"] and all(lv["cached"] for lv in again["levels"])
     # Mistakes are named before any work.
     assert "needs at least 2 of each" in message(icr(*base, "--probe-train", tmp_path / "train.txt",
                                                      "--indices", tmp_path / "train.txt"))

@@ -212,8 +212,9 @@ def test_result_schema_is_one_shape(icr, feats):
     p, _ = feats
     plain, ci = icr("score", p, "-q").json, icr("score", p, "-q", "--ci").json
     assert plain["schema"] == ci["schema"] == SCHEMA == 1
+    # "cached" and "cache_entry" (issue 15): every result says whether it came from the cache, and which entry.
     base = ["schema", "icr", *STATISTICS, "warnings", "n_skipped_nonfinite", "input", "provenance", "options",
-            "version"]
+            "version", "cached", "cache_entry"]
     assert list(plain) == base
     assert list(ci) == base[:2] + ["icr_ci", "icr_se", "ci_groups", "ci_confidence", "icr_replicates"] + base[2:]
 

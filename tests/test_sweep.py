@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import tiny_songunet  # noqa: F401  (the fixture below builds on the same network)
+from conftest import answer
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +87,9 @@ def test_repeat_answers_from_cache_without_torch(tiny_edm, tmp_path, icr, cache_
                        capture_output=True, text=True, env={**os.environ, "ICR_CACHE_DIR": str(cache_dir)})
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip().splitlines()[-1] == "False"
-    assert json.loads(p.stdout)["levels"] == first.json["levels"]
+    again = json.loads(p.stdout)
+    assert answer(again["levels"]) == answer(first.json["levels"])
+    assert again["cached"] and all(lv["cached"] and lv["cache_entry"] == again["cache_entry"] for lv in again["levels"])
 
 
 @pytest.mark.slow
@@ -102,7 +105,8 @@ def test_changed_option_is_not_answered_from_cache(tiny_edm, icr, monkeypatch):
     assert r.code == 0 and calls  # a new request computes
     calls.clear()
     r2 = icr(*_sweep(tiny_edm, "--sigmas", "0.5", "--views", "3"))
-    assert r2.code == 0 and not calls and r2.json == r.json  # the whole result, as fresh
+    assert r2.code == 0 and not calls and answer(r2.json) == answer(r.json)  # the whole result, as fresh
+    assert (r.json["cached"], r2.json["cached"]) == (False, True)
 
 
 @pytest.mark.slow

@@ -8,6 +8,33 @@ import typer
 
 from icrcli import __version__
 
+
+def _no_type_on_flags() -> None:
+    """--help shows no type for a flag (typer >= 0.2x writes `<bool>` beside it): a flag takes no value, and a
+    type there reads as if it did."""
+    import typer.core
+    shown = getattr(typer.core.TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_icr", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._icr = True
+    typer.core.TyperOption.display_type_rich = display_type_rich
+
+
+def _no_styles_with_no_color() -> None:
+    """NO_COLOR (no-color.org) set: --help is plain text, without bold or italics too (rich drops only colours)."""
+    import os
+    if os.environ.get("NO_COLOR", ""):
+        import typer.rich_utils
+        typer.rich_utils.COLOR_SYSTEM = None
+
+
+_no_type_on_flags()
+_no_styles_with_no_color()
+
 app = typer.Typer(
     name="icr",
     help="Invariant Contamination Ratio (ICR) of diffusion-model features: how cleanly a frozen denoiser "

@@ -1,10 +1,11 @@
 """Where human-readable output goes: rich on stderr, silent with --quiet, plain without a terminal or with
-NO_COLOR (rich honours both). Results never go here; they go to stdout or -o FILE as JSON."""
+NO_COLOR (no colours, bold or italics). Results never go here; they go to stdout or -o FILE as JSON."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -31,7 +32,10 @@ def set_quiet(quiet: bool) -> None:
 
 
 def err() -> Console:
-    return Console(stderr=True, quiet=_state["quiet"], highlight=False, soft_wrap=True)
+    # NO_COLOR: no styles at all (rich itself drops only the colours, not bold, dim or italics)
+    plain = bool(os.environ.get("NO_COLOR", ""))
+    return Console(stderr=True, quiet=_state["quiet"], highlight=False, soft_wrap=True,
+                   **({"color_system": None} if plain else {}))
 
 
 def say(msg: str) -> None:

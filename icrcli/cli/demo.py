@@ -49,7 +49,11 @@ def demo(
     console.set_quiet(quiet)
     if output.exists() and not output.is_dir():
         raise UserError(f"-o {output} is a file; give a folder for the demo's results (created if absent).")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:    # e.g. under /proc, on a read-only disk, where a parent is a file
+        raise UserError(f"-o {output}: cannot create the folder ({e.strerror or e}). Give a folder you can write "
+                        "to.") from None
     paths = {name: output / name for name in FILES}
     for name, path in paths.items():   # refuse before any work, never over a file that is not icr's own
         if name.endswith(".png"):

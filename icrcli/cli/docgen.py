@@ -40,9 +40,17 @@ EXIT_STATUS = [
 ]
 ENVIRONMENT = [
     ("ICR_CACHE_DIR", "The cache folder (default: the per-user cache folder, e.g. ~/.cache/icr). See FILES."),
-    ("ICR_MAX_MEMBER_BYTES", "The most bytes one member of an image archive (.zip/.tar) may hold when decoded "
-                             "(default 1 GiB); a larger member is refused."),
-    ("NO_COLOR", "When set, progress and summaries on stderr are plain text (also when stderr is not a terminal)."),
+    ("ICR_MAX_MEMBER_BYTES", "The most bytes icr reads of one member of an image archive (.zip/.tar), checked on "
+                             "its declared size and again while reading (default 64 MiB); a larger member is "
+                             "refused, naming it."),
+    ("ICR_CACHE_SECRET", "The secret (at least 16 characters) that signs and checks every cache entry, for CI "
+                         "runners that share a cache; default: the file ~/.config/icr/cache-secret, made on first "
+                         "use with mode 0600. An entry signed with another secret is recomputed."),
+    ("OMP_WAIT_POLICY", "How torch's OpenMP threads wait for work. icr sets PASSIVE (a waiting thread sleeps), so a "
+                        "busy machine does not slow it down many times over, unless you set this, GOMP_SPINCOUNT "
+                        "or KMP_BLOCKTIME yourself."),
+    ("NO_COLOR", "When set, progress, summaries and --help are plain text: no colours, bold or italics (as when "
+                 "stderr is not a terminal)."),
     ("ICR_PROGRESS_EVERY", "When stderr is not a terminal, progress is a plain line at most this often, in seconds "
                            "(default 30)."),
     ("TMPDIR", "Where --no-cache keeps its temporary cache while a command runs."),
@@ -59,6 +67,8 @@ FILES_SECTION = [
     ("$ICR_CACHE_DIR/sweeps/, $ICR_CACHE_DIR/timeline-points/", "Finished sweeps and timeline points."),
     ("$ICR_CACHE_DIR/samples/", "Samples drawn by icr memorization."),
     ("$ICR_CACHE_DIR/hashes.sqlite", "The memo of file hashes, keyed by path, size, mtime, inode and ctime."),
+    ("~/.config/icr/cache-secret", "The per-user secret of the cache's authentication codes (mode 0600; outside "
+                                   "the cache folder, so a copied or restored cache cannot forge answers)."),
     ("CHECKPOINT.icr.json, icr.json", "Sidecars next to a checkpoint (or in its folder) that say how to read it."),
 ]
 

@@ -49,7 +49,12 @@ def extract(
       torchrun --nproc-per-node 8 -m icrcli extract ck.pt --data imgs/ --sigma 0.3 -o f.h5
     """
     from icrcli import dist
-    from icrcli.cli import console
+    from icrcli.cli import console, inputs
+    if no_cache and output is None:
+        from icrcli.errors import UserError
+        raise UserError("--no-cache writes the features only to -o FILE: give -o/--output (without --no-cache "
+                        "they go to the cache).")
+    inputs.check(checkpoint=checkpoint, data=data, sigma=sigma, vopts=vopts)   # before torch is imported
     from icrcli.features.extract import extract as run_extract, output_path
     from icrcli.features.plan import load_data, load_model, make_plan, request_from, run_options_from
     from icrcli.features.shards import parse_shard, shard_plan
@@ -66,10 +71,6 @@ def extract(
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", mopts.vae),
                                     ("the indices", vopts["indices_file"]),
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
-    if no_cache and output is None:
-        from icrcli.errors import UserError
-        raise UserError("--no-cache writes the features only to -o FILE: give -o/--output (without --no-cache "
-                        "they go to the cache).")
     if no_cache and dist.world_size() > 1:
         from icrcli.errors import UserError
         raise UserError("--no-cache under torchrun: each rank would have a cache of its own. Give -o/--output on a "

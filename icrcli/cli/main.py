@@ -57,6 +57,8 @@ def _sigterm_as_interrupt():
 def main() -> None:
     """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
     typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""
+    from icrcli import threads
+    threads.configure()   # first: the OpenMP runtime reads it when torch loads (icrcli.threads says why)
     from icrcli.dist import who
     from icrcli.errors import UserError
 

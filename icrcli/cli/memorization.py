@@ -59,7 +59,10 @@ def memorization(
 
       icr memorization ckpt.pt --data train/ --embed enc.pt --embed-layer blk.11
     """
-    from icrcli.cli import console
+    from icrcli.cli import console, inputs
+    inputs.check(checkpoint=checkpoint, data=data)
+    inputs.existing(embed, "--embed", inputs.CHECKPOINT_FORMS)
+    inputs.noise_level(embed_sigma, "--embed-sigma")
     from icrcli.scans.memorization import memorization as run
 
     console.set_quiet(quiet)

@@ -34,16 +34,25 @@ def plot(
     from icrcli.errors import UserError
     from icrcli.report.plot import plot_result
 
+    from icrcli.report.checkresult import MAX_BYTES
+
     console.set_quiet(quiet)
+    if not result.exists():
+        raise UserError(f"{result}: no such file. Give the JSON that `icr sweep` or `icr timeline` wrote.")
+    if not result.is_file() or result.stat().st_size > MAX_BYTES:   # a folder, a device (/dev/zero), a huge file
+        what = "a folder" if result.is_dir() else "not a regular file" if not result.is_file() else "too large"
+        raise UserError(f"{result} is {what}; give the JSON file that `icr sweep` or `icr timeline` wrote.")
     try:
-        data = json.loads(result.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{result}: no such file. Give the JSON that `icr sweep` or `icr timeline` wrote.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{result}: not a JSON result ({e}). Give the JSON that `icr sweep` or `icr timeline` "
-                        "wrote.") from None
+        data = json.loads(result.read_bytes())
+    except OSError as e:
+        raise UserError(f"{result}: cannot be read ({e.strerror or e}).") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(f"{result}: not a JSON result ({str(e)[:200]}). Give the JSON that `icr sweep` or "
+                        "`icr timeline` wrote.") from None
     from icrcli.outputs import check_output
+    from icrcli.report.checkresult import check_result
     from icrcli.report.plot import check_plot_path
+    check_result(data, str(result))     # before the output is looked at: a bad input says so first
     check_plot_path(output)
     check_output(output, "-o", [("the result being plotted", result)], "plot")
-    console.say(f"wrote {plot_result(data, output)}")
+    console.say(f"wrote {plot_result(data, output, str(result))}")

@@ -43,8 +43,8 @@ def probe(
     --protocol paper (default) reads view 0 of each image, which is the clean image noised at the file's sigma
     when extracted with --augment none, and tests on --test or by k-fold cross-validation (said in the
     result); --protocol view-mean reads the mean over views s_i. Standardised with the training split's mean
-    and std; multinomial logistic regression with bias, float64, full-batch L-BFGS from zero
-    (deterministic). See docs/PROBE.md.
+    and std; multinomial logistic regression with bias, float64, Newton's method (L-BFGS for large problems)
+    from zero (deterministic). See docs/PROBE.md.
 
     Examples:
 
@@ -56,19 +56,19 @@ def probe(
 
       icr probe feats.h5 -q | jq .test_accuracy
     """
-    from icrcli.cli import console
+    from icrcli.cli import console, inputs
+    for path, flag in ((features, "FEATURES"), (test, "--test")):   # before torch is imported
+        inputs.existing(path, flag, "a feature file written by `icr extract` on labelled data")
     from icrcli.scans.probe import probe_file
 
     console.set_quiet(quiet)
     guard_output(output, *[p for p in (features, test) if p is not None])
     result = probe_file(features, test=test, split=split, seed=seed, l2=l2, knn=knn, layer=layer,
                         protocol=protocol.value, folds=folds)
-    for w in result["warnings"]:
-        console.say(f"warning: {w}")
     console.write_json(result, output)
     knn_text = (f"; {result['knn']['k']}-NN {result['knn']['test_accuracy']:.4f}" if "knn" in result else "")
-    opt = result["optimizer"]
-    warn = "" if opt["converged"] else f" (L-BFGS stopped with gradient {opt['grad_max']:.2g})"
     console.say(f"test accuracy {result['test_accuracy']:.4f} +- {result['test_accuracy_se']:.4f} "
                 f"(train {result['train_accuracy']:.4f}; {result['n_classes']} classes, {result['n_train']} train / "
-                f"{result['n_test']} test images; {result['protocol']['evaluation']}){knn_text}{warn}")
+                f"{result['n_test']} test images; {result['protocol']['evaluation']}){knn_text}")
+    for w in result["warnings"]:
+        console.say(f"warning: {w}")

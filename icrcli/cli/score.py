@@ -33,10 +33,14 @@ def score(
     directions: Annotated[Optional[Path], typer.Option(help="Save the top Fisher directions to this .npy, "
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
-    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~32 MB).")] = None,
+    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~16 MB blocks).")] = None,
     stats_out: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the float64 sufficient "
                                                       "statistics (.npz, a few MB) for `icr merge`; with only some "
                                                       "shards given, write theirs and print a summary.")] = None,
+    follow_external: Annotated[bool, typer.Option("--follow-external", help="Read what an HDF5 file points to in "
+                                                  "other files (external links, virtual datasets, external "
+                                                  "storage); refused without it. Every file reached is hashed into "
+                                                  "the cache key.")] = False,
     no_cache: NoCache = False,
     output: Output = "-",
     quiet: Quiet = False,
@@ -75,16 +79,20 @@ def score(
 
     def compute():  # imported only on a cache miss: a cached answer loads neither numpy's linalg nor scipy
         from icrcli.stats.merged import open_sources, score_sources
-        sources = open_sources(paths, dataset, layer)
+        sources = open_sources(paths, dataset, layer, follow_external)
         more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
         with console.progress(f"scoring {paths[0].name}{more}", sum(s.shape[0] for s in sources)) as advance:
             return score_sources(sources, opts, advance, stats_out)
 
     if len(paths) == 1 and stats_out is None:
         result, dirs = cached_score(paths[0], dataset, layer, opts, compute, use_cache=not no_cache,
-                                    warn=lambda msg: console.say(f"warning: {msg}"))
+                                    warn=lambda msg: console.say(f"warning: {msg}"), follow_external=follow_external)
     else:   # a merge of shards, or with the statistics written: computed (each shard's features are cached)
         result, dirs = compute()
+        if "icr" in result:     # a score (not some shards' statistics): it says it was computed
+            result = {**result, "cached": False, "cache_entry": None}
+    if result.get("cached"):
+        console.say(f"cached: answered from the cache entry {result['cache_entry']} (--no-cache recomputes)")
     if "stats" in result and "icr" not in result:    # some shards only: their statistics, no score
         console.write_json(result, output)
         console.say(f"wrote the statistics of shard(s) {', '.join(map(str, result['shards']))} of "

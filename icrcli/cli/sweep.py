@@ -104,13 +104,18 @@ def sweep(
     """
     from icrcli import dist
     from icrcli.cli import console, scan_output
-    from icrcli.scans.sigmas import parse_sigmas
+    from icrcli.cli import inputs as early
+    from icrcli.scans.sigmas import edge_warnings, parse_sigmas, spec_warnings
     from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions, run_sweep
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     split = split_from(shard, shards)
     levels = parse_sigmas(sigmas)
+    early.check(checkpoint=checkpoint, data=data, vopts=vopts)
+    grid_warnings = spec_warnings(sigmas, levels)
+    for w in grid_warnings:
+        console.say(f"warning: {w}")
     base = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn, protocol=probe_protocol.value,
                         folds=probe_folds, test_data=None if probe_test_data is None else str(probe_test_data))
     probe_opts = base if probe else None
@@ -139,7 +144,11 @@ def sweep(
         console.say(f"shard {result['shard']}: {len(result['levels'])} level(s) extracted; score them all with the "
                     f"same command and --shards {split.shard.count}")
         return
+    edges = edge_warnings(result["levels"])     # said after the table, in the JSON with the grid's own
+    result["warnings"] = [*grid_warnings, *result.get("warnings", []), *edges]
     _say(result)
+    for w in edges:
+        console.say(f"warning: {w}")
     scan_output.finish(result, result["levels"], output, json_lines, csv, plot if result["argmin"] else None,
                        summary)
     if result.get("stopped"):

@@ -94,7 +94,7 @@ def timeline(
       icr timeline runs/ --data train/ --sigma 0.3 --shard 3/16
     """
     from icrcli import dist
-    from icrcli.cli import console, scan_output
+    from icrcli.cli import console, inputs, scan_output
     from icrcli.scans.split import split_from
     from icrcli.scans.sweep import ProbeOptions
     from icrcli.scans.timeline import Checks, Gates, Watch, parse_timeline_sigmas, run_timeline
@@ -102,6 +102,10 @@ def timeline(
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     sigmas = parse_timeline_sigmas(sigma)
+    inputs.check(data=data, vopts=vopts)
+    from icrcli.scans.sigmas import spec_warnings
+    for w in spec_warnings(",".join(sigma), [] if isinstance(sigmas, str) else sigmas):
+        console.say(f"warning: {w}")
     split = split_from(shard, None)
     if idle is not None and not watch:
         from icrcli.errors import UserError

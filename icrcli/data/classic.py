@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icrcli.data import labelfiles
 from icrcli.data.arrays import ArrayImageSet
 from icrcli.data.imageset import ImageSet
 from icrcli.errors import UserError
@@ -99,10 +100,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="r", offset=head, shape=shape)
 
 
-def _idx_labels_path(images: Path) -> Path | None:
-    name = images.name.replace("idx3", "idx1").replace("images", "labels")
-    base = name[:-3] if name.endswith(".gz") else name
-    return next((images.parent / n for n in (name, base, base + ".gz") if (images.parent / n).is_file()), None)
+_idx_labels_path = labelfiles.idx_labels_path   # named without numpy there, so cache keys can name the labels file
 
 
 def _open_idx(path: Path) -> ImageSet:
@@ -116,8 +114,7 @@ def _open_idx(path: Path) -> ImageSet:
                          note="" if lpath else "no matching idx1 labels file found")
 
 
-def _is_idx(name: str) -> bool:
-    return "idx3-ubyte" in name or "idx1-ubyte" in name or name.endswith((".idx3", ".idx1"))
+_is_idx = labelfiles.is_idx
 
 
 # ----------------------------------------------------------------------------- CSV digit tables

@@ -251,8 +251,18 @@ def _labels_from_json(raw: bytes, names: list[str], where: str):
     return np.array(labels, dtype=np.int64), "labels from dataset.json"
 
 
+def unsafe_member(name: str) -> bool:
+    """An archive member named outside the archive's root: absolute (/x, C:\\x) or climbing up (../x)."""
+    posix = name.replace("\\", "/")
+    parts = PurePosixPath(posix).parts
+    return posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or ".." in parts
+
+
 def _encoded_set(path: Path, kind: str, all_names: list[str], read: Callable[[str], bytes],
                  files: list[Path] | None = None, skip_bad: bool = False) -> ImageSet:
+    unsafe = [n for n in all_names if unsafe_member(n)] if kind in ("zip", "tar") else []
+    if unsafe:      # never read, and said: an archive made to be unpacked over other files is not a data set
+        all_names = [n for n in all_names if n not in set(unsafe)]
     names = sorted(n for n in all_names if _is_image_name(n))
     if not names:
         raise UserError(f"no images (.png/.jpg/.jpeg/.bmp/.webp) found in '{path}'. Supported inputs: "
@@ -263,8 +273,14 @@ def _encoded_set(path: Path, kind: str, all_names: list[str], read: Callable[[st
     else:
         (labels, classes), note = labels_from_dirs(names), ""
         note = "labels from sub-folder names" if classes else ""
-    return EncodedImageSet(path, kind, names, read, skip_bad=skip_bad, labels=labels, class_names=classes,
+    if unsafe:
+        shown = ", ".join(repr(n) for n in unsafe[:3]) + (", ..." if len(unsafe) > 3 else "")
+        note = "; ".join(x for x in (note, f"left out {len(unsafe)} member(s) with an absolute or ../ name "
+                                            f"({shown})") if x)
+    imgs = EncodedImageSet(path, kind, names, read, skip_bad=skip_bad, labels=labels, class_names=classes,
                            files=files, note=note)
+    imgs.unsafe_members = unsafe
+    return imgs
 
 
 def _open_folder(path: Path, skip_bad: bool = False) -> ImageSet:

@@ -37,6 +37,7 @@ class ImageSet:
         self.class_names = class_names
         self._files = files if files is not None else [path]
         self._note = note
+        self.unsafe_members: list[str] = []    # archive members left out for their names (absolute, ../)
 
     def __len__(self) -> int:
         return self._n

@@ -11,6 +11,7 @@ import numpy as np
 from icrcli.errors import UserError
 
 _MAX_TEXT_BYTES = 64 << 20
+_INT64_MAX = 2 ** 63 - 1
 
 
 def read_indices(path: str | Path, flag: str = "--indices") -> tuple[int, ...]:
@@ -38,6 +39,9 @@ def _npy(path: Path, flag: str) -> np.ndarray:
     if not isinstance(a, np.ndarray) or a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
         raise UserError(f"{flag} {path}: expected a 1-D integer array, got shape {getattr(a, 'shape', '?')} "
                         f"{getattr(a, 'dtype', '')}.")
+    if a.size and a.dtype.kind == "u" and int(a.max()) > _INT64_MAX:
+        raise UserError(f"{flag} {path}: index {int(a.max())} is larger than any data set holds; indices count "
+                        "images from 0.")
     return a.astype(np.int64)
 
 
@@ -52,4 +56,9 @@ def _text(path: Path, flag: str) -> np.ndarray:
     bad = next((t for t in tokens if not re.fullmatch(r"[+-]?\d+", t)), None)
     if bad is not None:
         raise UserError(f"{flag} {path}: {bad!r} is not an integer index.")
-    return np.array([int(t) for t in tokens], dtype=np.int64)
+    values = [int(t) for t in tokens]
+    big = next((v for v in values if abs(v) > _INT64_MAX), None)
+    if big is not None:
+        raise UserError(f"{flag} {path}: index {str(big)[:40]} is larger than any data set holds; indices count "
+                        "images from 0.")
+    return np.array(values, dtype=np.int64)

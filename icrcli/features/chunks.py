@@ -11,6 +11,7 @@ atomic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,12 +28,31 @@ def part_path(parts: Path, c: int) -> Path:
     return parts / f"chunk-{c:06d}.npz"
 
 
-def write_part(path: Path, feats: dict, index: np.ndarray, labels) -> None:
+def _digest(arrays: list[np.ndarray]) -> bytes:
+    """sha256 over each array's dtype, shape and bytes, in order: what a chunk's authentication code covers."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def _chunk_mac(key: str, path: Path, arrays: list[np.ndarray]) -> str:
+    from icrcli import seal
+    return seal.mac("chunk", f"{key}/{path.name}", _digest(arrays))
+
+
+def write_part(path: Path, feats: dict, index: np.ndarray, labels, key: str = "") -> None:
+    """Save one chunk with its authentication code (icrcli.seal), so a chunk planted in the store is never
+    assembled into a feature file."""
     # A temp name per writer and thread: two processes computing the same chunk never share one.
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    labels = labels if labels is not None else np.array([])
+    mac = _chunk_mac(key, path, [index, labels, *feats.values()])
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, index=index, labels=labels if labels is not None else np.array([]),
+            np.savez(f, index=index, labels=labels, mac=np.array(mac),
                      **{f"f_{i}": v for i, v in enumerate(feats.values())})
             f.flush()
             os.fsync(f.fileno())
@@ -44,11 +64,23 @@ def write_part(path: Path, feats: dict, index: np.ndarray, labels) -> None:
             from None
 
 
-def read_part(path: Path, layers: list[str]) -> dict:
-    with np.load(path) as z:
-        labels = z["labels"] if z["labels"].size else None
-        return {"index": z["index"], "labels": labels,
-                "features": {name: z[f"f_{i}"] for i, name in enumerate(layers)}}
+def read_part(path: Path, layers: list[str], key: str = "") -> dict:
+    """One chunk, its authentication code checked: a chunk that fails (planted, altered, made with another secret,
+    unreadable) is removed and a UserError says that running the same command again recomputes it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = [z["index"], z["labels"], *[z[f"f_{i}"] for i in range(len(layers))]]
+            from icrcli import seal
+            ok = seal.verify("chunk", f"{key}/{path.name}", _digest(arrays), str(z["mac"]) if "mac" in z else None)
+    except (OSError, ValueError, KeyError, EOFError):
+        ok = False
+    if not ok:
+        path.unlink(missing_ok=True)
+        raise UserError(f"{path} is not a chunk this user's icr wrote (its authentication code does not verify: "
+                        "altered, or made with another secret); removed it. Run the same command again to compute it.")
+    index, labels, *feats = arrays
+    return {"index": index, "labels": labels if labels.size else None,
+            "features": {name: f for name, f in zip(layers, feats)}}
 
 
 class ChunkStore:
@@ -58,6 +90,7 @@ class ChunkStore:
     def __init__(self, parts: Path, n_chunks: int):
         self.parts = Path(parts)
         self.n_chunks = n_chunks
+        self.key = ""                   # the request's key (set by open): part of each chunk's code
         self._held: dict[int, filelock.BaseFileLock] = {}
         self._mutex = threading.Lock()
 
@@ -68,6 +101,7 @@ class ChunkStore:
     def open(self, config: dict, key: str, overwrite: bool) -> None:
         """Join (or start) the store of request `key`. A store of another request is an error unless
         overwrite, which discards it (and so does overwrite for this request: start from scratch)."""
+        self.key = key
         if self.parts.exists() and self.meta.exists():
             try:
                 old = json.loads(self.meta.read_text())
@@ -136,7 +170,7 @@ class ChunkStore:
 
     def write(self, c: int, feats: dict, index: np.ndarray, labels) -> None:
         """Save chunk c (claimed by us) and release its claim."""
-        write_part(self.path(c), feats, index, labels)
+        write_part(self.path(c), feats, index, labels, self.key)
         self.release(c)
 
     def release(self, c: int) -> None:
@@ -156,7 +190,7 @@ class ChunkStore:
         lock.release()
 
     def read(self, c: int, layers: list[str]) -> dict:
-        return read_part(self.path(c), layers)
+        return read_part(self.path(c), layers, self.key)
 
     def remove(self) -> None:
         shutil.rmtree(self.parts, ignore_errors=True)

@@ -81,7 +81,7 @@ def extract_levels(plans: list[Plan], outs: list[str | Path], run: RunOptions | 
             lv.store.open(lv.plan.config, lv.plan.key, overwrite=False)
         active = levels
     for lv in levels if not active else []:
-        if _existing(lv.out, lv.plan.key, run.overwrite) or not _join(lv, run, reporter):
+        if _existing(lv.out, lv.plan.key, run.overwrite, reporter.warn) or not _join(lv, run, reporter):
             lv.summary = _summary(lv.plan, lv.out, cached=True, seconds=time.perf_counter() - t0)
         else:
             active.append(lv)
@@ -217,8 +217,14 @@ def _finish(lv: _Level) -> None:
         Path(f"{lv.out}.lock").unlink(missing_ok=True)
 
 
-def _existing(out: Path, key: str, overwrite: bool) -> bool:
-    """True if `out` is already the finished result of this exact request."""
+def in_cache(out: Path, key: str) -> bool:
+    """Whether `out` is the cache's entry for `key` (sealed with an authentication code, icrcli.seal), not a -o."""
+    return out.resolve() == cache.cached_path(key).resolve()
+
+
+def _existing(out: Path, key: str, overwrite: bool, warn=None) -> bool:
+    """True if `out` is already the finished result of this exact request. A cache entry whose authentication code
+    does not verify is said through `warn`, removed, and made again (False)."""
     if not out.exists() or overwrite:
         return False
     try:
@@ -230,6 +236,10 @@ def _existing(out: Path, key: str, overwrite: bool) -> bool:
         raise UserError(f"{out} exists and is not a readable feature file. Choose another -o, or pass "
                         "--overwrite to replace it.") from None
     if same and complete:
+        if in_cache(out, key) and (note := cache.check_file(out, key)) is not None:
+            if warn is not None:
+                warn(note)
+            return False
         return True
     if same:
         return False  # an interrupted run of this request: resume
@@ -269,6 +279,8 @@ def _assemble(p: Plan, out: Path, store: ChunkStore, finished: list[int]) -> Non
     try:
         with cache.atomic_write(out) as tmp:
             write_feature_file(tmp, dims, len(p.indices), r.views, "float32", attrs, gen(), r.chunk_images)
+            if in_cache(out, p.key):
+                cache.seal_file(tmp, out, p.key)
     except OSError as e:
         raise UserError(f"Writing {out} failed ({e.strerror or e}): is the disk full? Every computed chunk is kept "
                         f"in {store.parts}; free some space and run the same command again to finish.") from None

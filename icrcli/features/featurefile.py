@@ -103,13 +103,18 @@ def open_hdf5(path: Path):
 
 
 def _decode(v):
+    """An attribute as plain JSON-ready values; bytes that are not UTF-8 are kept with replacement characters."""
     if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
+        return v.decode("utf-8", "replace")
     if isinstance(v, np.ndarray):
-        return v.tolist()
-    return v
+        return [_decode(x) for x in v.tolist()] if v.dtype.kind in "OSUV" else v.tolist()
+    if isinstance(v, np.generic):
+        v = v.item()
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else v if isinstance(v, (int, float, str, bool)) \
+            else str(v)
+    if isinstance(v, (list, tuple)):
+        return [_decode(x) for x in v]
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
 def _h5_candidates(f) -> list[str]:
@@ -120,13 +125,31 @@ def _h5_candidates(f) -> list[str]:
     return found
 
 
-def open_features(path: str | Path, dataset: str | None = None) -> FeatureSource:
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".pkl", ".bin")
+
+
+def refuse_checkpoint(path: Path) -> None:
+    """UserError saying to extract first when `path` is a checkpoint by its name, or a diffusers model folder
+    (model_index.json or config.json inside), not features."""
+    if path.is_dir():
+        model = (path / "model_index.json").is_file() or (path / "config.json").is_file()
+    else:
+        model = path.suffix.lower() in CHECKPOINT_SUFFIXES
+    if model:
+        raise UserError(f"{path} looks like a checkpoint, not features: extract its features first, `icr extract "
+                        f"{path} --data IMAGES --sigma 0.5 -o feats.h5`, then score feats.h5 (or let `icr sweep "
+                        f"{path} --data IMAGES` do both at every noise level).")
+
+
+def open_features(path: str | Path, dataset: str | None = None, follow_external: bool = False) -> FeatureSource:
     """Open a feature file (or plain HDF5 / .npy) for block-wise reading, validating what can be checked
-    without reading the data."""
+    without reading the data. An HDF5 file that reads other files (external links, virtual datasets, external
+    storage) is refused unless follow_external (h5reach)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file. Pass a feature file written by `icr extract`, an HDF5 file "
                         "with an (N, K, D) dataset, or a .npy array of shape (N, K, D).")
+    refuse_checkpoint(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory; pass a feature file (.h5 or .npy).")
     if path.suffix == ".npy":
@@ -140,33 +163,89 @@ def open_features(path: str | Path, dataset: str | None = None) -> FeatureSource
         raise UserError(f"{path} is neither an HDF5 file nor a .npy array. icr reads feature files written by "
                         "`icr extract`, HDF5 files with an (N, K, D) dataset, and .npy arrays of shape (N, K, D).")
     with open_hdf5(path) as f:
-        if dataset is None:
-            cands = _h5_candidates(f)
-            layers = [c for c in cands if c.startswith(FEATURES_GROUP + "/")]
-            cands = layers or cands
-            if not cands:
-                raise UserError(f"{path} holds no rank-3 (N, K, D) dataset; nothing to score.")
-            if len(cands) > 1:
-                raise UserError(f"{path} holds several candidate datasets: {', '.join(cands)}. "
-                                "Choose one with --dataset PATH (or --layer NAME for a feature file).")
-            dataset = cands[0]
-        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
-            choices = ", ".join(_h5_candidates(f)) or "none"
-            raise UserError(f"{path} has no dataset {dataset!r}; rank-3 datasets in the file: {choices}.")
-        ds = f[dataset]
-        where = f"{path}:{dataset}"
-        attrs = {k: _decode(v) for k, v in f.attrs.items()}
-        if isinstance(attrs.get("config"), str):
-            attrs["config"] = json.loads(attrs["config"])
-        shape = _check_shape(ds.shape, where)
-        if "rows_done" in attrs:  # a partial feature file: only the first rows_done rows hold data
-            shape = (min(shape[0], int(attrs["rows_done"])),) + shape[1:]
-        return FeatureSource(
-            path, dataset, shape, _float_dtype(ds.dtype, where), attrs,
-            {k: _decode(v) for k, v in ds.attrs.items()},
-            complete=bool(attrs.get("complete", True)),
-            chunk_rows=ds.chunks[0] if ds.chunks else None,
-        )
+        if not follow_external:
+            from icrcli.features.h5reach import refuse_outside
+            refuse_outside(f, path)
+        try:
+            return _open_dataset(f, path, dataset)
+        except (KeyError, OSError, RuntimeError) as e:     # e.g. a broken external link, with follow_external
+            from icrcli.features.h5reach import outside
+            links = "; ".join(f"/{name} is {how} to {target}" for name, how, target in outside(f)[:3])
+            raise UserError(f"{path}: {dataset or 'the dataset'} cannot be read ({e}){': ' + links if links else ''}."
+                            " Check that the file it points to exists and holds what it names.") from None
+
+
+def _open_dataset(f, path: Path, dataset: str | None) -> FeatureSource:
+    import h5py
+    if dataset is None:
+        cands = _h5_candidates(f)
+        layers = [c for c in cands if c.startswith(FEATURES_GROUP + "/")]
+        cands = layers or cands
+        if not cands:
+            raise UserError(f"{path} holds no rank-3 (N, K, D) dataset; nothing to score.")
+        if len(cands) > 1:
+            raise UserError(f"{path} holds several candidate datasets: {', '.join(cands)}. "
+                            "Choose one with --dataset PATH (or --layer NAME for a feature file).")
+        dataset = cands[0]
+    if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+        choices = ", ".join(_h5_candidates(f)) or "none"
+        raise UserError(f"{path} has no dataset {dataset!r}; rank-3 datasets in the file: {choices}.")
+    ds = f[dataset]
+    where = f"{path}:{dataset}"
+    attrs = {k: _decode(v) for k, v in f.attrs.items()}
+    if "config" in attrs:
+        attrs["config"] = _config(attrs["config"], path)
+    shape = _check_shape(ds.shape, where)
+    if "rows_done" in attrs:  # a partial feature file: only the first rows_done rows hold data
+        shape = (min(shape[0], _rows_done(attrs["rows_done"], path)),) + shape[1:]
+    dtype = _float_dtype(ds.dtype, where)
+    _check_stored(ds, shape, where)
+    complete = attrs.get("complete", True)
+    if not isinstance(complete, (bool, int)):
+        raise UserError(f"{path}: its attribute complete is {str(complete)[:60]!r}, not true or false as icr writes "
+                        "it. The file was altered; re-run the `icr extract` that wrote it.")
+    return FeatureSource(path, dataset, shape, dtype, attrs, {k: _decode(v) for k, v in ds.attrs.items()},
+                         complete=bool(complete), chunk_rows=ds.chunks[0] if ds.chunks else None)
+
+
+def _config(value, path: Path):
+    """The config attribute: the JSON object icr wrote (anything else is a UserError)."""
+    try:
+        out = json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError):
+        out = None
+    if not isinstance(out, dict):
+        raise UserError(f"{path}: its attribute config is not the JSON object icr writes ({str(value)[:60]!r}). "
+                        "The file was altered or not written by icr; re-run `icr extract`, or remove the attribute.")
+    return out
+
+
+def _rows_done(value, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value < 0:
+        raise UserError(f"{path}: its attribute rows_done is {str(value)[:60]!r}, not a count of rows as icr writes "
+                        "it. The file was altered; re-run the `icr extract` that wrote it.")
+    return int(value)
+
+
+def _check_stored(ds, shape: tuple[int, int, int], where: str) -> None:
+    """A dataset must hold the rows it declares: rows never written read as fill values, so a tiny file that
+    declares 10**12 rows would be read for ever. Counted on the storage, without reading it."""
+    if ds.is_virtual or ds.external:
+        return
+    n, k, d = shape
+    if n == 0:
+        return
+    if ds.chunks is None:
+        have = ds.id.get_storage_size()
+        need = n * k * d * ds.dtype.itemsize
+    else:
+        c0, c1, c2 = ds.chunks
+        have = ds.id.get_num_chunks()
+        need = -(-n // c0) * -(-k // c1) * -(-d // c2)
+    if have < need:
+        raise UserError(f"{where} declares {n} x {k} x {d} values, but the file stores "
+                        f"{'only part of them' if have else 'none of them'}: it is truncated, damaged or not a "
+                        "feature file. Re-run the `icr extract` that wrote it.")
 
 
 def layer_dataset(layer: str) -> str:

@@ -28,6 +28,7 @@ from icrcli.errors import UserError
 from icrcli.features.featurefile import FORMAT_VERSION
 from icrcli.features.report import SILENT, Reporter
 from icrcli.models import resolve
+from icrcli.models.archsource import arch_source_sha256, is_user_arch
 from icrcli.models.noise import NoiseConvention
 from icrcli.models.resolve import Denoiser, ModelOptions, noise_convention
 from icrcli.models.taps import resolve_layers
@@ -283,6 +284,11 @@ def load_data(data: str | Path, model: LoadedModel, reporter: Reporter = SILENT,
     latent_file = _latent_file(model, data)
     reporter.step(f"opening data {data}")
     imgs = latents.open_latents(data) if latent_file else open_images(data, skip_bad_images=skip_bad_images)
+    unsafe = getattr(imgs, "unsafe_members", [])
+    if unsafe:
+        reporter.warn(f"{data}: left out {len(unsafe)} archive member(s) whose names are absolute or climb out with "
+                      f"../ (e.g. {unsafe[0]!r}); icr never reads them. Re-make the archive with relative names if "
+                      "they are images you want.")
     if len(imgs) < 2:
         raise UserError(f"{data}: {len(imgs)} image(s); ICR needs at least two.")
     reporter.step(f"hashing data {data}")
@@ -333,6 +339,8 @@ def make_plan(model: LoadedModel, data: LoadedData, request: Request, reporter: 
         config["skipped_images"] = skipped
     if mopts.image_shape:           # only when given: the input shape, which --resize fits the images to
         config["image_shape"] = mopts.image_shape
+    if is_user_arch(mopts.arch):    # your own network: its source, by content (editing forward changes the key)
+        config["arch_source_sha256"] = arch_source_sha256(mopts.arch)
     aug_hw, noise_chw = _view_shapes(model, imgs)
     p = Plan(model, data, request, idx, tuple(layers), conv, conv.data_range, aug_hw, noise_chw, config,
              cache.config_key(config))

@@ -48,7 +48,7 @@ def parse_data_range(spec):
         lo, hi = (float(p) for p in parts)
     except ValueError:
         lo = hi = float("nan")
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and max(abs(lo), abs(hi)) <= 1e6):
         raise UserError(f"Cannot read the data range {spec!r}. Write it as LO:HI with LO < HI, "
                         f"e.g. -1:1 (EDM, DiT, SiT), 0:1 or -0.5:0.5.")
     return lo, hi

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import math
 import sys
 import typing
 from dataclasses import dataclass, fields
@@ -175,6 +176,10 @@ def read_sidecar(checkpoint: Path) -> Sidecar | None:
         raise UserError(f"{side}: a sidecar is a JSON object of model options, not a {type(data).__name__}. See "
                         "README 'Sidecar'.")
     _refuse_code(side, data)
+    try:
+        _check_numbers(side, data)
+    except RecursionError:
+        raise UserError(f"{side}: nested too deeply to be a sidecar. See README 'Sidecar'.") from None
     unknown = sorted(set(data) - set(SIDECAR_KEYS) - {"comment", "trust_pickle"})
     if unknown:
         raise UserError(f"{side}: unknown keys {unknown}; the keys a sidecar may hold are "
@@ -216,8 +221,11 @@ def _refuse_code(side: Path, data: dict) -> None:
                         'checkpoint may not decide that. If you trust the checkpoint, pass --trust-pickle on the '
                         f'command line, and remove "trust_pickle" from {side.name}.')
     arch = data.get("arch")
-    if arch is None or arch in BUILTIN_ARCHS:
+    if arch is None or (isinstance(arch, str) and arch in BUILTIN_ARCHS):
         return
+    if not isinstance(arch, str):       # a list, an object, a number: not a name (and not hashable for a lookup)
+        raise UserError(f'{side}: "arch" is {json.dumps(arch)[:60]}, not the name of a built-in architecture '
+                        f'({", ".join(BUILTIN_ARCHS)}). See README \'Sidecar\'.')
     names = ", ".join(registry.arch_names())
     if isinstance(arch, str) and ":" in arch:
         raise UserError(f'{side} names the architecture "arch": {arch!r}, which is code to import and run; a file '
@@ -229,6 +237,24 @@ def _refuse_code(side: Path, data: dict) -> None:
     extra = f" nor an installed one ({', '.join(registry.installed())})" if registry.installed() else ""
     raise UserError(f'{side}: "arch": {arch!r} is not a built-in architecture ({", ".join(BUILTIN_ARCHS)}){extra}. '
                     'Name one of them, or pass your own network on the command line with --arch.')
+
+
+_MAX_SIDECAR_NUMBER = 1e15     # no option is near this (class labels, layer widths); NaN and 1e308 break the math
+
+
+def _check_numbers(side: Path, data, where: str = "") -> None:
+    """Every number in the sidecar finite and of a sane size (JSON allows NaN, Infinity and 1e400 = inf)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_numbers(side, v, f"{where}.{k}" if where else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_numbers(side, v, f"{where}[{i}]")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        sane = abs(data) <= _MAX_SIDECAR_NUMBER     # exact for ints of any size (math.isfinite would overflow)
+        if not (sane and (isinstance(data, int) or math.isfinite(data))):
+            raise UserError(f'{side}: "{where}" is {str(data)[:40]}, not a finite number of sane size (at most '
+                            f"{_MAX_SIDECAR_NUMBER:g}). Fix the sidecar, or remove it. See README 'Sidecar'.")
 
 
 _HINTS = typing.get_type_hints(ModelOptions)

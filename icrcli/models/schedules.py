@@ -44,13 +44,16 @@ def _scaled_linear_betas(start, end, T):
     return np.linspace(start ** 0.5, end ** 0.5, T, dtype=np.float64) ** 2
 
 
+MAX_STEPS = 1_000_000   # discrete schedules train with 1000 (DDPM) to a few thousand steps
+
+
 def _parse_steps(spec, text):
     try:
         T = int(text)
     except ValueError:
         raise _schedule_error(spec, f"the step count {text!r} is not an integer") from None
-    if T < 2:
-        raise _schedule_error(spec, f"the step count must be >= 2, got {T}")
+    if not 2 <= T <= MAX_STEPS:     # a schedule is an array of T floats: 10**12 would never be made
+        raise _schedule_error(spec, f"the step count must lie in 2..{MAX_STEPS}, got {T}")
     return T
 
 

@@ -64,7 +64,7 @@ def _kind_forms():
 def _check_time_params(spec, name, v):
     ok = {"ve-sde": lambda: 0 < v[0] < v[1], "ve-tutorial": lambda: v[0] > 1, "vp-sde": lambda: 0 <= v[0] < v[1],
           "index/T": lambda: not v or (v[0] >= 1 and v[0] == int(v[0]))}.get(name, lambda: True)
-    if not (all(math.isfinite(x) for x in v) and ok()):
+    if not (all(math.isfinite(x) and abs(x) <= 1e12 for x in v) and ok()):
         need = {"ve-sde": "0 < SIGMA_MIN < SIGMA_MAX", "ve-tutorial": "B > 1", "vp-sde": "0 <= BETA_MIN < BETA_MAX",
                 "index/T": "T a whole number >= 1"}[name]
         raise UserError(f"--time-input {spec!r}: expected {need}.")

@@ -126,7 +126,7 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     check_plot_path(path)
     plt = _pyplot()
     fig = sweep_figure(result)
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -207,9 +207,18 @@ def plot_timeline(result: dict, path: str | Path) -> Path:
     check_plot_path(path)
     plt = _pyplot()
     fig = timeline_figure(result)
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:
+    """Save with icr's mark in the metadata (a later -o/--plot may replace only a file that has it), atomically."""
+    from icrcli import __version__
+    from icrcli.cache import atomic_write
+    from icrcli.outputs import plot_metadata
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), metadata=plot_metadata(path.suffix, __version__))
 
 
 def _title(result: dict) -> str:
@@ -242,12 +251,8 @@ def _augment_part(result: dict, asked) -> str | None:
     return ("augment " if len(augs) == 1 else "augments ") + ", ".join(map(str, augs))
 
 
-def plot_result(result: dict, path: str | Path) -> Path:
-    """Redraw a saved sweep or timeline result."""
-    kind = result.get("kind") if isinstance(result, dict) else None
-    if kind == "sweep":
-        return plot_sweep(result, path)
-    if kind == "timeline":
-        return plot_timeline(result, path)
-    raise UserError(f"not a sweep or timeline result (its \"kind\" is {kind!r}); `icr plot` redraws the JSON "
-                    "that `icr sweep` or `icr timeline` wrote.")
+def plot_result(result: dict, path: str | Path, where: str = "the result") -> Path:
+    """Redraw a saved sweep or timeline result, checked first (checkresult: a UserError if it is not one)."""
+    from icrcli.report.checkresult import check_result
+    result = check_result(result, where)
+    return (plot_sweep if result["kind"] == "sweep" else plot_timeline)(result, path)

@@ -42,7 +42,7 @@ def read_labels(src: FeatureSource) -> np.ndarray:
         if "labels" not in f:
             raise UserError(f"{src.path} has no /labels: its images were unlabelled. Extract from labelled data "
                             "(class sub-folders, CIFAR, MNIST, an NVlabs zip with dataset.json, ...).")
-        labels = np.asarray(f["labels"][: src.shape[0]], dtype=np.int64)
+        labels = _checked_labels(f["labels"], src)
     if np.all(labels < 0):
         raise UserError(f"{src.path}: every label is -1 (unknown); the probe needs labelled images.")
     return labels
@@ -58,6 +58,33 @@ def first_views(src: FeatureSource) -> np.ndarray:
     for a, block in src.iter_blocks():
         out[a:a + len(block)] = block[:, 0]
     return out
+
+
+def _checked_labels(ds, src: FeatureSource) -> np.ndarray:
+    """The first N labels of the file's /labels, which must be what icr writes: a 1-D integer dataset with a
+    label per row (-1 for unknown); anything else is a UserError, not a crash."""
+    import h5py
+    n = src.shape[0]
+    what = None
+    if not isinstance(ds, h5py.Dataset):
+        what = "is not a dataset"
+    elif ds.ndim != 1 or ds.shape[0] < n:
+        what = f"has shape {ds.shape}, not one label per row ({n},)"
+    elif ds.dtype.kind not in "iuf":
+        what = f"holds {ds.dtype} values, not integer classes"
+    if what is None:
+        try:
+            raw = np.asarray(ds[:n])
+        except (OSError, RuntimeError, KeyError) as e:
+            raise UserError(f"{src.path}: its /labels cannot be read ({e}). Re-run the `icr extract` that wrote "
+                            "it.") from None
+        ok = np.isfinite(raw).all() and (raw == np.round(raw)).all() and (np.abs(raw) < 2 ** 62).all() \
+            if raw.dtype.kind == "f" else (raw.astype(np.float64) < 2 ** 62).all()
+        if ok:
+            return raw.astype(np.int64)
+        what = "holds values that are not integer classes"
+    raise UserError(f"{src.path}: its /labels {what}. icr writes one integer class per image (-1 for unknown); the "
+                    "file was altered or not written by icr. Re-run `icr extract` on labelled data.")
 
 
 def load_labelled(path: str | Path, layer: str | None = None,
@@ -116,11 +143,11 @@ def probe_file(path: str | Path, test: str | Path | None = None, split: float = 
               "layer": layer or str(facts["dataset"]).removeprefix("features/"), "split": how,
               "protocol": describe_protocol(protocol, how["kind"], folds)}
     result.update(fitted)
-    result["warnings"] = warnings
+    result["warnings"] = warnings + result.get("warnings", [])   # the protocol's, then the solver's
     result["options"] = {"l2": l2, "knn": knn, "split": split if how["kind"] == "split" else None, "seed": seed,
                          "folds": folds if how["kind"] == "cv" else None, "protocol": protocol,
-                         "standardise": "training split mean and std", "optimizer": "L-BFGS strong Wolfe, "
-                         "float64, from zero"}
+                         "standardise": "training split mean and std", "optimizer": "Newton (exact "
+                         "Hessian) or L-BFGS for large problems, float64, from zero"}
     result["version"] = __version__
     return result
 

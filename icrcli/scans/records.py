@@ -9,6 +9,7 @@ from pathlib import Path
 
 from icrcli import __version__, cache
 from icrcli.errors import UserError
+from icrcli.models.archsource import arch_source_sha256, is_user_arch
 from icrcli.models.options import sidecar_candidates
 
 SCHEMA = 1
@@ -30,22 +31,31 @@ def sidecar_hashes(checkpoint: Path) -> dict:
 
 
 def checkpoint_identity(checkpoint: Path, mopts) -> dict:
-    """What identifies a network: its bytes, its sidecars', its VAE's, and how it is to be read."""
+    """What identifies a network: its bytes, its sidecars', its VAE's, your own architecture's source (--arch
+    file.py:Class or module:build, icrcli.models.archsource), and how it is to be read."""
     if not checkpoint.exists():
         from icrcli.models.registry import checkpoint_formats
         raise UserError(f"{checkpoint}: no such checkpoint. Pass {checkpoint_formats()}.")
     m = dataclasses.asdict(mopts)
     vae = m.get("vae")
-    return {"checkpoint_sha256": cache.content_sha256(checkpoint), "sidecars": sidecar_hashes(checkpoint),
-            "vae_sha256": cache.content_sha256(Path(vae)) if vae else None, "model_options": m}
+    out = {"checkpoint_sha256": cache.content_sha256(checkpoint), "sidecars": sidecar_hashes(checkpoint),
+           "vae_sha256": cache.content_sha256(Path(vae)) if vae else None, "model_options": m}
+    if is_user_arch(mopts.arch):    # only then: every other record keeps its key
+        out["arch_source_sha256"] = arch_source_sha256(mopts.arch)
+    return out
 
 
 def data_identity(data: Path) -> str:
     """The content hash of a data set's bytes: its file's (memoised by the hash memo, so free on a repeat), or
-    every file's in its folder. Opens nothing: that is load_data's work, once, when something is computed."""
+    every file's in its folder; an IDX images file with its idx1 labels file beside it (the labels a probe reads).
+    Opens nothing: that is load_data's work, once, when something is computed."""
     if not data.exists():
         raise UserError(f"{data}: no such data. Pass a folder of images, a .zip/.tar, .npy/.npz, CIFAR or MNIST "
                         "files.")
+    from icrcli.data.labelfiles import label_file
+    labels = label_file(data) if data.is_file() else None
+    if labels is not None:
+        return cache.tree_sha256([data, labels], data.parent)
     return cache.content_sha256(data)
 
 
@@ -63,3 +73,12 @@ def load(kind: str, key: str, warn=None) -> dict | None:
 
 def save(kind: str, key: str, record: dict) -> None:
     cache.write_entry(kind, key, record)
+
+
+def entry_path(kind: str, key: str) -> Path:
+    return cache.entry_path(kind, key)
+
+
+def from_cache(record: dict, entry: str) -> dict:
+    """A record (a sweep, a level, a point) as answered from the cache entry `entry`: it says so."""
+    return {**record, "cached": True, "cache_entry": entry}

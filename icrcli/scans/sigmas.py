@@ -108,3 +108,43 @@ def parse_sigmas(spec: str | None = None) -> list[float]:
     if len(levels) > MAX_LEVELS:
         raise _bad(spec, f"{len(levels)} levels; at most {MAX_LEVELS}")
     return levels
+
+
+MANY_LEVELS = 24   # more than any grid the docs suggest (the paper's has 11, edm18 18)
+
+
+def spec_warnings(spec: str | None, levels: list[float]) -> list[str]:
+    """What to say about a grid before its work starts: a grid far larger than usual (each level is a full
+    extraction), with a guess at the spec meant when it looks like a slip (edm81 for edm18)."""
+    if len(levels) <= MANY_LEVELS:
+        return []
+    m = re.search(r"edm(\d+)", spec or "")
+    meant = " Did you mean edm18 (the paper's levels; edm18:..3.3 is the default grid)?" if (
+        m and m.group(1) != "18" and sorted(m.group(1)) == sorted("18")) else ""
+    return [f"--sigmas {spec}: {len(levels)} levels, from {levels[0]:g} to {levels[-1]:g}, each a full extraction "
+            f"of every image (the default grid has 11).{meant}"]
+
+
+def edge_warnings(levels: list[dict]) -> list[str]:
+    """A minimum of ICR at the lowest or highest level of the grid, per layer (and augmentation): the true
+    minimum may lie beyond the grid. records: dicts with sigma, icr, layer (and augment)."""
+    out = []
+    groups = dict.fromkeys((r.get("augment"), r["layer"]) for r in levels)
+    for aug, layer in groups:
+        recs = sorted((r for r in levels if r.get("augment") == aug and r["layer"] == layer), key=lambda r: r["sigma"])
+        if len(recs) < 2 or any(not math.isfinite(r["icr"]) for r in recs):
+            continue
+        low = min(recs, key=lambda r: (r["icr"], r["sigma"]))["sigma"]
+        where = ((f", layer {layer}" if len({g[1] for g in groups}) > 1 else "")
+                 + (f", augment {aug}" if len({g[0] for g in groups}) > 1 else ""))
+        if low == recs[0]["sigma"] and low == 0:
+            out.append(f"ICR is lowest at sigma 0 (augmentation only), the lowest level of the grid{where}: no "
+                       f"noise level tried does better; levels between 0 and {recs[1]['sigma']:g} would show whether "
+                       "a little noise does.")
+        elif low == recs[0]["sigma"]:
+            out.append(f"ICR is lowest at sigma {low:g}, the lowest level of the grid{where}: the minimum may lie "
+                       f"below it; add smaller levels to --sigmas (e.g. 0 and {low / 4:.3g}) to find it.")
+        elif low == recs[-1]["sigma"]:
+            out.append(f"ICR is lowest at sigma {low:g}, the highest level of the grid{where}: the minimum may lie "
+                       f"above it; add larger levels to --sigmas (e.g. {low * 2:.3g} and {low * 4:.3g}) to find it.")
+    return out

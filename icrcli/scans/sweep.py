@@ -155,15 +155,18 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         raise UserError("--sigmas gave no levels.")
     check_no_probe(split, probe)
     key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split)
+    entry = str(records.entry_path(KIND, key)) if use_cache else None
     rec = records.load(KIND, key, reporter.warn) if use_cache and split.shard.count == 1 and dist.rank() == 0 \
         else None
     if split.ranks > 1:     # rank 0's cache decides for every rank (the others' may be on other disks)
         rec = dist.broadcast(rec, "sharing the cached sweep")
     if rec is not None:
-        reporter.step(f"the same sweep was done before: answered from the cache ({len(rec['levels'])} levels)")
+        reporter.step(f"cached: the same sweep was done before, answered from the cache entry {entry} "
+                      f"({len(rec['levels'])} levels; --no-cache recomputes)")
+        rec["levels"] = [records.from_cache(lv, entry) for lv in rec["levels"]]
         for lv in rec["levels"] if dist.rank() == 0 else []:
             on_level and on_level(lv)
-        return rec
+        return records.from_cache(rec, entry)
     augments = augments_of(vopts)  # after the look-up: canonical spellings need the augmentation module (torch)
     done: list[dict] = []
 
@@ -206,7 +209,7 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         result["shards"] = split.shards
     if use_cache and stopped is None and dist.rank() == 0:
         records.save(KIND, key, result)
-    return result
+    return {**result, "cached": False, "cache_entry": entry if stopped is None else None}
 
 
 def raise_if_stopped(result: dict) -> dict:
@@ -401,7 +404,8 @@ def _probe(path: Path, layer: str, probe: ProbeOptions, test: Path | None = None
                        layer=layer, protocol=probe.protocol, folds=probe.folds)
     out = {"probe_test_accuracy": r["test_accuracy"], "probe_test_accuracy_se": r["test_accuracy_se"],
            "probe_train_accuracy": r["train_accuracy"], "probe_chance": r["chance"],
-           "probe_protocol": {**r["protocol"], "features_file": str(path)}, "probe_correct": r["correct"]}
+           "probe_protocol": {**r["protocol"], "features_file": str(path)}, "probe_correct": r["correct"],
+           "probe_iterations": r["optimizer"]["iterations"], "probe_converged": r["optimizer"]["converged"]}
     if "knn" in r:
         out["knn_test_accuracy"] = r["knn"]["test_accuracy"]
     return out

@@ -110,7 +110,8 @@ def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, so
             records.save(KIND, keys[s], {"schema": records.SCHEMA, "points": fresh[s]})
     out = []
     for s in sigmas:
-        pts = fresh[s] if s in fresh else cached[s]["points"]
+        pts = fresh[s] if s in fresh else [records.from_cache(p, str(records.entry_path(KIND, keys[s])))
+                                           for p in cached[s]["points"]]
         for p in pts:
             p = {**p, "step": found.step, "checkpoint": str(found.path)}
             out.append(p)
@@ -288,6 +289,10 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         run = _Follow(gates, reporter, on_point if dist.rank() == 0 else None)
         run.add(sorted(gathered, key=lambda p: (p["step"], p["sigma"])))
     points = sorted(run.points, key=lambda p: (p["sigma"], p["step"]))
+    hits = sum(bool(p.get("cached")) for p in points)
+    if hits:
+        reporter.step(f"cached: {hits} of {len(points)} points answered from the cache (each point's cache_entry "
+                      "names its entry; --no-cache recomputes)")
     series, failed, held_back = _series(points, gates)
     return {"schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
             "data": str(data), "sigmas": list(sigmas), "sigma_auto": state["auto"], "points": points,

@@ -39,7 +39,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0, l2: 
     """k-fold cross-validated linear (and k-NN) probe of features x (N, D) with integer labels y (N,).
 
     Returns {"correct": (N,) bool, "test_accuracy", "fold_accuracies", "train_accuracy" (mean over folds),
-    "classes", "n_classes", "n_folds", "optimizer": the worst fold's {"converged", "grad_max", "iterations"},
+    "classes", "n_classes", "n_folds", "optimizer": the worst fold's {"converged", "grad_max", "iterations", "solver"},
     "knn_correct" with knn}."""
     from icrcli.stats.probe import fit_logistic, knn_predict, predict, standardise
     x, y = np.asarray(x), np.asarray(y)
@@ -69,7 +69,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, k: int = 5, seed: int = 0, l2: 
            "train_accuracy": float(np.mean(train_acc)), "classes": [int(c) for c in classes],
            "n_classes": int(len(classes)), "n_folds": k,
            "optimizer": {"converged": all(i["converged"] for i in infos), "grad_max": worst["grad_max"],
-                         "iterations": max(i["iterations"] for i in infos)}}
+                         "iterations": max(i["iterations"] for i in infos), "solver": worst.get("solver")}}
     if knn_correct is not None:
         out["knn_correct"] = knn_correct
     return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from icrcli import __version__
 from icrcli.errors import UserError
-from icrcli.features.featurefile import FeatureSource
+from icrcli.features.featurefile import FeatureSource, refuse_checkpoint
 from icrcli.features.shards import Shard, shard_of, shard_rows
 from icrcli.stats.moments import merge_all
 from icrcli.stats.options import ScoreOptions
@@ -35,6 +35,7 @@ def expand(given: list[str | Path], suffixes: tuple[str, ...] = _FEATURE_SUFFIXE
     for g in given:
         p = Path(g)
         if p.is_dir():
+            refuse_checkpoint(p)    # a diffusers model folder: say to extract, not that it has no feature files
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
             if not found:
                 raise UserError(f"{p} is a folder with no {'/'.join(suffixes)} files in it; pass the files, or the "
@@ -153,8 +154,9 @@ def whole_source(ss: ShardSet) -> dict:
     return {**src, "shape": [n, *src["shape"][1:]], "paths": [str(s.path) for s in ss.sources], "shards": ss.count}
 
 
-def open_sources(paths: list[Path], dataset: str | None, layer: str | None) -> list[FeatureSource]:
-    return [open_source(p, dataset, layer) for p in paths]
+def open_sources(paths: list[Path], dataset: str | None, layer: str | None,
+                 follow_external: bool = False) -> list[FeatureSource]:
+    return [open_source(p, dataset, layer, follow_external) for p in paths]
 
 
 def check_whole(n: int, opts: ScoreOptions, where: str) -> None:

@@ -234,20 +234,41 @@ def result_of(acc: Accumulated, opts: ScoreOptions, source: dict, provenance: di
     return result, directions
 
 
-def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None) -> FeatureSource:
+def score_moments(groups: list[ViewMoments], opts: ScoreOptions):
+    """The ScoreResult of moments accumulated in memory (icrcli.Accumulator)."""
+    from icrcli.stats.result import ScoreResult
+    total = merge_all(groups)
+    if total.n < 2:
+        raise UserError(f"{total.n} image(s) accumulated; ICR needs at least two images.")
+    if opts.ci and total.n < 2 * opts.ci_groups:
+        raise UserError(f"ci with {opts.ci_groups} groups needs at least {2 * opts.ci_groups} images, "
+                        f"{total.n} were accumulated. Lower ci_groups.")
+    if not np.any(total.w_xi):
+        raise UserError("every view of each image is identical, so Sigma_xi is zero and ICR is undefined: draw "
+                        "views that differ (noise, an augmentation, or both).")
+    result, _ = result_of(Accumulated(groups, total, 0), opts,
+                          source={"path": "<accumulator>", "dataset": None, "shape": [total.n, total.n_views, total.dim],
+                                  "dtype": "float64", "complete": True}, provenance={})
+    return ScoreResult({**result, "cached": False, "cache_entry": None})
+
+
+def open_source(path: str | Path, dataset: str | None = None, layer: str | None = None,
+                follow_external: bool = False) -> FeatureSource:
     if dataset and layer:
         raise UserError("Give either --dataset or --layer, not both.")
-    return open_features(path, layer_dataset(layer) if layer else dataset)
+    return open_features(path, layer_dataset(layer) if layer else dataset, follow_external)
 
 
 def score_file(path: str | Path, dataset: str | None = None, layer: str | None = None,
                opts: ScoreOptions | None = None, progress: Callable[[int], None] | None = None,
-               use_cache: bool = True, warn: Callable[[str], None] | None = None):
+               use_cache: bool = True, warn: Callable[[str], None] | None = None, follow_external: bool = False):
     """Python entry point: `score_file("feats.h5")[0]["icr"]`. Returns (result dict, directions or None).
 
     Answered from the score cache (icrcli.stats.scorecache: keyed by the file's content and opts) unless
-    use_cache is False or directions are asked for (opts.top > 0: computed, never cached)."""
+    use_cache is False or directions are asked for (opts.top > 0: computed, never cached). result["cached"] says
+    which. follow_external: read what an HDF5 file points to in other files (refused otherwise)."""
     from icrcli.stats.scorecache import cached_score
     opts = opts or ScoreOptions()
-    return cached_score(path, dataset, layer, opts, lambda: score_source(open_source(path, dataset, layer), opts,
-                                                                         progress), use_cache, warn)
+    return cached_score(path, dataset, layer, opts,
+                        lambda: score_source(open_source(path, dataset, layer, follow_external), opts, progress),
+                        use_cache, warn, follow_external)

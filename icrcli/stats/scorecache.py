@@ -2,10 +2,11 @@
 
 The key covers: the sha256 of the file's bytes (through the hash memo, so an unchanged file, same path, size,
 mtime, inode and ctime, is not read again), the dataset or layer asked for, every ScoreOptions field (block size
-included: it can change the last bits), the result schema and icr's version. A changed file has another hash,
-so it is never answered from an old entry. Only the result is stored: a call that asks for the Fisher
+included: it can change the last bits), the result schema and icr's version; with --follow-external, the content of
+every file the HDF5 file reaches (h5reach). A changed file has another hash, so it is never answered from an old
+entry; an entry is believed only with a valid authentication code (icrcli.seal). Only the result is stored: a call that asks for the Fisher
 directions (opts.top > 0) computes and stores nothing. A hit differs from a fresh result in nothing but
-input.path, which names the file as given this time.
+input.path, which names the file as given this time, and "cached" (true) with "cache_entry", where it was found.
 
 Imports nothing heavy (no numpy, no scipy): a repeated `icr score` answers without loading the statistics.
 """
@@ -24,29 +25,42 @@ from icrcli.stats.result import SCHEMA
 KIND = "scores"
 
 
-def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions) -> str:
-    return cache.config_key({"kind": KIND, "schema": SCHEMA, "version": __version__,
-                             "features_sha256": cache.file_sha256(path), "dataset": dataset, "layer": layer,
-                             "options": dataclasses.asdict(opts)})
+def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions,
+              follow_external: bool = False) -> str:
+    parts = {"kind": KIND, "schema": SCHEMA, "version": __version__, "features_sha256": cache.file_sha256(path),
+             "dataset": dataset, "layer": layer, "options": dataclasses.asdict(opts)}
+    if follow_external:     # only then: every other key stays as it was
+        from icrcli.features.h5reach import reached_files
+        parts["reached_sha256"] = {str(p): cache.file_sha256(p) for p in reached_files(path)}
+    return cache.config_key(parts)
+
+
+def _fresh(result: dict, entry: Path | None) -> dict:
+    return {**result, "cached": False, "cache_entry": None if entry is None else str(entry)}
 
 
 def cached_score(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions,
                  compute: Callable[[], tuple[dict, object]], use_cache: bool = True,
-                 warn: Callable[[str], None] | None = None) -> tuple[dict, object]:
-    """compute() -> (result, directions), answered from the cache when it can be. A damaged entry is said once
-    through warn (without warn: added to the result's warnings) and recomputed."""
+                 warn: Callable[[str], None] | None = None, follow_external: bool = False) -> tuple[dict, object]:
+    """compute() -> (result, directions), answered from the cache when it can be; result["cached"] says which and
+    result["cache_entry"] names the entry. A damaged or forged entry is said once through warn (without warn:
+    added to the result's warnings), removed and recomputed."""
     if not use_cache or opts.top > 0:
-        return compute()
+        result, directions = compute()
+        return _fresh(result, None), directions
     try:
-        key = score_key(path, dataset, layer, opts)
+        key = score_key(path, dataset, layer, opts, follow_external)
     except UserError:       # missing, unreadable, not a file: the reader says so in its own words
-        return compute()
+        result, directions = compute()
+        return _fresh(result, None), directions
     hit, note = cache.read_entry(KIND, key, lambda v: isinstance(v, dict) and "icr" in v)
+    entry = cache.entry_path(KIND, key)
     if hit is not None:
         hit["input"] = {**hit.get("input", {}), "path": str(path)}
-        return hit, None
+        return {**hit, "cached": True, "cache_entry": str(entry)}, None
     result, directions = compute()
-    cache.write_entry(KIND, key, result)
+    stored = cache.write_entry(KIND, key, result)
+    result = _fresh(result, entry if stored else None)
     if note is not None:
         if warn is not None:
             warn(note)
