@@ -157,3 +157,24 @@ def test_cli_memorization_refuses_bad_input(icr, tiny, tmp_path):
     r = icr("memorization", ckpt, "--data", data, "--samples", "2", "--steps", "2", "--param", "ve",
             "--prediction", "v")
     assert r.code == 2 and "no meaning" in r.err
+
+
+@pytest.mark.slow
+def test_forged_cached_samples_are_said_removed_and_drawn_again(icr, tiny, cache_dir):
+    """A cached samples chunk edited on disk (the training images planted as 'samples' would fake a ratio of 1)
+    does not verify: said on stderr, removed, drawn again, and the answer is the fresh one."""
+    ckpt, data = tiny
+    base = ("memorization", ckpt, "--data", data, "--samples", "6", "--steps", "4", "--device", "cpu")
+    fresh = icr(*base)
+    assert fresh.code == 0, fresh.err
+    chunk_path = next((cache_dir / "samples").rglob("chunk-000000.npy"))
+    train = np.load(data)[:6].astype(np.float32) / 255
+    np.save(chunk_path, train)                       # forged: now every 'sample' is a training image
+    forged = icr(*base)
+    assert forged.code == 0, forged.err
+    assert "does not carry a valid authentication code" in forged.err
+    assert not forged.json["cached"] and forged.json["samples_drawn"] == 6
+    for key in ("ratio", "nearest_distance", "nearest_index"):
+        assert forged.json[key] == fresh.json[key]
+    again = icr(*base)                               # the redrawn chunk is sealed again
+    assert again.json["cached"] and "authentication" not in again.err

@@ -85,7 +85,7 @@ def memorization(
             result = run(checkpoint, data, mopts, samples=samples, steps=steps, seed=seed, criterion=criterion.value,
                          threshold=threshold, device=device, embed=embed, embed_layer=embed_layer,
                          embed_sigma=embed_sigma, grid=grid, grid_count=grid_count, batch_size=batch_size,
-                         on_phase=on_phase)
+                         on_phase=on_phase, warn=lambda msg: console.say(f"warning: {msg}"))
     finally:
         for cm in bars.values():
             cm.__exit__(None, None, None)

@@ -64,9 +64,9 @@ def write_part(path: Path, feats: dict, index: np.ndarray, labels, key: str = ""
             from None
 
 
-def read_part(path: Path, layers: list[str], key: str = "") -> dict:
-    """One chunk, its authentication code checked: a chunk that fails (planted, altered, made with another secret,
-    unreadable) is removed and a UserError says that running the same command again recomputes it."""
+def _verified(path: Path, layers: list[str], key: str) -> list[np.ndarray] | None:
+    """The chunk's arrays if its authentication code verifies, else None (planted, altered, made with another
+    secret, unreadable)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = [z["index"], z["labels"], *[z[f"f_{i}"] for i in range(len(layers))]]
@@ -74,7 +74,15 @@ def read_part(path: Path, layers: list[str], key: str = "") -> dict:
             ok = seal.verify("chunk", f"{key}/{path.name}", _digest(arrays), str(z["mac"]) if "mac" in z else None)
     except (OSError, ValueError, KeyError, EOFError):
         ok = False
-    if not ok:
+    return arrays if ok else None
+
+
+def read_part(path: Path, layers: list[str], key: str = "") -> dict:
+    """One chunk, its authentication code checked: a chunk that fails (planted, altered, made with another secret,
+    unreadable) is removed and a UserError says that running the same command again recomputes it. (A run checks
+    the chunks it finds when it joins the store, ChunkStore.drop_unverified, so this is the last line.)"""
+    arrays = _verified(path, layers, key)
+    if arrays is None:
         path.unlink(missing_ok=True)
         raise UserError(f"{path} is not a chunk this user's icr wrote (its authentication code does not verify: "
                         "altered, or made with another secret); removed it. Run the same command again to compute it.")
@@ -119,6 +127,19 @@ class ChunkStore:
         tmp = self.parts / f"config.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"key": key, "config": config}, indent=1, default=str))
         os.replace(tmp, self.meta)
+
+    def drop_unverified(self, layers: list[str], warn=None) -> int:
+        """Remove the finished chunks whose authentication code does not verify, each said through warn, so this
+        run computes them again. Returns how many went."""
+        bad = 0
+        for c in self.finished():
+            if _verified(self.path(c), layers, self.key) is None:
+                self.path(c).unlink(missing_ok=True)
+                bad += 1
+                if warn is not None:
+                    warn(f"{self.path(c)} is not a chunk this user's icr wrote (its authentication code does not "
+                         "verify: altered, or made with another secret); removed it and computing it again")
+        return bad
 
     def alive(self) -> bool:
         """False once the store is gone (another process assembled the file and removed it)."""

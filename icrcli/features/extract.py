@@ -105,6 +105,7 @@ def _join(lv: _Level, run: RunOptions, reporter: Reporter) -> bool:
         if _existing(lv.out, lv.plan.key, run.overwrite):
             return False
         lv.store.open(lv.plan.config, lv.plan.key, run.overwrite)
+        lv.store.drop_unverified(list(lv.plan.layers), reporter.warn)
     return True
 
 

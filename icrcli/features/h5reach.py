@@ -59,8 +59,8 @@ def refuse_outside(f, path: Path) -> None:
         name, how, target = found[0]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise UserError(f"{path}: /{name} is {how} to {target}{more}: its data live in another file, which icr does "
-                        f"not read unless asked. Copy the data into the file (h5repack, or h5py), or pass {FLAG} to "
-                        "read what it points to (every file reached is then part of the cache key).")
+                        f"not read unless asked. Copy the data into the file (h5repack, or h5py), or, with `icr score`, "
+                        f"pass {FLAG} to read what it points to (every file reached is then part of the cache key).")
 
 
 def reached_files(path: str | os.PathLike) -> list[Path]:

@@ -95,20 +95,26 @@ class SampleSource:
             return sampler.class_input(self.den, sampler.sample_classes(self.seed, idx, self.n_classes), self.device)
         return self.den.labels(len(idx), self.device)
 
-    def samples(self, n: int, batch_size: int = 64, progress=None) -> tuple[np.ndarray, Path, int]:
+    def samples(self, n: int, batch_size: int = 64, progress=None,
+                warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, Path, int]:
         """The first n samples, from the cache where it has them. Returns (samples, cache folder, how many were
-        drawn now)."""
+        drawn now). Each chunk carries an authentication code (cache.seal_file): one that does not verify is said
+        through warn, removed and drawn again."""
         folder = cache.cached_path(self.key, ".samples", kind="samples")
         folder.mkdir(exist_ok=True)
         parts, drawn = [], 0
         for c in range(-(-n // CHUNK)):
             want = min(CHUNK, n - c * CHUNK)
             path = folder / f"chunk-{c:06d}.npy"
+            entry_key = f"{self.key}/{path.name}"
+            if path.exists() and (note := cache.check_file(path, entry_key, kind="samples")) is not None:
+                warn and warn(note)
             have = np.load(path, mmap_mode="r") if path.exists() else None
             if have is None or len(have) < want:
                 block = self.draw(np.arange(c * CHUNK, c * CHUNK + want), batch_size, progress)
                 with cache.atomic_write(path) as tmp:
                     np.save(tmp, block)
+                    cache.seal_file(tmp, path, entry_key, kind="samples")
                 drawn += want
             else:
                 block = np.asarray(have[:want])
@@ -145,11 +151,13 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
                  progress: Callable[[int], None] | None = None, embed: str | None = None,
                  embed_layer: str | None = None, embed_sigma: float = 0.0, embed_mopts: ModelOptions | None = None,
                  grid: str | Path | None = None, grid_count: int = 32, batch_size: int = 64,
-                 on_phase: Callable[[str, int], Callable[[int], None] | None] | None = None) -> dict:
+                 on_phase: Callable[[str, int], Callable[[int], None] | None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> dict:
     """Draw `samples` samples of a checkpoint and count the copies of its training images `data_path`.
 
     progress(n) is called as samples are drawn; on_phase(name, total), if given, returns the progress
-    callback of each phase ("sampling", then "searching") instead. Returns the JSON-ready result."""
+    callback of each phase ("sampling", then "searching") instead; warn(note) hears of cached samples that did
+    not verify (redrawn). Returns the JSON-ready result."""
     t0 = time.perf_counter()
     if criterion not in ("ratio", "cosine"):
         raise UserError(f"--criterion {criterion!r}: choose ratio or cosine.")
@@ -166,7 +174,7 @@ def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, sample
         raise UserError(f"the model draws {'x'.join(map(str, src.pixel_shape))} (CxHxW) samples but the training images "
                         f"are {imgs.channels}x{imgs.height}x{imgs.width}. Pass the images the model was trained on.")
     phase = on_phase or (lambda name, total: progress if name == "sampling" else None)
-    x, folder, drawn = src.samples(samples, batch_size, phase("sampling", samples))
+    x, folder, drawn = src.samples(samples, batch_size, phase("sampling", samples), warn)
 
     search = phase("searching", len(imgs))
     if embed is None:

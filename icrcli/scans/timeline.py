@@ -80,7 +80,7 @@ def _memorization(found, data: Path, mopts, vopts: dict, checks: Checks, reporte
 
     try:
         r = memorization(found.path, data, mopts, samples=checks.memorization, steps=checks.memorization_steps,
-                         seed=vopts["seed"], device=vopts["device"], on_phase=phase)
+                         seed=vopts["seed"], device=vopts["device"], on_phase=phase, warn=reporter.warn)
     finally:
         reporter.finish()
     return {"memorization_ratio": r["ratio"], "memorization_ratio_se": r["ratio_se"]}
