@@ -221,21 +221,26 @@ def raise_if_stopped(result: dict) -> dict:
     return result
 
 
+def cells(levels: list[dict]):
+    """(augmentation, layer, its records) for each cell of a sweep's grid that has records, in first-seen order."""
+    for aug in dict.fromkeys(r.get("augment") for r in levels):
+        for layer in dict.fromkeys(r["layer"] for r in levels):
+            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
+            if recs:
+                yield aug, layer, recs
+
+
 def augment_grid(levels: list[dict]) -> list[dict]:
     """Per (augmentation, layer): ICR's argmin over sigma, and the residual the augmentation leaves at the lowest
     sigma, tr Sigma_xi / tr Sigma_s (what moves the minimum: the more residual the views carry without noise,
     the less noise it takes to reach the minimum)."""
     out = []
-    for aug in dict.fromkeys(r.get("augment") for r in levels):
-        for layer in dict.fromkeys(r["layer"] for r in levels):
-            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
-            if not recs:
-                continue
-            low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
-            first = min(recs, key=lambda r: r["sigma"])
-            ratio = first["trace_xi"] / first["trace_s"] if first["trace_s"] > 0 else None
-            out.append({"augment": aug, "layer": layer, "argmin_sigma": low["sigma"], "icr_min": low["icr"],
-                        "lowest_sigma": first["sigma"], "residual_ratio": ratio})
+    for aug, layer, recs in cells(levels):
+        low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+        first = min(recs, key=lambda r: r["sigma"])
+        ratio = first["trace_xi"] / first["trace_s"] if first["trace_s"] > 0 else None
+        out.append({"augment": aug, "layer": layer, "argmin_sigma": low["sigma"], "icr_min": low["icr"],
+                    "lowest_sigma": first["sigma"], "residual_ratio": ratio})
     return out
 
 
@@ -247,27 +252,23 @@ def probe_agreement(levels: list[dict], ties: list[dict] | None = None) -> list[
     'best_in_icr_ties': the probe's best level is among the levels tied with ICR's minimum."""
     from icrcli.stats.crossval import mcnemar, unpack
     out = []
-    for aug in dict.fromkeys(r.get("augment") for r in levels):
-        for layer in dict.fromkeys(r["layer"] for r in levels):
-            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
-            if not recs:
-                continue
-            lo = min(recs, key=lambda r: (r["icr"], r["sigma"]))
-            hi = max(recs, key=lambda r: (r["probe_test_accuracy"], -r["sigma"]))
-            gap = hi["probe_test_accuracy"] - lo["probe_test_accuracy"]
-            se = max(hi["probe_test_accuracy_se"], lo["probe_test_accuracy_se"])
-            best = unpack(hi["probe_correct"])
-            tied_acc = [r["sigma"] for r in recs if mcnemar(unpack(r["probe_correct"]), best)["p_value"] >= 0.05]
-            icr_ties = next((t["tied_sigmas"] for t in ties or [] if t.get("augment") == aug
-                             and t["layer"] == layer), None)
-            out.append({"augment": aug, "layer": layer, "argmin_icr_sigma": lo["sigma"],
-                        "argmax_accuracy_sigma": hi["sigma"], "accuracy_at_argmin_icr": lo["probe_test_accuracy"],
-                        "best_accuracy": hi["probe_test_accuracy"], "agree": lo["sigma"] == hi["sigma"],
-                        "within_se": gap <= 2 * se,
-                        "mcnemar_p": mcnemar(unpack(lo["probe_correct"]), best)["p_value"],
-                        "accuracy_tied_sigmas": tied_acc,
-                        "best_in_icr_ties": None if icr_ties is None else hi["sigma"] in icr_ties,
-                        "protocol": hi.get("probe_protocol")})
+    for aug, layer, recs in cells(levels):
+        lo = min(recs, key=lambda r: (r["icr"], r["sigma"]))
+        hi = max(recs, key=lambda r: (r["probe_test_accuracy"], -r["sigma"]))
+        gap = hi["probe_test_accuracy"] - lo["probe_test_accuracy"]
+        se = max(hi["probe_test_accuracy_se"], lo["probe_test_accuracy_se"])
+        best = unpack(hi["probe_correct"])
+        tied_acc = [r["sigma"] for r in recs if mcnemar(unpack(r["probe_correct"]), best)["p_value"] >= 0.05]
+        icr_ties = next((t["tied_sigmas"] for t in ties or [] if t.get("augment") == aug
+                         and t["layer"] == layer), None)
+        out.append({"augment": aug, "layer": layer, "argmin_icr_sigma": lo["sigma"],
+                    "argmax_accuracy_sigma": hi["sigma"], "accuracy_at_argmin_icr": lo["probe_test_accuracy"],
+                    "best_accuracy": hi["probe_test_accuracy"], "agree": lo["sigma"] == hi["sigma"],
+                    "within_se": gap <= 2 * se,
+                    "mcnemar_p": mcnemar(unpack(lo["probe_correct"]), best)["p_value"],
+                    "accuracy_tied_sigmas": tied_acc,
+                    "best_in_icr_ties": None if icr_ties is None else hi["sigma"] in icr_ties,
+                    "protocol": hi.get("probe_protocol")})
     return out
 
 

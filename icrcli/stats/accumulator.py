@@ -122,16 +122,7 @@ class Accumulator:
 
 
 def _merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
-    """moments.merge for numpy or torch moments (no np.outer, which would pull a GPU tensor to the host)."""
-    if isinstance(a.mean_s, np.ndarray) != isinstance(b.mean_s, np.ndarray):  # numpy and torch batches mixed
+    """moments.merge, with numpy and torch moments (batches of both kinds fed to one accumulator) met on the host."""
+    if a.n and b.n and isinstance(a.mean_s, np.ndarray) != isinstance(b.mean_s, np.ndarray):
         a, b = _to_numpy(a), _to_numpy(b)
-    if isinstance(a.mean_s, np.ndarray):
-        return merge(a, b)
-    if a.n == 0:
-        return b
-    if b.n == 0:
-        return a
-    n = a.n + b.n
-    delta = b.mean_s - a.mean_s
-    return ViewMoments(n, a.n_views, a.mean_s + delta * (b.n / n),
-                       a.m2_s + b.m2_s + delta[:, None] * delta[None, :] * (a.n * b.n / n), a.w_xi + b.w_xi)
+    return merge(a, b)     # an empty side is returned as the other, so torch moments stay on their device

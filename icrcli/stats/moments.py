@@ -105,7 +105,8 @@ def from_block(h: np.ndarray, work: np.ndarray | None = None) -> ViewMoments:
 
 
 def merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
-    """Exact merge of the moments of two disjoint sets of images."""
+    """Exact merge of the moments of two disjoint sets of images. Written with array operators only, so the same
+    code merges torch moments on their device (icrcli.stats.accumulator)."""
     if a.n == 0:
         return b
     if b.n == 0:
@@ -113,7 +114,7 @@ def merge(a: ViewMoments, b: ViewMoments) -> ViewMoments:
     n = a.n + b.n
     delta = b.mean_s - a.mean_s
     mean = a.mean_s + delta * (b.n / n)
-    m2 = a.m2_s + b.m2_s + np.outer(delta, delta) * (a.n * b.n / n)
+    m2 = a.m2_s + b.m2_s + delta[:, None] * delta[None, :] * (a.n * b.n / n)
     return ViewMoments(n, a.n_views, mean, m2, a.w_xi + b.w_xi)
 
 
