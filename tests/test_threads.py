@@ -1,4 +1,5 @@
-"""How icr's OpenMP threads wait (icrcli.threads): PASSIVE unless the user chose, set before torch loads its runtime.
+"""How icr's OpenMP threads wait (icrcli.threads): PASSIVE on a busy machine unless the user chose, set before torch
+loads its runtime.
 (The effect on a busy machine is measured by bench/contention.py, not asserted here.)"""
 
 import os
@@ -13,15 +14,51 @@ from icrcli import threads
 DEMO_CKPT = sorted((Path(__file__).resolve().parents[1] / "icrcli" / "demo_data" / "rich").glob("*.safetensors"))[-1]
 
 
-def test_passive_unless_the_user_chose():
+def test_passive_on_a_busy_machine_unless_the_user_chose():
     env = {"PATH": "/bin"}
-    assert threads.configure(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.configure(env, busy=True) == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    env = {"PATH": "/bin"}
+    assert threads.configure(env, busy=False) == {} and env == {"PATH": "/bin"}   # quiet: the runtime's own spin
     for var, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "1000"), ("KMP_BLOCKTIME", "1")):
         env = {var: value}
-        assert threads.configure(env) == {} and env == {var: value}, var
+        assert threads.configure(env, busy=True) == {} and env == {var: value}, var
     env = {"OMP_WAIT_POLICY": " "}          # set but empty: the runtime ignores it, and so do we
-    assert threads.configure(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.configure(env, busy=True) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@pytest.mark.parametrize("counts, busy", [([1, 1, 1, 1, 1], False), ([1, 3, 1, 1, 2], False),
+                                          ([2, 2, 1, 3, 2], True), ([4, 4, 4, 4, 4], True)])
+def test_busy_is_the_median_of_runnable_counts(tmp_path, monkeypatch, counts, busy):
+    """procs_running counts this process too: another runnable one makes 2. The median ignores a kernel thread
+    that is runnable for one sample."""
+    stat = tmp_path / "stat"
+    seq = iter(counts)
+    real_open = open
+
+    def fake_open(path, mode="r", *a, **k):
+        if str(path) == str(stat):
+            stat.write_text(f"cpu  1 2 3\nprocs_running {next(seq)}\nprocs_blocked 0\n")
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert threads.others_runnable(samples=5, interval=0, stat=str(stat)) is busy
+    assert threads.others_runnable(stat=str(tmp_path / "missing")) is None
+    (tmp_path / "nostat").write_text("cpu 1 2 3\n")
+    assert threads.others_runnable(stat=str(tmp_path / "nostat")) is None
+
+
+def test_a_busy_process_beside_is_seen():
+    if threads.others_runnable() is None:
+        pytest.skip("no /proc/stat here")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+        time.sleep(0.3)
+        assert threads.others_runnable(samples=7)
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def _runtime_env(extra: dict) -> str:
@@ -38,9 +75,15 @@ def _runtime_env(extra: dict) -> str:
 
 @pytest.mark.slow
 def test_the_runtime_torch_loads_gets_it_and_a_users_setting_stands():
-    # libgomp spins 300,000 times when OMP_WAIT_POLICY is unset, and not at all when it is PASSIVE
-    assert "GOMP_SPINCOUNT = '0'" in _runtime_env({})
-    assert "GOMP_SPINCOUNT = '1234'" in _runtime_env({"GOMP_SPINCOUNT": "1234"})
+    # libgomp spins 300,000 times when OMP_WAIT_POLICY is unset, and not at all when it is PASSIVE; a busy process
+    # beside makes the machine busy for icr's start-up check
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert "GOMP_SPINCOUNT = '0'" in _runtime_env({})
+        assert "GOMP_SPINCOUNT = '1234'" in _runtime_env({"GOMP_SPINCOUNT": "1234"})
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_the_entry_point_loads_neither_torch_nor_numpy_before_it_sets_the_policy():
@@ -51,4 +94,4 @@ def test_the_entry_point_loads_neither_torch_nor_numpy_before_it_sets_the_policy
     assert p.stdout.strip() == "[]"
     main = Path(threads.__file__).parent / "cli" / "main.py"
     body = main.read_text().split("def main()", 1)[1]
-    assert body.index("threads.configure()") < body.index("register(")   # before any command module loads
+    assert body.index("threads.configure(") < body.index("register(")   # before any command module loads

@@ -46,9 +46,10 @@ ENVIRONMENT = [
     ("ICR_CACHE_SECRET", "The secret (at least 16 characters) that signs and checks every cache entry, for CI "
                          "runners that share a cache; default: the file ~/.config/icr/cache-secret, made on first "
                          "use with mode 0600. An entry signed with another secret is recomputed."),
-    ("OMP_WAIT_POLICY", "How torch's OpenMP threads wait for work. icr sets PASSIVE (a waiting thread sleeps), so a "
-                        "busy machine does not slow it down many times over, unless you set this, GOMP_SPINCOUNT "
-                        "or KMP_BLOCKTIME yourself."),
+    ("OMP_WAIT_POLICY", "How torch's OpenMP threads wait for work. When another process is runnable as icr starts, "
+                        "icr sets PASSIVE (a waiting thread sleeps), so a busy machine does not slow it down many "
+                        "times over; on a quiet one the runtime's own spinning is kept. Set this, GOMP_SPINCOUNT or "
+                        "KMP_BLOCKTIME yourself and your choice stands."),
     ("NO_COLOR", "When set, progress, summaries and --help are plain text: no colours, bold or italics (as when "
                  "stderr is not a terminal)."),
     ("ICR_PROGRESS_EVERY", "When stderr is not a terminal, progress is a plain line at most this often, in seconds "

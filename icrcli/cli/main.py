@@ -58,7 +58,9 @@ def main() -> None:
     """Console entry point: exit 0 on success, 2 for bad usage or input, 1 for anything unexpected.
     typer/click handle usage errors (exit 2), --help and --version themselves, by SystemExit."""
     from icrcli import threads
-    threads.configure()   # first: the OpenMP runtime reads it when torch loads (icrcli.threads says why)
+    # first: the OpenMP runtime reads it when torch loads (icrcli.threads says why); --help loads no torch, so it
+    # does not sample the machine's load
+    threads.configure(busy=False if {"--help", "-h", "--version"} & set(sys.argv[1:]) else None)
     from icrcli.dist import who
     from icrcli.errors import UserError
 
