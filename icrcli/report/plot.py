@@ -122,13 +122,7 @@ def sweep_figure(result: dict):
 
 def plot_sweep(result: dict, path: str | Path) -> Path:
     """Draw a sweep result into `path` (sweep_figure)."""
-    path = Path(path)
-    check_plot_path(path)
-    plt = _pyplot()
-    fig = sweep_figure(result)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _draw(sweep_figure, result, path)
 
 
 def _heatmap(ax, result: dict, layers: dict[str, list[dict]], rows: str = "layer") -> None:
@@ -203,10 +197,15 @@ def _rise_gate(ax, steps: np.ndarray, icr: np.ndarray, pct: float | None, color,
 
 def plot_timeline(result: dict, path: str | Path) -> Path:
     """Draw a timeline result into `path` (timeline_figure)."""
+    return _draw(timeline_figure, result, path)
+
+
+def _draw(figure, result: dict, path: str | Path) -> Path:
+    """figure(result) saved into `path` (checked first: only over icr's own plots), then closed."""
     path = Path(path)
     check_plot_path(path)
     plt = _pyplot()
-    fig = timeline_figure(result)
+    fig = figure(result)
     _save(fig, path)
     plt.close(fig)
     return path

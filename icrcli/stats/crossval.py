@@ -16,6 +16,14 @@ import numpy as np
 from icrcli.errors import UserError
 
 
+def shuffled_by_class(labels: np.ndarray, seed: int):
+    """(class, its image indices shuffled) for each class in order; each class by its own generator, seeded by
+    (seed, class), so a class's order does not depend on the others."""
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        yield c, idx[np.random.default_rng([seed, int(c) & 0x7FFFFFFF]).permutation(len(idx))]
+
+
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """(N,) fold index in 0..k-1 per image."""
     if k < 2:
@@ -23,14 +31,12 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     fold = np.empty(len(labels), dtype=np.int64)
     start = 0  # classes continue the round-robin where the last stopped, so small classes do not pile into fold 0
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
-            raise UserError(f"class {int(c)} has {len(idx)} image; cross-validation needs at least two per class "
+    for c, perm in shuffled_by_class(labels, seed):   # the same per-class shuffle as the train/test split
+        if len(perm) < 2:
+            raise UserError(f"class {int(c)} has {len(perm)} image; cross-validation needs at least two per class "
                             "(one to train on while the other is tested). Use more images or a --probe-test-data file.")
-        perm = idx[np.random.default_rng([seed, int(c) & 0x7FFFFFFF]).permutation(len(idx))]
-        fold[perm] = (start + np.arange(len(idx))) % k
-        start = (start + len(idx)) % k
+        fold[perm] = (start + np.arange(len(perm))) % k
+        start = (start + len(perm)) % k
     return fold
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from icrcli.errors import UserError
-from icrcli.stats.crossval import pack
+from icrcli.stats.crossval import pack, shuffled_by_class
 
 # Stopping rule: the largest gradient entry below GRAD_TOL (first-order optimality) or MAX_ITER iterations
 # (NEWTON_MAX_ITER for Newton). The loss is smooth and strongly convex in W for l2 > 0.
@@ -61,13 +61,11 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         raise UserError(f"--split {fraction}: the training fraction must lie strictly between 0 and 1.")
     labels = np.asarray(labels)
     train, test = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
-            raise UserError(f"class {int(c)} has {len(idx)} image; it cannot appear in both the training and the "
+    for c, perm in shuffled_by_class(labels, seed):
+        if len(perm) < 2:
+            raise UserError(f"class {int(c)} has {len(perm)} image; it cannot appear in both the training and the "
                             "test split. Use more images, or a --test file.")
-        perm = idx[np.random.default_rng([seed, int(c) & 0x7FFFFFFF]).permutation(len(idx))]
-        n_train = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        n_train = min(len(perm) - 1, max(1, round(fraction * len(perm))))
         train.append(perm[:n_train])
         test.append(perm[n_train:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
