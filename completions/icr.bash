@@ -1,4 +1,4 @@
-# bash completion for icr. Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.
+# bash completion for icr. Generated from the CLI by `python dev/docgen.py`: do not edit.
 # Install: source this file from ~/.bashrc, or copy it to ~/.local/share/bash-completion/completions/icr
 
 _icr() {

@@ -1,4 +1,4 @@
-# fish completion for icr. Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.
+# fish completion for icr. Generated from the CLI by `python dev/docgen.py`: do not edit.
 # Install: copy to ~/.config/fish/completions/icr.fish
 
 set -g __icr_commands 'icr cache' 'icr demo' 'icr extract' 'icr info' 'icr layers' 'icr memorization' 'icr merge' 'icr plot' 'icr probe' 'icr score' 'icr sweep' 'icr timeline' 'icr cache clear' 'icr cache info' 'icr cache path'

@@ -15,7 +15,7 @@ Layout under cache_dir():
 Every entry carries an authentication code made with a secret kept outside this folder (icrcli.seal): one that
 does not verify is removed and recomputed, never believed.
 An entry exists only once complete (atomic_write), so a reader that finds the file can use it without a lock.
-Listing and clearing the entries: icrcli.cache_admin (`icr cache`).
+Listing and clearing the entries: icrcli.cli.cache_admin (`icr cache`).
 Files are created with the user's umask (as `open` would), so teammates can read shared results.
 """
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icrcli import cache, cache_admin
+from icrcli import cache
+from icrcli.cli import cache_admin
 from icrcli.stats import score as score_mod
 
 PAST = 1_600_000_000     # an mtime long ago: the hash memo may remember the file, clear --older-than sees it old

@@ -187,7 +187,7 @@ def test_an_output_that_is_a_device_or_pipe_is_refused_not_replaced(tmp_path):
     """-o /dev/null once replaced the device with a plain file (the result is written to a temp file and renamed);
     checked on a FIFO, which the test may make and the rename would replace the same way."""
     from icrcli.errors import UserError
-    from icrcli.outputs import check_output
+    from icrcli.cli.outputs import check_output
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):

@@ -365,7 +365,7 @@ def test_plot_replaces_only_a_figure_icr_drew(tmp_path, icr, suffix):
     mine = tmp_path / f"mine{suffix}"
     _ok(icr("plot", tmp_path / "r.json", "-o", mine))
     _ok(icr("plot", tmp_path / "r.json", "-o", mine))     # icr's own plot may be redrawn
-    from icrcli.outputs import _is_plot
+    from icrcli.cli.outputs import _is_plot
     assert _is_plot(mine) and not _is_plot(theirs)
 
 

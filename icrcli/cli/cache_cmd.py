@@ -15,7 +15,7 @@ cache_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(cache_app, name="cache")
 
-KIND_NAMES = "features scores sweeps timeline-points samples hashes"   # icrcli.cache_admin.KINDS (tested equal)
+KIND_NAMES = "features scores sweeps timeline-points samples hashes"   # icrcli.cli.cache_admin.KINDS (tested equal)
 Kind = choices("Kind", KIND_NAMES)
 
 
@@ -44,7 +44,7 @@ def info(json_out: Annotated[bool, typer.Option("--json", help="JSON instead of 
 
       icr cache info --json | jq .total_bytes
     """
-    from icrcli.cache_admin import info as cache_info
+    from icrcli.cli.cache_admin import info as cache_info
     from icrcli.cli import console
     d = cache_info()
     if json_out:
@@ -78,7 +78,7 @@ def clear(
 
       icr cache clear --kind scores --kind sweeps --dry-run
     """
-    from icrcli.cache_admin import clear as cache_clear, parse_age
+    from icrcli.cli.cache_admin import clear as cache_clear, parse_age
     from icrcli.cli import console
     console.set_quiet(quiet)
     r = cache_clear([k.value for k in kind or []] or None, parse_age(older_than) if older_than is not None else None, dry_run)

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from icrcli.features import report
+from icrcli import progress as report
 
 _state = {"quiet": False}
 
@@ -149,7 +149,7 @@ class _SinceStart(ProgressColumn):
 
 
 class Reporter(report.Reporter):
-    """icrcli.features.report.Reporter on stderr: loading steps as lines, progress as a live bar (on a
+    """icrcli.progress.Reporter on stderr: loading steps as lines, progress as a live bar (on a
     terminal only), resumption, waiting, warnings and interruption as lines. Silent with --quiet."""
 
     def __init__(self, unit: str = "images"):

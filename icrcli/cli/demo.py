@@ -42,7 +42,7 @@ def demo(
     from icrcli import __version__
     from icrcli.cli import console, scan_output
     from icrcli.errors import UserError
-    from icrcli.outputs import check_output
+    from icrcli.cli.outputs import check_output
     from icrcli.report.plot import check_plot_path, plot_result
     from icrcli.scans.demo import run_demo
 

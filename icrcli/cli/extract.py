@@ -66,7 +66,7 @@ def extract(
     run_opts = run_options_from(vopts, overwrite)
     if output is not None:      # checked before any model is loaded, not after minutes of work
         from icrcli.models.options import sidecar_candidates
-        from icrcli.outputs import check_output
+        from icrcli.cli.outputs import check_output
         sidecars = sidecar_candidates(checkpoint)
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", mopts.vae),
                                     ("the indices", vopts["indices_file"]),

@@ -69,7 +69,7 @@ def memorization(
     ins = [p for p in (checkpoint, data, embed) if p is not None]
     guard_output(output, *ins)
     if grid is not None:
-        from icrcli.outputs import check_output
+        from icrcli.cli.outputs import check_output
         check_output(grid, "--grid", [("the input file", p) for p in ins], "plot")
     bars = {}
 

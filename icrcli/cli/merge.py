@@ -35,7 +35,7 @@ def merge(
       icr merge 'stats/*.npz' --ci --ci-groups 20   # parts written so
     """
     from icrcli.cli import console
-    from icrcli.outputs import check_output
+    from icrcli.cli.outputs import check_output
     from icrcli.stats.merged import expand, merge_stats
 
     console.set_quiet(quiet)

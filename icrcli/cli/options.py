@@ -64,9 +64,9 @@ TimeConvention = choices("TimeConvention", "repa sit")
 
 
 def guard_output(out: str, *inputs: Path) -> None:
-    """-o FILE ('-' is stdout): never an input, only over an icr result (icrcli.outputs.check_output)."""
+    """-o FILE ('-' is stdout): never an input, only over an icr result (icrcli.cli.outputs.check_output)."""
     if out != "-":
-        from icrcli.outputs import check_output
+        from icrcli.cli.outputs import check_output
         check_output(out, "-o", [("the input file", p) for p in inputs], "result")
 
 

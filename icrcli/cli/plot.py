@@ -49,7 +49,7 @@ def plot(
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{result}: not a JSON result ({str(e)[:200]}). Give the JSON that `icr sweep` or "
                         "`icr timeline` wrote.") from None
-    from icrcli.outputs import check_output
+    from icrcli.cli.outputs import check_output
     from icrcli.report.checkresult import check_result
     from icrcli.report.plot import check_plot_path
     check_result(data, str(result))     # before the output is looked at: a bad input says so first

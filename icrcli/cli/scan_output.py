@@ -37,7 +37,7 @@ def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None,
                   summary: Path | None = None) -> None:
     """-o, --csv, --plot and --summary: never an input, never a file that is not icr's own output of that kind;
     checked before any work. The checkpoint's sidecars count as inputs."""
-    from icrcli.outputs import check_output
+    from icrcli.cli.outputs import check_output
     if plot is not None:
         from icrcli.report.plot import check_plot_path
         check_plot_path(plot)

@@ -129,8 +129,8 @@ def _expand(features: list[Path]) -> list[Path]:
 
 def _check_outputs(features: list[Path], output: str, directions: Path | None, stats_out: Path | None) -> None:
     """-o, --directions and --stats-out: never the features, never each other, only over icr's own outputs
-    (icrcli.outputs)."""
-    from icrcli.outputs import check_output
+    (icrcli.cli.outputs)."""
+    from icrcli.cli.outputs import check_output
     scored = [("the features being scored", f) for f in features]
     if output != "-":
         check_output(output, "-o", scored, "result")

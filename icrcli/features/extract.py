@@ -25,7 +25,7 @@ from icrcli.features.compute import compute_levels, prepare_rows
 from icrcli.features.featurefile import write_feature_file
 from icrcli.features.plan import DTYPES, NOISE_RNG, Plan, RunOptions, same_views  # noqa: F401  (re-exported)
 from icrcli.features.prefetch import prefetch
-from icrcli.features.report import SILENT, Reporter
+from icrcli.progress import SILENT, Reporter
 from icrcli.models.taps import LARGE_DIM
 
 _POLL_S = 0.5   # while other processes finish their last chunks, look again this often

@@ -26,7 +26,7 @@ from icrcli.data import augment, latents
 from icrcli.data.images import ImageSet, open_images, subset_indices
 from icrcli.errors import UserError
 from icrcli.features.featurefile import FORMAT_VERSION
-from icrcli.features.report import SILENT, Reporter
+from icrcli.progress import SILENT, Reporter
 from icrcli.models import resolve
 from icrcli.models.archsource import arch_source_sha256, is_user_arch
 from icrcli.models.noise import NoiseConvention

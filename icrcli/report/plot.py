@@ -215,7 +215,7 @@ def _save(fig, path: Path) -> None:
     """Save with icr's mark in the metadata (a later -o/--plot may replace only a file that has it), atomically."""
     from icrcli import __version__
     from icrcli.cache import atomic_write
-    from icrcli.outputs import plot_metadata
+    from icrcli.report.mark import plot_metadata
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), metadata=plot_metadata(path.suffix, __version__))
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from icrcli.errors import UserError
-from icrcli.features.report import SILENT, Reporter
+from icrcli.progress import SILENT, Reporter
 from icrcli.models.options import ModelOptions
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.sweep import ProbeOptions, raise_if_stopped, run_sweep

@@ -246,6 +246,6 @@ def write_grid(path, samples: np.ndarray, nearest_images: np.ndarray, copies: np
     path = Path(path)
     from PIL.PngImagePlugin import PngInfo
     mark = PngInfo()
-    mark.add_text("Software", "icr")  # so a rerun may replace it (icrcli.outputs: only icr's own plots)
+    mark.add_text("Software", "icr")  # so a rerun may replace it (icrcli.cli.outputs: only icr's own plots)
     with cache.atomic_write(path) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG", pnginfo=mark)

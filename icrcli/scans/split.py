@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from icrcli import cache, dist
 from icrcli.errors import UserError
-from icrcli.features.report import Reporter
+from icrcli.progress import Reporter
 from icrcli.features.shards import WHOLE, Shard, parse_shard
 
 

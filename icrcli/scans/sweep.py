@@ -16,7 +16,7 @@ from typing import Callable
 
 from icrcli import __version__, cache, dist
 from icrcli.errors import Terminated, UserError
-from icrcli.features.report import SILENT, Reporter
+from icrcli.progress import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.split import Split, check_no_probe, extract_shards, merged_score, shard_summary
 from icrcli.stats.options import ScoreOptions

@@ -14,7 +14,7 @@ from typing import Callable
 
 from icrcli import __version__, dist
 from icrcli.errors import Terminated, UserError
-from icrcli.features.report import SILENT, Reporter
+from icrcli.progress import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from icrcli.errors import UserError
+from icrcli.report.mark import is_plot as _is_plot
 
 KINDS = ("features", "result", "directions", "csv", "plot", "summary", "stats")
 SUMMARY_MARK = b"<!-- icr summary"   # the first line of every Markdown summary icr writes (report.summary)
@@ -167,7 +168,7 @@ def _is_result(path: Path) -> bool:
 
 
 def _is_scan_csv(path: Path) -> bool:
-    """A CSV a scan wrote: its header is report.table.CSV_COLUMNS (spelled here: report/ sits above this level)."""
+    """A CSV a scan wrote: its header is report.table.CSV_COLUMNS (spelled here so that checking an output imports nothing)."""
     return _head(path, 64).startswith(b"layer,sigma,step,checkpoint,icr,")
 
 
@@ -176,33 +177,8 @@ def _is_summary(path: Path) -> bool:
     return _head(path, len(SUMMARY_MARK)) == SUMMARY_MARK
 
 
-PLOT_CREATOR = "icr"     # what icr's plots carry as their Software (PNG) or Creator (SVG, PDF), then the version
-_TAIL_BYTES = 1 << 20   # a PDF's information dictionary is written near its end
-
-
-def plot_metadata(suffix: str, version: str) -> dict:
-    """The metadata matplotlib's savefig writes into a plot of this suffix so that _is_plot knows it as icr's."""
-    mark = f"{PLOT_CREATOR} {version}"
-    return {"Software": mark} if suffix.lower() == ".png" else {"Creator": mark}
-
-
-def _is_plot(path: Path) -> bool:
-    """A plot icr drew: its PNG text chunk Software, or its SVG/PDF Creator, starts with "icr " (plot_metadata;
-    the memorization grid's PNG says Software: icr). A figure anyone else made with matplotlib is not ours."""
-    head = _head(path, 4096)
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return b"tEXtSoftware\x00" + PLOT_CREATOR.encode() in head
-    if head.lstrip().startswith(b"<?xml") and b"<svg" in head:
-        return b"<dc:creator>\n     <cc:Agent>\n      <dc:title>" + PLOT_CREATOR.encode() + b" " in head
-    if head.startswith(b"%PDF"):
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-            return b"/Creator (" + PLOT_CREATOR.encode() + b" " in f.read()
-    return False
-
-
 def _is_stats(path: Path) -> bool:
-    """An .npz whose `meta` says icr-stats (statsfile.FORMAT, spelled here: stats/ sits above this level)."""
+    """An .npz whose `meta` says icr-stats (statsfile.FORMAT, spelled here so that checking an output imports nothing)."""
     import numpy as np
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -1,9 +1,9 @@
 """Shell completions (bash, zsh, fish) and the man page, generated from the CLI's own command tree (every
 command, option, choice and path argument), so they cannot drift from it.
 
-    python -m icrcli.cli.docgen            rewrite completions/icr.bash, completions/_icr, completions/icr.fish
+    python dev/docgen.py            rewrite completions/icr.bash, completions/_icr, completions/icr.fish
                                            and man/icr.1 in the repository
-    python -m icrcli.cli.docgen --check    exit 1 if a committed copy differs from what the CLI gives now
+    python dev/docgen.py --check    exit 1 if a committed copy differs from what the CLI gives now
 
 tests/test_completions.py runs the check. Free-text values get no completion, except these hints: --arch
 offers the built-in architectures, --device its usual values, and options that name files complete paths.
@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import get_args, get_origin
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FILES = {"bash": "completions/icr.bash", "zsh": "completions/_icr", "fish": "completions/icr.fish",
          "man": "man/icr.1"}
 PATH_OPTIONS = {"--output", "--vae"}            # str-typed (they also take '-' or a folder) but name files
@@ -199,7 +199,7 @@ def _value_opts(c: Cmd) -> list[str]:
 def bash(root: Cmd) -> str:
     cmds = list(root.walk())
     groups = [c for c in cmds if c.subs]
-    out = ["# bash completion for icr. Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.",
+    out = ["# bash completion for icr. Generated from the CLI by `python dev/docgen.py`: do not edit.",
            "# Install: source this file from ~/.bashrc, or copy it to ~/.local/share/bash-completion/completions/icr",
            "",
            "_icr() {",
@@ -311,7 +311,7 @@ def _zsh_fn(c: Cmd) -> list[str]:
 
 def zsh(root: Cmd) -> str:
     out = ["#compdef icr",
-           "# zsh completion for icr. Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.",
+           "# zsh completion for icr. Generated from the CLI by `python dev/docgen.py`: do not edit.",
            "# Install: copy to a folder on $fpath (e.g. ~/.zfunc, with fpath+=~/.zfunc before compinit in ~/.zshrc).",
            ""]
     for c in root.walk():
@@ -329,7 +329,7 @@ def fish(root: Cmd) -> str:
     cmds = list(root.walk())
     subs = [s.name for c in cmds for s in c.subs]
     takes = [f"{c.name} {n}" for c in cmds for n in _value_opts(c)]
-    out = ["# fish completion for icr. Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.",
+    out = ["# fish completion for icr. Generated from the CLI by `python dev/docgen.py`: do not edit.",
            "# Install: copy to ~/.config/fish/completions/icr.fish",
            "",
            "set -g __icr_commands " + " ".join(_fq(s) for s in subs),
@@ -427,7 +427,7 @@ def _opt_lines(o: Opt) -> list[str]:
 def man(root: Cmd) -> str:
     from icrcli import __version__
     leaves = [c for c in root.walk() if not c.subs]
-    out = ['.\\" Generated from the CLI by `python -m icrcli.cli.docgen`: do not edit.',
+    out = ['.\\" Generated from the CLI by `python dev/docgen.py`: do not edit.',
            f'.TH ICR 1 "" "icr {__version__}" "User Commands"',
            ".SH NAME",
            "icr \\- the Invariant Contamination Ratio of diffusion\\-model features",
@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--check"]:
         bad = stale()
         for rel in bad:
-            print(f"{rel} is stale: run `python -m icrcli.cli.docgen`", file=sys.stderr)
+            print(f"{rel} is stale: run `python dev/docgen.py`", file=sys.stderr)
         return 1 if bad else 0
     if argv:
         print(__doc__, file=sys.stderr)
