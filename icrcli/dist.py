@@ -117,3 +117,27 @@ def broadcast(value, what: str = "sharing a result"):
     box = [value]
     _collective(what, lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
+
+
+class Counter:
+    """A count that every rank adds to and any rank reads, kept in the process group's key-value store (the one
+    torchrun's rendezvous already runs): no collective, so ranks doing unequal work never wait on each other, and a
+    rank that dies leaves the others' adds answered by the store (torchrun's agent holds it). For one process, a
+    plain integer. `name` must be the same on every rank (each rank makes its counters in the same order)."""
+
+    def __init__(self, name: str, shared: bool = True):
+        self.name, self._n, self._store = name, 0, None
+        if shared and _initialized():
+            from torch.distributed import distributed_c10d
+            self._store = distributed_c10d._get_default_store()
+
+    @property
+    def shared(self) -> bool:
+        return self._store is not None
+
+    def add(self, n: int) -> int:
+        """Add n (0 reads); the count after it."""
+        if self._store is None:
+            self._n += n
+            return self._n
+        return int(self._store.add(f"icr/{self.name}", int(n)))

@@ -9,6 +9,7 @@ checkpoints are split, rank r takes checkpoints r, r+W, ...), and the points are
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from icrcli import cache, dist
 from icrcli.errors import UserError
@@ -70,13 +71,17 @@ def shard_paths(plans: list, split: Split, i: int) -> list[tuple]:
 
 
 def extract_shards(plans: list, split: Split, run, reporter: Reporter) -> dict[int, list[tuple]]:
-    """Extract this process's shards of every level (one pass over the data per shard): {i: [(plan, path)]}."""
+    """Extract this process's shards of every level (one pass over the data per shard): {i: [(plan, path)]}.
+    One bar for it all (icrcli.jobprogress): under torchrun rank 0's counts every rank's images, with --shards N
+    every shard's; with --shard I/N the job is shard I."""
     from icrcli.features.extract import extract_levels
-    out = {}
-    for i in split.mine():
-        pairs = shard_paths(plans, split, i)
-        extract_levels([q for q, _ in pairs], [path for _, path in pairs], run, reporter)
-        out[i] = pairs
+    from icrcli.jobprogress import job_progress
+    out = {i: shard_paths(plans, split, i) for i in split.mine()}
+    share = sum(len(q.indices) for pairs in out.values() for q, _ in pairs)
+    total = share if split.shard.count > 1 else sum(len(p.indices) for p in plans)
+    with job_progress(reporter, "extracting", total, share, split.ranks) as rep:
+        for pairs in out.values():
+            extract_levels([q for q, _ in pairs], [path for _, path in pairs], run, rep)
     return out
 
 
@@ -122,6 +127,22 @@ def checkpoint_share(found: list, split: Split) -> list:
     if split.shard.count > 1:
         return found[split.shard.index::split.shard.count]
     return found
+
+
+@contextmanager
+def checkpoint_progress(found: list, split: Split, reporter: Reporter):
+    """Timeline: (the checkpoints this process computes, the reporter to compute them with, done() after each).
+    Under torchrun one bar on rank 0 counts the whole job's checkpoints (icrcli.jobprogress); a rank's own bars,
+    of one checkpoint's extraction and scoring, would be a share's, and are not shown. Otherwise each checkpoint
+    shows its own bars."""
+    mine = checkpoint_share(found, split)
+    if split.ranks == 1:
+        yield mine, reporter, lambda: None
+        return
+    from icrcli.jobprogress import job_progress
+    with job_progress(reporter, "checkpoints", len(found), len(mine), split.ranks, unit="checkpoints",
+                      count_inner=False) as rep:
+        yield mine, rep, lambda: rep.add(1)
 
 
 def gather_points(points: list[dict], split: Split) -> list[dict]:

@@ -18,7 +18,7 @@ from icrcli.progress import SILENT, Reporter
 from icrcli.scans import records
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
-from icrcli.scans.split import Split, checkpoint_share, gather_points
+from icrcli.scans.split import Split, checkpoint_progress, gather_points
 from icrcli.scans.sweep import (ProbeOptions, check_labels, extract_and_score, level_plans, raise_if_stopped,
                                 request_fields, run_sweep)
 from icrcli.scans.trend import gate, held, trend
@@ -255,20 +255,26 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
     loaded = _Loaded(data, reporter, vopts.get("skip_bad_images", False))
     state = {"sigmas": sigmas, "auto": None}
 
-    def points_of(f, last):
+    def sigmas_for(last):
         if state["sigmas"] == AUTO:      # the coarse sweep is of the last checkpoint there is
             state["sigmas"], state["auto"] = _auto_sigma(last.path, data, mopts, vopts, sopts, reporter, split)
-        run.add(_points_of(f, data_sha, state["sigmas"], mopts, vopts, sopts, loaded, reporter, checks))
+
+    def points_of(f, last, rep=reporter):
+        sigmas_for(last)
+        run.add(_points_of(f, data_sha, state["sigmas"], mopts, vopts, sopts, loaded, rep, checks))
 
     watcher = Watcher(folder, pattern, watch.retry_for, reporter.warn) if watch else None
     stopped = None
     try:
         if watcher is None:
-            for f in checkpoint_share(found, split):
-                points_of(f, found[-1])
-                if run.stop_now():
-                    stopped = "fail-fast"
-                    break
+            sigmas_for(found[-1])   # first: under torchrun every rank (one with no checkpoint too) joins the sweep
+            with checkpoint_progress(found, split, reporter) as (mine, rep, done):
+                for f in mine:
+                    points_of(f, found[-1], rep)
+                    done()
+                    if run.stop_now():
+                        stopped = "fail-fast"
+                        break
         else:
             stopped = _follow(watcher, watch, reporter, run, points_of)
     except KeyboardInterrupt as e:
