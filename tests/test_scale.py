@@ -272,11 +272,21 @@ def test_timeline_shards_then_the_plain_run_answers_from_the_cache(icr, tiny_edm
 
 
 # ---------------------------------------------------------------------------------------------- torchrun
-def _torchrun(tmp_path, port, *args, script=None, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _free_port() -> int:
+    """A port nothing listens on now: helpers running this suite side by side never share a rendezvous."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(tmp_path, *args, script=None, timeout=600, env=None, tee=False):
+    """2 ranks of `icr ARGS` (or of `script`) under torchrun; tee: each line of stderr prefixed with its rank
+    ([default0]:, [default1]:)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     target = [str(script)] if script else ["-m", "icrcli"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-           *target, *map(str, args)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           *(["--tee", "2"] if tee else []), *target, *map(str, args)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -285,7 +295,7 @@ def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, t
     ref = tmp_path / "ref.h5"
     _extract(icr, tiny_edm, ref)
     out = tmp_path / "tr.h5"
-    r = _torchrun(tmp_path, 29611, "extract", *_view_args(tiny_edm, "--sigma", "0.4", "-o", out))
+    r = _torchrun(tmp_path, "extract", *_view_args(tiny_edm, "--sigma", "0.4", "-o", out))
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == ref.read_bytes()           # the one process's file, byte for byte
     assert r.stdout.count('"features"') == 1               # rank 0 alone writes the summary
@@ -294,7 +304,7 @@ def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, t
     args = ["sweep", *_view_args(tiny_edm, "--sigmas", "0.2,0.8")]
     one = icr(*args, "--no-cache")
     assert one.code == 0, one.err
-    r = _torchrun(tmp_path, 29612, *args)
+    r = _torchrun(tmp_path, *args)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)                            # one JSON object: rank 0's
     assert res["ranks"] == 2
@@ -318,7 +328,7 @@ def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_pa
             "0.5", "--device", "cpu", "-q"]
     one = icr(*args, "--no-cache")
     assert one.code == 0, one.err
-    r = _torchrun(tmp_path, 29615, *args, "--json-lines")
+    r = _torchrun(tmp_path, *args, "--json-lines")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 4                                 # rank 0 streams every point once, then the result
@@ -357,12 +367,92 @@ def test_a_rank_that_dies_is_said_and_the_rerun_resumes(icr, tiny_edm, tmp_path)
     out = tmp_path / "tr.h5"
     parts = out.with_name(out.name + ".parts")
     args = ["extract", *_view_args(tiny_edm, "--sigma", "0.4", "-o", out)]
-    r = _torchrun(tmp_path, 29613, *args, script=script)
+    r = _torchrun(tmp_path, *args, script=script)
     assert r.returncode != 0
     assert "torchrun stopped this process (rank 0 of 2), most likely because another rank failed" in r.stderr
     chunks = sorted(parts.glob("chunk-*.npz"))
     assert 0 < len(chunks) < 10                               # stopped mid-run: some chunks kept, not all
-    again = _torchrun(tmp_path, 29614, *[a for a in args if a != "-q"])
+    again = _torchrun(tmp_path, *[a for a in args if a != "-q"])
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     assert out.read_bytes() == ref.read_bytes()
+
+
+# ------------------------------------------------------------------------------------- the whole job's progress
+PROGRESS = r"^\[default(\d)\]:(extracting|checkpoints): ([\d,]+)/([\d,]+) (images|checkpoints)"
+
+
+def _progress(stderr):
+    """(rank, what, done, total) of every plain progress line (ICR_PROGRESS_EVERY=0: one per advance)."""
+    import re
+    return [(int(m[1]), m[2], int(m[3].replace(",", "")), int(m[4].replace(",", "")))
+            for m in (re.match(PROGRESS, line) for line in stderr.splitlines()) if m]
+
+
+@pytest.mark.slow
+def test_torchrun_rank_0_shows_the_whole_sweeps_progress(tiny_edm, tmp_path):
+    """20 images in chunks of 4: rank 0 extracts 3 chunks, rank 1 two (unequal shares). Rank 0's bar counts both
+    ranks' images at both levels (40), and ends there; rank 1 shows none (before: rank 0 showed its 24)."""
+    args = ["sweep", *[a for a in _view_args(tiny_edm, "--sigmas", "0.2,0.8") if a != "-q"]]
+    args[args.index("--images") + 1] = "20"
+    r = _torchrun(tmp_path, *args, env={"ICR_PROGRESS_EVERY": "0", "ICR_CACHE_DIR": str(tmp_path / "c")}, tee=True)
+    assert r.returncode == 0, r.stderr
+    lines = _progress(r.stderr)
+    assert lines and {rank for rank, *_ in lines} == {0}, r.stderr
+    assert {(what, total) for _, what, _, total in lines} == {("extracting", 40)}
+    done = [d for _, _, d, _ in lines]
+    assert done == sorted(done) and done[-1] == 40 and max(done) > 24    # more than rank 0's own share
+
+
+@pytest.mark.slow
+def test_torchrun_rank_0_shows_the_whole_timelines_progress(tiny_edm, tmp_path):
+    """3 checkpoints on 2 ranks (2 and 1): rank 0's bar counts checkpoints of the whole job, 3, and reaches 3."""
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  run / f"ckpt-{step}.safetensors")
+    args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
+            "0.5", "--device", "cpu"]
+    env = {"ICR_PROGRESS_EVERY": "0", "ICR_CACHE_DIR": str(tmp_path / "c")}
+    r = _torchrun(tmp_path, *args, env=env, tee=True)
+    assert r.returncode == 0, r.stderr
+    lines = _progress(r.stderr)
+    assert lines and {rank for rank, *_ in lines} == {0}, r.stderr
+    assert {(what, total) for _, what, _, total in lines} == {("checkpoints", 3)}   # no bar of one checkpoint
+    assert [d for _, _, d, _ in lines][-1] == 3
+    again = _torchrun(tmp_path, *args, env=env, tee=True)     # every point cached: each rank's share counts at once
+    assert again.returncode == 0 and "answered from the cache" in again.stderr, again.stderr
+    assert [(w, d, t) for _, w, d, t in _progress(again.stderr)][-1] == ("checkpoints", 3, 3)
+
+
+DIES_WAITED_FOR = textwrap.dedent(r"""
+    import os, sys
+    import icrcli.features.extract as ex
+    real, calls = ex.compute_levels, []
+    def watched(*a, **k):
+        calls.append(1)
+        if len(calls) > 1 and os.environ["RANK"] == "1":
+            os._exit(7)                          # rank 1 dies in its share, while rank 0 may be waiting for it
+        return real(*a, **k)
+    ex.compute_levels = watched
+    from icrcli.cli.main import main
+    sys.argv = ["icr", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_while_rank_0_shows_the_job_is_said(tiny_edm, tmp_path):
+    """Rank 0 finishes its share and waits for rank 1 with its bar's thread polling; rank 1 dies. Rank 0 does not
+    hang (the run ends within the subprocess timeout) and says what happened."""
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_WAITED_FOR)
+    args = ["sweep", *[a for a in _view_args(tiny_edm, "--sigmas", "0.2,0.8") if a != "-q"]]
+    r = _torchrun(tmp_path, *args, script=script, timeout=300, tee=True,
+                  env={"ICR_PROGRESS_EVERY": "0", "ICR_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode != 0
+    assert ("torchrun stopped this process (rank 0 of 2)" in r.stderr
+            or "another process of this torchrun job stopped" in r.stderr), r.stderr
