@@ -456,3 +456,5 @@ def test_a_rank_that_dies_while_rank_0_shows_the_job_is_said(tiny_edm, tmp_path)
     assert r.returncode != 0
     assert ("torchrun stopped this process (rank 0 of 2)" in r.stderr
             or "another process of this torchrun job stopped" in r.stderr), r.stderr
+    done = [d for _, _, d, _ in _progress(r.stderr)]
+    assert done and max(done) < 80          # mid-run: rank 1's share was never finished
