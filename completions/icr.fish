@@ -160,6 +160,7 @@ complete -c icr -n '__icr_is "icr memorization"' -l vae -r -F -d 'diffusers Auto
 complete -c icr -n '__icr_is "icr memorization"' -l image-shape -x -d 'Input shape your own network takes, e.g'
 complete -c icr -n '__icr_is "icr memorization"' -s h -l help -d 'Show the help and exit'
 complete -c icr -n '__icr_is "icr memorization"' -F
+complete -c icr -n '__icr_is "icr merge"' -l no-cache -d 'Compute afresh: look nothing up in the cache ($ICR_CACHE_DIR) and leave nothing in it'
 complete -c icr -n '__icr_is "icr merge"' -s o -l output -r -F -d 'Write the JSON result here; \'-\' is stdout'
 complete -c icr -n '__icr_is "icr merge"' -l quiet -s q -d 'No progress or summary on stderr'
 complete -c icr -n '__icr_is "icr merge"' -l debug -d 'Show full tracebacks on errors'

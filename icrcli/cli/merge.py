@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, Quiet, with_score_options
+from icrcli.cli.options import Debug, NoCache, Output, Quiet, with_score_options
 
 
 @app.command()
@@ -16,6 +16,7 @@ from icrcli.cli.options import Debug, Output, Quiet, with_score_options
 def merge(
     stats: Annotated[list[Path], typer.Argument(metavar="STATS...", help="Statistics files (.npz) from `icr score "
                                                 "--stats-out`: a list, their folder, or a quoted glob.")],
+    no_cache: NoCache = False,
     output: Output = "-",
     quiet: Quiet = False,
     debug: Debug = False,
@@ -25,6 +26,7 @@ def merge(
     features are) into the full `icr score` result, equal to scoring the whole to float64 rounding.
 
     Every shard must be there once; parts of another extraction, layer or --ci grouping are refused by name.
+    The result is cached by the content of every statistics file and the options, like `icr score`'s.
 
     Examples:
 
@@ -37,12 +39,16 @@ def merge(
     from icrcli.cli import console
     from icrcli.cli.outputs import check_output
     from icrcli.stats.merged import expand, merge_stats
+    from icrcli.stats.scorecache import cached_parts
 
     console.set_quiet(quiet)
     paths = expand(stats, (".npz",))
     if output != "-":
         check_output(output, "-o", [("a statistics file", p) for p in paths], "result")
-    result, _ = merge_stats(paths, sopts)
+    result, _ = cached_parts(paths, "stats", None, None, sopts, lambda: merge_stats(paths, sopts),
+                             use_cache=not no_cache, warn=lambda msg: console.say(f"warning: {msg}"))
+    if result.get("cached"):
+        console.say(f"cached: answered from the cache entry {result['cache_entry']} (--no-cache recomputes)")
     for warning in result["warnings"]:
         console.say(f"warning: {warning}")
     console.write_json(result, output)

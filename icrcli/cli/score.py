@@ -49,7 +49,8 @@ def score(
     """Compute ICR, its generalized spectrum and companion statistics from multi-view features.
 
     Streams the file in blocks of whole images (memory does not grow with N). The result is cached by the
-    file's content and the options, so the same request again answers without reading the features.
+    file's content (shards: every shard's) and the options, so the same request again answers without reading
+    the features.
 
     Examples:
 
@@ -67,7 +68,7 @@ def score(
     """
     from icrcli.cli import console
     from icrcli.stats.options import ScoreOptions
-    from icrcli.stats.scorecache import cached_score
+    from icrcli.stats.scorecache import cached_parts, cached_score
 
     console.set_quiet(quiet)
     paths = _expand(features)
@@ -84,13 +85,17 @@ def score(
         with console.progress(f"scoring {paths[0].name}{more}", sum(s.shape[0] for s in sources)) as advance:
             return score_sources(sources, opts, advance, stats_out)
 
-    if len(paths) == 1 and stats_out is None:
-        result, dirs = cached_score(paths[0], dataset, layer, opts, compute, use_cache=not no_cache,
-                                    warn=lambda msg: console.say(f"warning: {msg}"), follow_external=follow_external)
-    else:   # a merge of shards, or with the statistics written: computed (each shard's features are cached)
+    warn = lambda msg: console.say(f"warning: {msg}")  # noqa: E731
+    if stats_out is not None:   # the statistics are written from the moments: computed
         result, dirs = compute()
         if "icr" in result:     # a score (not some shards' statistics): it says it was computed
             result = {**result, "cached": False, "cache_entry": None}
+    elif len(paths) == 1:
+        result, dirs = cached_score(paths[0], dataset, layer, opts, compute, use_cache=not no_cache, warn=warn,
+                                    follow_external=follow_external)
+    else:       # the shards of one extraction, merged: keyed by every shard's content
+        result, dirs = cached_parts(paths, "shards", dataset, layer, opts, compute, use_cache=not no_cache,
+                                    warn=warn, follow_external=follow_external)
     if result.get("cached"):
         console.say(f"cached: answered from the cache entry {result['cache_entry']} (--no-cache recomputes)")
     if "stats" in result and "icr" not in result:    # some shards only: their statistics, no score
