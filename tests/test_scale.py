@@ -287,7 +287,17 @@ def _torchrun(tmp_path, *args, script=None, timeout=600, env=None, tee=False):
     target = [str(script)] if script else ["-m", "icrcli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            *(["--tee", "2"] if tee else []), *target, *map(str, args)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    # a session of its own: on a timeout (a hang) the ranks are killed with torchrun, not left behind
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            import signal
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -458,3 +468,22 @@ def test_a_rank_that_dies_while_rank_0_shows_the_job_is_said(tiny_edm, tmp_path)
             or "another process of this torchrun job stopped" in r.stderr), r.stderr
     done = [d for _, _, d, _ in _progress(r.stderr)]
     assert done and max(done) < 80          # mid-run: rank 1's share was never finished
+
+
+@pytest.mark.slow
+def test_torchrun_timeline_sigma_auto_with_a_rank_without_checkpoints(tiny_edm, tmp_path):
+    """One checkpoint, two ranks: rank 1 computes no point, yet joins --sigma auto's coarse sweep (split across
+    the ranks), so the ranks' collectives match (before, rank 1 went straight to gathering the points while rank 0
+    was in the sweep)."""
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny_songunet(1).state_dict().items()}, run / "ckpt-100.safetensors")
+    r = _torchrun(tmp_path, "timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "4",
+                  "--sigma", "auto", "--device", "cpu", "-q", timeout=300,
+                  env={"ICR_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["sigma_auto"]["sigma"] in res["sigma_auto"]["grid"] and len(res["points"]) == 1
+    assert res["points"][0]["sigma"] == res["sigma_auto"]["sigma"]
