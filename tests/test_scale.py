@@ -468,6 +468,11 @@ def test_a_rank_that_dies_while_rank_0_shows_the_job_is_said(tiny_edm, tmp_path)
             or "another process of this torchrun job stopped" in r.stderr), r.stderr
     done = [d for _, _, d, _ in _progress(r.stderr)]
     assert done and max(done) < 80          # mid-run: rank 1's share was never finished
+    again = _torchrun(tmp_path, *args, timeout=300, tee=True,
+                      env={"ICR_PROGRESS_EVERY": "0", "ICR_CACHE_DIR": str(tmp_path / "c")})
+    assert again.returncode == 0, again.stderr
+    lines = _progress(again.stderr)         # the same command again finishes the job
+    assert lines[-1][2:] == (80, 80) and json.loads(again.stdout)["ranks"] == 2
 
 
 @pytest.mark.slow
