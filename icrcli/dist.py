@@ -128,8 +128,11 @@ class Counter:
     def __init__(self, name: str, shared: bool = True):
         self.name, self._n, self._store = name, 0, None
         if shared and _initialized():
-            from torch.distributed import distributed_c10d
-            self._store = distributed_c10d._get_default_store()
+            try:
+                from torch.distributed import distributed_c10d
+                self._store = distributed_c10d._get_default_store()
+            except Exception:   # (a private call of torch's) no store: each rank counts alone, nothing breaks
+                self._store = None
 
     @property
     def shared(self) -> bool:
