@@ -15,8 +15,9 @@ from icrcli.models.options import sidecar_candidates
 SCHEMA = 1
 # What a scan record holds beyond its schema: 2 since every level carries jackknife replicates and the ties with
 # the minimum, and probes follow the paper's protocol (issue 18). Keyed, so a record made before answers no
-# request made after.
-CONTENTS = 2
+# request made after. 3 since each record's score has intervals for trace_s, trace_xi and effective_rank (issue 17;
+# stats.result.CONTENTS).
+CONTENTS = 3
 # Options that say how work runs, not what it computes: never part of a key.
 RUN_ONLY = ("batch_size", "device", "indices_file")  # (the indices themselves are keyed, not their file's name)
 

@@ -36,14 +36,19 @@ def interval(estimate: float, replicates: np.ndarray, confidence: float) -> tupl
     return se, (estimate - half, estimate + half)
 
 
-def jackknife(groups: list[ViewMoments], statistic: Callable[[ViewMoments], float], estimate: float,
-              confidence: float = 0.95) -> dict:
-    """The interval, and the G leave-one-group-out replicates themselves: with them two results on the same
+def jackknife(groups: list[ViewMoments], statistics: Callable[[ViewMoments], dict[str, float]],
+              estimates: dict[str, float], confidence: float = 0.95) -> dict[str, dict]:
+    """For each statistic named in estimates (its value on all images): {"se", "ci": [low, high], "replicates"}.
+    statistics(m) gives them all on one leave-one-group-out set of moments, so what they share (the covariances)
+    is worked out once per replicate. The replicates themselves are kept: with them two results on the same
     images (same groups: image i in group i mod G) can be compared pairwise (paired_difference)."""
-    reps = np.array([statistic(m) for m in leave_one_out(groups)])
-    se, (lo, hi) = interval(estimate, reps, confidence)
-    return {"icr_se": se, "icr_ci": [lo, hi], "ci_groups": len(groups), "ci_confidence": confidence,
-            "icr_replicates": reps.tolist()}
+    reps = [statistics(m) for m in leave_one_out(groups)]
+    out = {}
+    for name, estimate in estimates.items():
+        r = np.array([x[name] for x in reps], dtype=np.float64)
+        se, (lo, hi) = interval(estimate, r, confidence)
+        out[name] = {"se": se, "ci": [lo, hi], "replicates": r.tolist()}
+    return out
 
 
 def paired_difference(estimate_a: float, replicates_a, estimate_b: float, replicates_b,

@@ -13,12 +13,12 @@ from icrcli import __version__
 from icrcli.stats import diagnostics
 from icrcli.stats import eigensolve
 from icrcli.errors import UserError
-from icrcli.stats.estimators import covariances
 from icrcli.features.featurefile import FeatureSource, layer_dataset, open_features
 from icrcli.stats.jackknife import jackknife
 from icrcli.stats.moments import ViewMoments, empty, from_block, merge, merge_all, work_buffer
 from icrcli.stats.options import ScoreOptions  # noqa: F401  (re-exported)
-from icrcli.stats.result import build_result
+from icrcli.stats.result import NOT_RESULT_OPTIONS, build_result
+from icrcli.stats.statistics import JACKKNIFED, compute, interval_of, replicate
 
 # Dense D x D statistics: past this the covariances alone outgrow a workstation's memory.
 MAX_DIM = 32768
@@ -133,55 +133,12 @@ def _drop_nonfinite(part: np.ndarray, images: np.ndarray, src: FeatureSource,
     return part[good], int((~good).sum())
 
 
-def _spectrum(m: ViewMoments, opts: ScoreOptions, vectors: bool):
-    """(covariances, relative tau or None, spectrum) of accumulated moments."""
-    cov = covariances(m, opts.estimator)
-    tau, rel = eigensolve.resolve_tau(cov.sigma_xi, opts.tau, opts.tau_rel)
-    return cov, rel, eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=vectors)
-
-
 def statistics(m: ViewMoments, opts: ScoreOptions, vectors: bool = False) -> tuple[dict, eigensolve.Spectrum]:
-    """ICR, spectrum and companion statistics of accumulated moments."""
-    cov, rel, spec = _spectrum(m, opts, vectors)
-    tau, lam = spec.tau, spec.eigenvalues
-    cond = diagnostics.condition(cov.sigma_xi, cov.sigma_s, tau, m.n, m.n_views)
-    mean_lambda = float(lam.mean())
-    return {
-        "icr": eigensolve.icr(lam),
-        "icr_bias_corrected": diagnostics.bias_corrected_icr(mean_lambda, m.n, m.n_views, m.dim, opts.estimator),
-        "bias_correction": BIAS_CORRECTION,
-        "icr_tau_tenth": _icr_at_tau(cov, tau / 10) if tau > 0 else None,
-        "mean_lambda": mean_lambda,
-        "min_eigenvalue": float(lam[-1]),
-        "eigenvalues": lam.tolist(),
-        "tau": tau,
-        "tau_rel": rel,
-        "estimator": opts.estimator,
-        "n_images": m.n,
-        "n_views": m.n_views,
-        "dim": m.dim,
-        "trace_s": float(np.trace(cov.sigma_s)),
-        "trace_xi": float(np.trace(cov.sigma_xi)),
-        "trace_h": float(np.trace(cov.sigma_h)),
-        "effective_rank": diagnostics.effective_rank(cov.sigma_h),
-        "alignment": diagnostics.alignment(m),
-        "lidar": diagnostics.lidar(m),
-        "condition": cond,
-        "warnings": diagnostics.condition_warnings(cond, m.dim, m.n, m.n_views, tau),
-    }, spec
-
-
-BIAS_CORRECTION = ("analytic: mean lambda divided by the inverse-Wishart factor N(K-1) / (N(K-1) - D - 1) and "
-                   "(N-1)/N, exact for Gaussian features at tau = 0 (diagnostics.bias_corrected_icr)")
-
-
-def _icr_at_tau(cov, tau: float) -> float | None:
-    """ICR with another absolute ridge: how much the default ridge carries. None when Sigma_xi + tau I is
-    singular at that ridge."""
-    try:
-        return eigensolve.icr(eigensolve.solve(cov.sigma_s, cov.sigma_xi, tau, vectors=False).eigenvalues)
-    except UserError:
-        return None
+    """ICR, spectrum and companion statistics of accumulated moments (every row of stats.statistics.TABLE), and
+    the plain-language warnings."""
+    stats, p = compute(m, opts, vectors)
+    stats["warnings"] = diagnostics.condition_warnings(p.condition, m.dim, m.n, m.n_views, p.ridge[0])
+    return stats, p.spectrum
 
 
 def check_views_differ(m: ViewMoments, src: FeatureSource | None, where: str = "", attrs: dict | None = None) -> None:
@@ -195,10 +152,6 @@ def check_views_differ(m: ViewMoments, src: FeatureSource | None, where: str = "
     raise UserError(f"{where}: every view of each image is identical{how}, so the views carry no nuisance: "
                     "Sigma_xi is zero and ICR is undefined. Extract views that differ: noise (--sigma > 0), an "
                     "augmentation (--augment paper), or both.")
-
-
-def icr_of(m: ViewMoments, opts: ScoreOptions) -> float:
-    return eigensolve.icr(_spectrum(m, opts, vectors=False)[2].eigenvalues)
 
 
 def score_source(src: FeatureSource, opts: ScoreOptions,
@@ -223,12 +176,15 @@ def result_of(acc: Accumulated, opts: ScoreOptions, source: dict, provenance: di
     """The JSON-ready result of accumulated moments (one file's, or merged from shards or statistics files), and
     the top Fisher directions (top, D) if asked."""
     stats, spec = statistics(acc.total, opts, vectors=opts.top > 0)
-    interval = jackknife(acc.groups, lambda m: icr_of(m, opts), stats["icr"], opts.confidence) if opts.ci else None
+    interval = None
+    if opts.ci:
+        jack = jackknife(acc.groups, lambda m: replicate(m, opts),
+                         {s.name: stats[s.name] for s in JACKKNIFED}, opts.confidence)
+        interval = interval_of(jack, len(acc.groups), opts.confidence)
     result = build_result(
         stats, warnings=stats["warnings"], n_skipped=acc.n_skipped, interval=interval, source=source,
         provenance=provenance,
-        # block_images changes nothing but speed (and the result by float64 rounding): not an option of the result
-        options={k: v for k, v in asdict(opts).items() if k not in ("block_images",)},
+        options={k: v for k, v in asdict(opts).items() if k not in NOT_RESULT_OPTIONS},
         version=__version__)
     directions = spec.directions[:, : opts.top].T.copy() if opts.top > 0 else None
     return result, directions

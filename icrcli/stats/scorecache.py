@@ -2,11 +2,12 @@
 
 The key covers: the sha256 of the file's bytes (through the hash memo, so an unchanged file, same path, size,
 mtime, inode and ctime, is not read again), the dataset or layer asked for, every ScoreOptions field (block size
-included: it can change the last bits), the result schema and icr's version; with --follow-external, the content of
-every file the HDF5 file reaches (h5reach). A changed file has another hash, so it is never answered from an old
-entry; an entry is believed only with a valid authentication code (icrcli.seal). Only the result is stored: a call that asks for the Fisher
-directions (opts.top > 0) computes and stores nothing. A hit differs from a fresh result in nothing but
-input.path, which names the file as given this time, and "cached" (true) with "cache_entry", where it was found.
+included: it can change the last bits), the result's schema and contents (result.CONTENTS) and icr's version; with
+--follow-external, the content of every file the HDF5 file reaches (h5reach). A changed file has another hash, so
+it is never answered from an old entry; an entry is believed only with a valid authentication code (icrcli.seal).
+Only the result is stored: a call that asks for the Fisher directions (opts.top > 0) computes and stores nothing.
+A hit differs from a fresh result in nothing but input.path, which names the file as given this time, and
+"cached" (true) with "cache_entry", where it was found.
 
 A score merged from several files (the shard files of one extraction, or `icr merge`'s statistics files) is cached
 the same way: keyed by the content of every file (as a set: the merge orders them itself), what they are, the dataset
@@ -24,14 +25,26 @@ from typing import Callable
 from icrcli import __version__, cache
 from icrcli.errors import UserError
 from icrcli.stats.options import ScoreOptions
-from icrcli.stats.result import SCHEMA
+from icrcli.stats.result import CONTENTS, SCHEMA
 
 KIND = "scores"
+# The keys every answer adds after the result's own (stats.result.TAIL), with their JSON type and meaning
+# (docs/JSON.md): `icr score`'s ...
+KEYS = (("cached", "bool", "true when the answer came from the cache (the entry's authentication code verified; "
+                           "shards merged: keyed by every shard's content); also said on stderr"),
+        ("cache_entry", "str | null", "the cache entry it came from or was stored in (null with `--no-cache`, "
+                                      "`--directions`, `--stats-out`)"))
+# ... and `icr merge`'s.
+MERGE_KEYS = (("cached", "bool", "true when the answer came from the cache (keyed by the content of every "
+                                 "statistics file and the options; the entry's authentication code verified); also "
+                                 "said on stderr"),
+              ("cache_entry", "str | null", "the cache entry it came from or was stored in (null with `--no-cache`)"))
 
 
 def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: ScoreOptions,
               follow_external: bool = False) -> str:
-    parts = {"kind": KIND, "schema": SCHEMA, "version": __version__, "features_sha256": cache.file_sha256(path),
+    parts = {"kind": KIND, "schema": SCHEMA, "contents": CONTENTS, "version": __version__,
+             "features_sha256": cache.file_sha256(path),
              "dataset": dataset, "layer": layer, "options": dataclasses.asdict(opts)}
     if follow_external:     # only then: every other key stays as it was
         from icrcli.features.h5reach import reached_files
@@ -42,7 +55,7 @@ def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: Sc
 def parts_key(paths: list[str | Path], what: str, dataset: str | None, layer: str | None, opts: ScoreOptions,
               follow_external: bool = False) -> str:
     """The key of a score merged from `paths` ("shards": feature files; "stats": statistics files)."""
-    parts = {"kind": KIND, "schema": SCHEMA, "version": __version__, "parts": what,
+    parts = {"kind": KIND, "schema": SCHEMA, "contents": CONTENTS, "version": __version__, "parts": what,
              "sha256": sorted(cache.file_sha256(p) for p in paths), "dataset": dataset, "layer": layer,
              "options": dataclasses.asdict(opts)}
     if follow_external:
