@@ -28,3 +28,12 @@ def icr(h, estimator="paper", tau=None, tau_rel=1e-3):
 def views(rng, n=400, k=3, d=12, signal=2.0, noise=1.0, offset=0.0):
     s = rng.normal(size=(n, 1, d)) * signal
     return s + rng.normal(size=(n, k, d)) * noise + offset
+
+
+def rankme(h, eps=1e-7):
+    """RankMe (Garrido et al. 2023, Eq. 1): exp entropy of the normalised singular values of the centred N*K x D
+    matrix of every view's features."""
+    x = np.asarray(h, dtype=np.float64).reshape(-1, np.shape(h)[-1])
+    sv = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    p = sv / sv.sum() + eps
+    return float(np.exp(-np.sum(p * np.log(p))))

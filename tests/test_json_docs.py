@@ -69,7 +69,8 @@ def test_documented_keys_match_real_output(icr, tiny_edm, tmp_path):
     sc = ok("score", tmp_path / "f.h5", "-q")
     _check(doc, "score", sc)
     sc_ci = ok("score", tmp_path / "f.h5", "-q", "--ci", "--ci-groups", "2", "--directions", tmp_path / "d.npy")
-    _check(doc, "score", sc_ci, {"icr_ci", "icr_se", "ci_groups", "ci_confidence", "directions"})
+    _check(doc, "score", sc_ci, {"icr_ci", "icr_se", "ci_groups", "ci_confidence", "directions", "trace_s_ci",
+                                 "trace_s_se", "trace_xi_ci", "trace_xi_se", "effective_rank_ci", "effective_rank_se"})
     _check(doc, "info", ok("info", tmp_path / "f.h5", "--json"), {"layers", "rows_done"})
     _check(doc, "layers", ok("layers", net, "--json"))
     sw = ok("sweep", net, "--data", imgs, "--sigmas", "0.2,1", *small, "-q")
