@@ -1,5 +1,6 @@
-"""Completions (bash, zsh, fish) and the man page: generated from the CLI, committed, current, and working in the
-real shells (zsh and fish tests skip where those shells are not installed)."""
+"""Completions (bash, zsh, fish), the man page and docs/JSON.md's score tables: generated (from the CLI and the
+statistics' declarations), committed, current, and working in the real shells (zsh and fish tests skip where those
+shells are not installed)."""
 
 import re
 import shutil
@@ -27,7 +28,8 @@ BASH = REPO / "completions" / "icr.bash"
 
 
 def test_committed_copies_are_current():
-    """Fails when the CLI changed and the completions or man page were not regenerated."""
+    """Fails when the CLI (or the statistics' declarations) changed and the completions, the man page or
+    docs/JSON.md's generated tables were not regenerated."""
     assert docgen.stale() == [], "regenerate with: python dev/docgen.py"
 
 

@@ -1,5 +1,7 @@
 """docs/JSON.md against the real thing: every command run on tiny inputs, its top-level keys equal to the
-documented ones (optional keys may be absent), and "schema": 1 in every object."""
+documented ones (optional keys may be absent), and "schema": 1 in every object. Its `icr score` and `icr merge`
+tables are generated from the statistics' declarations by dev/docgen.py (tests/test_completions.py checks that
+they are current); here, that the generation keeps the hand-written rest and puts back a table edited by hand."""
 
 import re
 import shutil
@@ -115,3 +117,29 @@ def test_documented_keys_match_real_output(icr, tiny_edm, tmp_path):
 def test_doc_tables_parse(name):
     keys, _ = documented()[name]
     assert keys[0] == "schema" and len(keys) == len(set(keys))
+
+
+def test_generated_tables_are_made_anew_and_the_rest_is_kept():
+    from test_completions import docgen
+    text = DOC.read_text()
+    assert docgen.json_doc(text) == text                          # current (as the staleness test also says)
+    edited = text.replace("| `trace_s` | float | trace of Sigma_s |", "| `trace_s` | float | hand-edited |", 1)
+    edited = edited.replace("## `icr info --json`", "## `icr info --json`\n\nA hand-written note.", 1)
+    assert edited.count("hand-edited") == 1
+    again = docgen.json_doc(edited)
+    assert "hand-edited" not in again and "A hand-written note." in again
+    assert again.count("| `trace_s` | float | trace of Sigma_s |") == 2           # the score and merge tables
+    with pytest.raises(ValueError, match="no generated table marks"):
+        docgen.json_doc("# JSON\n\n| key | type | meaning |\n")
+
+
+def test_generated_score_table_lists_each_statistic_and_its_interval():
+    from icrcli.stats.statistics import TABLE
+    keys, optional = documented()["score"]
+    names = [s.name for s in TABLE]
+    assert [k for k in keys if k in names] == names
+    for s in TABLE:
+        if s.jackknife:
+            i = keys.index(s.name)
+            assert keys[i + 1:i + 3] == [f"{s.name}_ci", f"{s.name}_se"] and {f"{s.name}_ci", f"{s.name}_se"} <= optional
+    assert documented()["merge"][0] == [k for k in keys if k not in ("cached", "cache_entry", "directions", "stats")]
