@@ -114,6 +114,9 @@ def test_result_and_score_result_follow_the_table():
             assert getattr(plain, f"{s.name}_ci") is None and f"{s.name}_ci" not in plain.to_dict()
             assert getattr(ci, f"{s.name}_ci") == ci[f"{s.name}_ci"] and getattr(ci, f"{s.name}_se") > 0
     assert len(ci.icr_replicates) == 3 and not hasattr(ci, "trace_s_replicates")
+    # the condition block's keys, as its doc line (and so docs/JSON.md) lists them
+    from icrcli.stats.statistics import CONDITION_KEYS
+    assert tuple(ci.condition) == CONDITION_KEYS
 
 
 def _record(**extra):
