@@ -59,7 +59,9 @@ def build_result(stats: dict, *, warnings: list[str], n_skipped: int, source: di
 
 
 class ScoreResult:
-    """A score result as typed attributes; `to_dict()` is exactly the JSON `icr score` prints.
+    """A score result as typed attributes; `to_dict()` is exactly the JSON `icr score` prints. One attribute per
+    statistic of stats.statistics.TABLE and, for those the jackknife gives an interval, `<name>_ci` and `<name>_se`
+    (None without ci=True), set below the class from the table.
 
     >>> r = icrcli.score(features); r.icr, r.eigenvalues[:5], r.icr_ci
     """
