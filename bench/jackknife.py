@@ -1,6 +1,7 @@
 """What the companions' intervals (trace_s, trace_xi, effective_rank; issue 17) add to `--ci`: the jackknife with
 every jackknifed statistic of stats.statistics.TABLE against the jackknife of ICR alone, on the same G groups of
-moments, measured in one run (the ratio, not seconds, is the figure to compare between machines).
+moments, measured in one run (the ratio, not seconds, is the figure to compare between machines). CPU time of
+this process, one BLAS thread: on a shared machine wall time mostly measures the neighbours.
 
 Usage: python bench/jackknife.py [--d 256 512] [--groups 20] [--repeat 5]
 """
@@ -8,7 +9,11 @@ Usage: python bench/jackknife.py [--d 256 512] [--groups 20] [--repeat 5]
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # before numpy loads its BLAS
+    os.environ.setdefault(_v, "1")
 
 import numpy as np
 
@@ -34,9 +39,9 @@ def interleaved(f, g, repeat: int) -> tuple[float, float]:
     tf, tg = [], []
     for _ in range(repeat):
         for fn, times in ((f, tf), (g, tg)):
-            t = time.perf_counter()
+            t = time.process_time()
             fn()
-            times.append(time.perf_counter() - t)
+            times.append(time.process_time() - t)
     return min(tf), min(tg)
 
 
@@ -55,7 +60,7 @@ def main() -> None:
         est_all = {k: v for k, v in replicate(total, opts).items()}
         t_icr, t_all = interleaved(lambda: jackknife(groups, lambda m: {"icr": icr.compute(Parts(m, opts))}, est_icr),
                                    lambda: jackknife(groups, lambda m: replicate(m, opts), est_all), a.repeat)
-        print(f"D = {d}, G = {a.groups}: ICR alone {t_icr:.2f} s, with trace_s, trace_xi, effective_rank "
+        print(f"D = {d}, G = {a.groups}: ICR alone {t_icr:.2f} s CPU, with trace_s, trace_xi, effective_rank "
               f"{t_all:.2f} s: ratio {t_all / t_icr:.2f}")
 
 
