@@ -142,4 +142,4 @@ def test_generated_score_table_lists_each_statistic_and_its_interval():
         if s.jackknife:
             i = keys.index(s.name)
             assert keys[i + 1:i + 3] == [f"{s.name}_ci", f"{s.name}_se"] and {f"{s.name}_ci", f"{s.name}_se"} <= optional
-    assert documented()["merge"][0] == [k for k in keys if k not in ("cached", "cache_entry", "directions", "stats")]
+    assert documented()["merge"][0] == [k for k in keys if k not in ("directions", "stats")]

@@ -174,3 +174,15 @@ def test_a_cached_result_without_the_intervals_is_not_answered(tmp_path, monkeyp
     cache.write_entry(scorecache.KIND, scorecache.score_key(tmp_path / "h.npy", None, None, opts), before)
     r, _ = score_file(tmp_path / "h.npy", opts=opts)
     assert r["cached"] is True and "trace_s_ci" not in r
+
+
+def test_a_merged_score_is_keyed_on_the_contents_too(tmp_path, monkeypatch):
+    """A score merged from shard or statistics files is cached as well (scorecache.parts_key): the same reason."""
+    from icrcli.stats import scorecache
+    from icrcli.stats.options import ScoreOptions
+    (tmp_path / "a.npz").write_bytes(b"a")
+    (tmp_path / "b.npz").write_bytes(b"b")
+    key = lambda: scorecache.parts_key([tmp_path / "a.npz", tmp_path / "b.npz"], "stats", None, None, ScoreOptions())
+    now = key()
+    monkeypatch.setattr(scorecache, "CONTENTS", 1)
+    assert key() != now
