@@ -9,7 +9,9 @@ chunking nor resumption, and a view keeps its augmentation and eps at every sigm
 2. `clean_views` (device, per batch): pixels -> fitted -> augmented -> model range (or VAE latents), with eps;
    the same for every sigma, so a sweep makes them once.
 3. `features_at` (device, per batch and plan): add the noise at the plan's sigma, run the network to its taps.
-`compute_levels` runs 2 and 3 over a chunk for plans that differ only in sigma; `compute_rows` for one plan.
+`compute_levels` runs 2 and 3 over a chunk for plans that share their images (plan.same_views) and may differ
+in sigma, layers and augmentation: each batch is decoded once (1), augmented once per augmentation (2), and run
+once per (augmentation, sigma) with the taps of every plan there (3). `compute_rows` for one plan.
 """
 
 from __future__ import annotations
@@ -42,21 +44,29 @@ def gaussian(seeds: np.ndarray, shape: tuple, device) -> torch.Tensor:
 
 @dataclass
 class Prepared:
-    """Host-side inputs of a chunk: rows (b,), pixels (b, C, H, W) float32 in [0, 1] (or latents), and per view
-    (augmentation parameters {name: (b, ...)}, eps (b, *noise_chw) float32 on the CPU)."""
+    """Host-side inputs of a chunk: rows (b,), pixels (b, C, H, W) float32 in [0, 1] (or latents), per view its
+    unit noise eps (b, *noise_chw) float32 on the CPU, and per augmentation the views' parameters
+    [{name: (b, ...)}] (one per view)."""
     rows: np.ndarray
     pixels: np.ndarray
-    views: list[tuple[dict, torch.Tensor]]
+    eps: list[torch.Tensor]
+    params: dict[str, list[dict]]
+
+    def views(self, augment_spec: str) -> list[tuple[dict, torch.Tensor]]:
+        """(augmentation parameters, eps) per view, for one augmentation."""
+        return list(zip(self.params[augment_spec], self.eps))
 
 
-def prepare_rows(p: Plan, rows: np.ndarray) -> Prepared:
-    """The host-side work for `rows`, each view drawn from its (image, view) seed. Independent of sigma.
-    Runs in the loader thread, overlapping the previous chunk's forward passes."""
+def prepare_rows(p: Plan, rows: np.ndarray, augments: list[str] | None = None) -> Prepared:
+    """The host-side work for `rows`, each view drawn from its (image, view) seed: independent of sigma, and of
+    the augmentation but for its parameters, drawn for each of `augments` (default: p's). Runs in the loader
+    thread, overlapping the previous chunk's forward passes."""
     r = p.request
     idx = p.indices[rows]
-    views = [(augment.draw_params(augment.view_seeds(r.seed, idx, v), r.augment, *p.aug_hw),
-              gaussian(noise_seeds(r.seed, idx, v), p.noise_chw, "cpu")) for v in range(r.views)]
-    return Prepared(rows, _load_pixels(p, rows), views)
+    eps = [gaussian(noise_seeds(r.seed, idx, v), p.noise_chw, "cpu") for v in range(r.views)]
+    params = {a: [augment.draw_params(augment.view_seeds(r.seed, idx, v), a, *p.aug_hw) for v in range(r.views)]
+              for a in dict.fromkeys(augments or [r.augment])}
+    return Prepared(rows, _load_pixels(p, rows), eps, params)
 
 
 def _load_pixels(p: Plan, rows: np.ndarray) -> np.ndarray:
@@ -86,7 +96,7 @@ def clean_views(p: Plan, prepared: Prepared, sel: slice) -> CleanViews:
         x01 = _fit(x01, p)
     lo, hi = p.data_range
     xs, eps = [], []
-    for params, e in prepared.views:
+    for params, e in prepared.views(p.request.augment):
         x = augment.apply_params(x01, {k: v[sel] for k, v in params.items()}, p.request.augment) \
             if params else x01
         if p.vae is not None:
@@ -102,42 +112,59 @@ def clean_views(p: Plan, prepared: Prepared, sel: slice) -> CleanViews:
     return CleanViews(xs, eps, mrange)
 
 
-def features_at(p: Plan, views: CleanViews, taps: Taps) -> dict[str, torch.Tensor]:
-    """{layer: (b, K, D)} on the device: the views noised at p's sigma, through the network to its taps."""
+def features_at(p: Plan, views: CleanViews, taps: Taps, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """{layer: (b, K, D)} on the device: the views noised at p's sigma, through the network to its taps (to
+    `layers` of them: default p's; plans at one sigma ask for all of theirs in one pass)."""
     den, dev = p.denoiser, p.device
+    layers = list(p.layers if layers is None else layers)
     per_view = []
     for x, e in zip(views.x, views.eps):
         x_in, t, _ = p.noise.model_inputs(x, e, p.sigma, views.model_range)
         y = den.labels(len(x), dev)
-        per_view.append(taps.run(lambda x_in=x_in, t=t, y=y: den.call(x_in, t, y)))
-    return {name: torch.stack([f[name] for f in per_view], dim=1) for name in p.layers}
+        per_view.append(taps.run(lambda x_in=x_in, t=t, y=y: den.call(x_in, t, y), layers))
+    return {name: torch.stack([f[name] for f in per_view], dim=1) for name in layers}
 
 
 @contextmanager
-def computing(p: Plan):
-    """Everything the forward passes of p run inside: no autograd, the taps (yielded), the compute dtype."""
+def computing(p: Plan, layers: list[str] | None = None):
+    """Everything the forward passes of p run inside: no autograd, the taps (yielded; on `layers`, default p's),
+    the compute dtype."""
     dev, dtype = p.device, p.request.dtype
     amp = (torch.autocast(dev.type, dtype=getattr(torch, dtype)) if dtype != "float32"
            else torch.autocast(dev.type, enabled=False))
-    with torch.inference_mode(), Taps(p.denoiser.net, list(p.layers), p.request.pool) as taps, amp, \
+    with torch.inference_mode(), Taps(p.denoiser.net, list(layers or p.layers), p.request.pool) as taps, amp, \
             _ieee_fp32(dtype):
         yield taps
 
 
+def _shared(plans: list[Plan]) -> dict[str, dict[float, list[int]]]:
+    """The plans by what they share: {augmentation: {sigma: [plan numbers]}}, in first-seen order."""
+    out: dict[str, dict[float, list[int]]] = {}
+    for j, p in enumerate(plans):
+        out.setdefault(p.request.augment, {}).setdefault(p.sigma, []).append(j)
+    return out
+
+
 def compute_levels(plans: list[Plan], prepared: Prepared, batch_size: int,
                    on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
-    """Features {layer: (len(rows), K, D) float32} of a prepared chunk for each plan (plans that differ only in
-    sigma: see plan.same_views). The clean views of each batch are made once and noised at every level.
+    """Features {layer: (len(rows), K, D) float32} of a prepared chunk for each plan (plans that share their
+    images, plan.same_views). Per batch, the clean views are made once per augmentation and run once per
+    (augmentation, sigma), with every layer the plans there tap: each plan's features are those it gets alone.
     on_batch(b) is called after each batch with the number of images done at all levels (b x len(plans))."""
     out = [{name: [] for name in p.layers} for p in plans]
     n = len(prepared.rows)
-    with computing(plans[0]) as taps:
+    every = list(dict.fromkeys(name for p in plans for name in p.layers))
+    with computing(plans[0], every) as taps:
         for a in range(0, n, batch_size):
             sel = slice(a, a + batch_size)
-            views = clean_views(plans[0], prepared, sel)
-            for p, acc in zip(plans, out):
-                for name, f in features_at(p, views, taps).items():
-                    acc[name].append(f)  # stays on the device until the chunk is done: no sync per batch
+            for by_sigma in _shared(plans).values():
+                views = clean_views(plans[next(iter(by_sigma.values()))[0]], prepared, sel)
+                for js in by_sigma.values():
+                    layers = list(dict.fromkeys(name for j in js for name in plans[j].layers))
+                    feats = features_at(plans[js[0]], views, taps, layers)
+                    for j in js:
+                        for name in plans[j].layers:
+                            out[j][name].append(feats[name])  # stays on the device until the chunk is done
             if on_batch is not None:
                 on_batch(len(views) * len(plans))
     return [{name: torch.cat(v).cpu().numpy().astype(np.float32) for name, v in acc.items()} for acc in out]

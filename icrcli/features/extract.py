@@ -7,9 +7,9 @@ chunk finished assembles the feature file in one pass, in row order, so it is by
 uninterrupted single-process run's. On Ctrl-C the finished prefix of chunks is assembled as a partial file
 (complete = false) and the chunks are kept: the same command resumes.
 
-`extract_levels` runs plans that differ only in sigma in one pass over the data: each chunk is decoded and
-augmented (and VAE-encoded) once, then noised and run at every level; each level's file is byte-identical to
-extracting that plan alone.
+`extract_levels` runs plans that differ in sigma, layers or augmentation in one pass over the data: each chunk
+is decoded once, augmented (and VAE-encoded) once per augmentation, then noised and run once per (augmentation,
+sigma) with every layer tapped there; each plan's file is byte-identical to extracting that plan alone.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class _Level:
 
 def extract_levels(plans: list[Plan], outs: list[str | Path], run: RunOptions | None = None,
                    reporter: Reporter = SILENT, ranks: bool = False) -> list[dict]:
-    """Extract plans that differ only in sigma (same loaded model and data, same request otherwise) into their
-    outputs, in one pass over the data. Each level is cached, resumed and shared between processes on its own.
+    """Extract plans that differ in sigma, layers or augmentation (same loaded model and data, same request
+    otherwise: plan.same_views) into their outputs, in one pass over the data. Each level is cached, resumed and shared between processes on its own.
     Returns one summary per plan, in order.
 
     ranks: every rank of a torchrun job calls this with the same plans and outputs (on a file system they all
@@ -154,7 +154,8 @@ def _fill(active: list[_Level], run: RunOptions, reporter: Reporter, split: bool
     reporter.start("extracting", n * len(active), done)
     try:
         while True:
-            load = lambda item: prepare_rows(p0, p0.chunk_rows(item[0]))
+            def load(item):     # decoded once; augmentation parameters for the levels that claimed the chunk
+                return prepare_rows(p0, p0.chunk_rows(item[0]), [lv.plan.request.augment for lv in item[1]])
             for (c, mine), prepared in prefetch(_claims(active, split), load):
                 feats = compute_levels([lv.plan for lv in mine], prepared, run.batch_size, advance)
                 if not warned:

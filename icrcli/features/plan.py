@@ -397,12 +397,16 @@ def _leave_out_bad(imgs, idx: np.ndarray, request: Request, reporter: Reporter) 
 
 
 def same_views(plans: list[Plan]) -> None:
-    """Plans that may share their clean views (one pass over the data for all): the same model, data and
-    request except sigma. Raises ValueError otherwise (a programming error, not a user's)."""
+    """Plans that may share one pass over the data (each chunk decoded once, icrcli.features.compute): the same
+    model, data and request except sigma, layers and augmentation (so the same images, views and seeds). Raises
+    ValueError otherwise (a programming error, not a user's)."""
+    def shared(r: Request) -> Request:
+        return dataclasses.replace(r, sigma=0.0, layers=(), augment="none")
     first = plans[0]
     for p in plans[1:]:
-        if p.model is not first.model or p.data is not first.data or p.request.at(0.0) != first.request.at(0.0):
-            raise ValueError("extract_levels: the plans must share model, data and request except sigma")
+        if p.model is not first.model or p.data is not first.data or shared(p.request) != shared(first.request):
+            raise ValueError("extract_levels: the plans must share model, data and request except sigma, layers "
+                             "and augmentation")
 
 
 def pixels_wanted(model: LoadedModel) -> tuple[int | None, int | None]:

@@ -57,6 +57,7 @@ class Taps:
         self.modules = resolve_layers(model, layers)
         self.how, self.stop_early = how, stop_early
         self.captured: dict[str, torch.Tensor] = {}
+        self._want = set(self.modules)
         self._handles = []
 
     def __enter__(self):
@@ -71,23 +72,28 @@ class Taps:
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
+            if name not in self._want:
+                return
             if name not in self.captured:  # a module called twice (weight sharing) keeps its first output
                 self.captured[name] = pool(output, self.how).float()
-            if self.stop_early and len(self.captured) == len(self.modules):
+            if self.stop_early and len(self.captured) == len(self._want):
                 raise _Stop
         return hook
 
-    def run(self, forward: Callable[[], object]) -> dict[str, torch.Tensor]:
+    def run(self, forward: Callable[[], object], only: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """One forward pass, the tapped layers' features. only: these of the tapped layers (the pass stops after
+        the last of them), so plans with different layers share one set of hooks."""
         self.captured = {}
+        self._want = set(self.modules if only is None else only)
         try:
             forward()
         except _Stop:
             pass
-        missing = [n for n in self.modules if n not in self.captured]
+        missing = [n for n in self.modules if n in self._want and n not in self.captured]
         if missing:
             raise UserError(f"Layer(s) {', '.join(missing)} did not run during the forward pass (modules that "
                             "exist but are unused). Pick another layer; `icr layers CKPT` shows which run.")
-        return {n: self.captured[n] for n in self.modules}
+        return {n: self.captured[n] for n in self.modules if n in self._want}
 
 
 def trace_shapes(model: torch.nn.Module, forward: Callable[[], object]) -> list[tuple[str, str, tuple | None]]:

@@ -17,7 +17,8 @@ from typing import Callable
 from icrcli import __version__, cache, dist
 from icrcli.errors import Terminated, UserError
 from icrcli.progress import SILENT, Reporter
-from icrcli.scans import records
+from icrcli.scans import engine, records
+from icrcli.scans.result import SweepResult, SweepShard
 from icrcli.scans.split import Split, check_no_probe, extract_shards, merged_score, shard_summary
 from icrcli.stats.options import ScoreOptions
 
@@ -126,19 +127,24 @@ def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: 
     return ReferenceProbe(**dataclasses.asdict(base), train=tuple(sorted(train)), test=tuple(sorted(test))), indices
 
 
+def sweep_parts(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+                probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
+    """What a finished sweep's cache record is keyed by (scans.records.record_key)."""
+    return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": records.data_identity(data),
+            "sigmas": list(sigmas), "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
+            "probe": _probe_key(probe), **split.key()}
+
+
 def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
               probe: ProbeOptions | None = None, split: Split = Split()) -> str:
-    return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts),
-                                     "data_sha256": records.data_identity(data), "sigmas": list(sigmas),
-                                     "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                                     "probe": _probe_key(probe), **split.key()})
+    return records.record_key(KIND, sweep_parts(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split))
 
 
 def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
-              probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
-    """The sweep result: one record per (augmentation, sigma, layer) with the score's keys, the argmin, the levels
+              probe: ProbeOptions | None = None, split: Split = Split()) -> SweepResult:
+    """The sweep result (scans.result.SweepResult; .to_dict() is the JSON): one record per (augmentation, sigma, layer) with the score's keys, the argmin, the levels
     tied with it (scans.ties) and the augmentation grid; with `probe`, each record's probe accuracy and the
     argmax of accuracy beside the argmin of ICR, with paired tests. vopts["augment"] is one policy or a list.
     Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped` says which; nothing is cached, the
@@ -154,19 +160,16 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
     if not sigmas:
         raise UserError("--sigmas gave no levels.")
     check_no_probe(split, probe)
-    key = sweep_key(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split)
-    entry = str(records.entry_path(KIND, key)) if use_cache else None
-    rec = records.load(KIND, key, reporter.warn) if use_cache and split.shard.count == 1 and dist.rank() == 0 \
-        else None
+    entry = engine.Entry(KIND, sweep_parts(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split), use_cache)
+    rec = entry.load(reporter.warn, "levels") if split.shard.count == 1 and dist.rank() == 0 else None
     if split.ranks > 1:     # rank 0's cache decides for every rank (the others' may be on other disks)
         rec = dist.broadcast(rec, "sharing the cached sweep")
     if rec is not None:
-        reporter.step(f"cached: the same sweep was done before, answered from the cache entry {entry} "
+        reporter.step(f"cached: the same sweep was done before, answered from the cache entry {entry.path} "
                       f"({len(rec['levels'])} levels; --no-cache recomputes)")
-        rec["levels"] = [records.from_cache(lv, entry) for lv in rec["levels"]]
         for lv in rec["levels"] if dist.rank() == 0 else []:
             on_level and on_level(lv)
-        return records.from_cache(rec, entry)
+        return SweepResult(rec)
     augments = augments_of(vopts)  # after the look-up: canonical spellings need the augmentation module (torch)
     done: list[dict] = []
 
@@ -186,15 +189,16 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         reporter.interrupted(f"the sweep stopped with {len(done)} of its levels scored; run the same command "
                              "again to continue (finished extractions are kept)")
     if split.shard.count > 1:
-        return {"schema": records.SCHEMA, "kind": "sweep-shard", "version": __version__, "shard": str(split.shard),
-                "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas), "levels": levels}
+        return SweepShard({"schema": records.SCHEMA, "kind": "sweep-shard", "version": __version__,
+                           "shard": str(split.shard), "checkpoint": str(checkpoint), "data": str(data),
+                           "sigmas": list(sigmas), "levels": levels})
     from icrcli.scans.ties import annotate_sweep
     ties = annotate_sweep(levels)
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),
         "layers": list(layers), "augments": augments, "levels": levels,
-        "argmin": _best(levels) if levels else None,
+        "argmin": _best(levels),
         "best_by_layer": {L: _best([r for r in levels if r["layer"] == L]) for L in layers},
         "ties": ties, "augment_grid": augment_grid(levels),
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
@@ -207,9 +211,9 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         result["ranks"] = split.ranks
     elif split.shards > 1:
         result["shards"] = split.shards
-    if use_cache and stopped is None and dist.rank() == 0:
-        records.save(KIND, key, result)
-    return {**result, "cached": False, "cache_entry": entry if stopped is None else None}
+    if stopped is None and dist.rank() == 0:
+        entry.save(result)
+    return SweepResult(entry.fresh(result, kept=stopped is None))
 
 
 def raise_if_stopped(result: dict) -> dict:
@@ -272,9 +276,10 @@ def probe_agreement(levels: list[dict], ties: list[dict] | None = None) -> list[
     return out
 
 
-def _best(levels: list[dict]) -> dict:
-    r = min(levels, key=lambda r: (r["icr"], r["sigma"]))
-    return {"layer": r["layer"], "sigma": r["sigma"], "icr": r["icr"], "augment": r.get("augment")}
+def _best(levels: list[dict]) -> dict | None:
+    """The sweep's minimum in its JSON order (layer, sigma, icr, augment; engine.best's keys)."""
+    b = engine.best(engine.SIGMA, levels)
+    return b and {k: b[k] for k in ("layer", "sigma", "icr", "augment")}
 
 
 def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporter) -> list:
@@ -291,13 +296,15 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
 
 
 def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
-                      on_record: Callable[[dict], None] | None, extra: dict | None = None,
+                      on_record: Callable[[dict], None] | None, extra: dict | Callable | None = None,
                       probe: ProbeOptions | None = None, probe_memo: dict | None = None,
                       split: Split = Split()) -> list[dict]:
-    """Extract the plans' features (one pass over the data for the levels not yet in the cache) and score
-    every (level, layer), with the jackknife on (scans.ties), probing it too with `probe`: the records, in level
-    order. Under the paper's probe protocol the probe reads features of its own, extracted without augmentation
-    (and the test data's, with --probe-test-data); `probe_memo` keeps probe results across calls that share them.
+    """Extract the plans' features (one pass over the data for the plans not yet in the cache: they may differ
+    in sigma, layers and augmentation, features.extract.extract_levels) and score every (plan, layer), with the
+    jackknife on (scans.ties), probing it too with `probe`: the records, in plan order. `extra`: the keys each
+    record starts with (a dict, or a function of the plan). Under the paper's probe protocol the probe reads
+    features of its own, extracted without augmentation in the same pass (and the test data's, with
+    --probe-test-data); `probe_memo` keeps probe results across calls that share them.
     split: the levels in shards (icrcli.scans.split), merged; with --shard I/N the summaries of shard I's
     extraction, unscored."""
     from icrcli.features.extract import extract_levels
@@ -307,8 +314,13 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     if not split.whole:
         return _split_levels(plans, vopts, sopts, reporter, on_record, extra, split)
     outs = [cache.cached_path(p.key) for p in plans]
-    extract_levels(plans, outs, run_options_from(vopts), reporter)
-    probe_files = _probe_files(plans, outs, vopts, probe, reporter) if probe is not None else None
+    train = _probe_plans(plans, probe)
+    more = list({p.key: p for p in train if p.key not in {q.key for q in plans}}.values())
+    if more:
+        reporter.step("the paper's probe: the same levels without augmentation, in the same pass")
+    extract_levels([*plans, *more], [*outs, *(cache.cached_path(p.key) for p in more)], run_options_from(vopts),
+                   reporter)
+    probe_files = _probe_files(plans, train, vopts, probe, reporter) if probe is not None else None
     memo = {} if probe_memo is None else probe_memo
     out = []
     # scoring (and probing) every level is minutes on real models: progress by level, like the extraction's
@@ -317,13 +329,13 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
         for i, (p, path) in enumerate(zip(plans, outs)):
             for layer in p.layers:
                 res = _score(path, layer, sopts, with_jackknife(sopts, len(p.indices)), score_file)
-                rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                rec = {**_extra(extra, p), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
                        "features": str(path)}
                 if probe is not None:
-                    train, test = probe_files[i]
-                    mk = (str(train), str(test), layer)
+                    train_file, test = probe_files[i]
+                    mk = (str(train_file), str(test), layer)
                     if mk not in memo:
-                        memo[mk] = _probe(train, layer, probe, test)
+                        memo[mk] = _probe(train_file, layer, probe, test)
                     rec.update(memo[mk])
                 out.append(rec)
                 reporter.advance(1)
@@ -333,20 +345,24 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     return out
 
 
+def _extra(extra: dict | Callable | None, plan) -> dict:
+    return extra(plan) if callable(extra) else dict(extra or {})
+
+
 def _split_levels(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
-                  on_record: Callable[[dict], None] | None, extra: dict | None, split: Split) -> list[dict]:
+                  on_record: Callable[[dict], None] | None, extra, split: Split) -> list[dict]:
     from icrcli.features.plan import run_options_from
     from icrcli.scans.ties import with_jackknife
     mine = extract_shards(plans, split, run_options_from(vopts), reporter)
-    if split.shard.count > 1:
-        return [{**(extra or {}), **r} for r in shard_summary(mine)]
+    if split.shard.count > 1:   # shard_summary lists every shard's levels in plan order
+        return [{**_extra(extra, p), **r} for p, r in zip([p for _ in mine for p in plans], shard_summary(mine))]
     out = []
     for j, p in enumerate(plans):
         for layer in p.layers:
             # the jackknife's groups are by global image index, so the shards' merged moments carry them
             res = merged_score(p, layer, {i: pairs[j] for i, pairs in mine.items()}, split,
                                with_jackknife(sopts, len(p.indices)))
-            rec = {**(extra or {}), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+            rec = {**_extra(extra, p), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
                    "features": res["input"]["paths"][0]}
             out.append(rec)
             on_record and dist.rank() == 0 and on_record(rec)
@@ -365,22 +381,23 @@ def _score(path: Path, layer: str, sopts: ScoreOptions, jk: ScoreOptions, score_
     return score_file(path, layer=layer, opts=sopts)[0]
 
 
-def _probe_files(plans: list, outs: list, vopts: dict, probe: ProbeOptions, reporter: Reporter) -> list[tuple]:
-    """Per plan, (training features, test features or None) for the probe. view-mean: the plan's own. paper: the
-    same request without augmentation (the plan's own when it has none). With --probe-test-data, the same request
-    on the test data (all of its images unless --images is smaller; never --indices, which name training images)."""
+def _probe_plans(plans: list, probe: ProbeOptions | None) -> list:
+    """The plans whose features the probe trains on: the plans' own (view-mean, or no probe); the paper's protocol,
+    the same requests without augmentation (a plan's own when it has none)."""
+    if probe is None or probe.protocol != "paper":
+        return plans
+    from icrcli.features.plan import make_plan
+    return [p if p.request.augment == "none" else make_plan(p.model, p.data, dataclasses.replace(
+        p.request, augment="none")) for p in plans]
+
+
+def _probe_files(plans: list, train: list, vopts: dict, probe: ProbeOptions, reporter: Reporter) -> list[tuple]:
+    """Per plan, (training features, test features or None) for the probe: `train`'s files (extracted with the
+    plans, _probe_plans). With --probe-test-data, the same request on the test data (all of its images unless
+    --images is smaller; never --indices, which name training images)."""
     from icrcli.features.extract import extract_levels
     from icrcli.features.plan import load_data, make_plan, run_options_from
-    run = run_options_from(vopts)
-    train, train_outs = plans, outs
-    if probe.protocol == "paper":
-        train = [p if p.request.augment == "none" else make_plan(p.model, p.data, dataclasses.replace(
-            p.request, augment="none")) for p in plans]
-        train_outs = [cache.cached_path(p.key) for p in train]
-        todo = [(p, o) for p, o, q in zip(train, train_outs, plans) if p is not q]
-        if todo:
-            reporter.step("the paper's probe: the same levels without augmentation")
-            extract_levels([p for p, _ in todo], [o for _, o in todo], run, reporter)
+    train_outs = [cache.cached_path(p.key) for p in train]
     if probe.test_data is None:
         return [(o, None) for o in train_outs]
     first = plans[0]
@@ -389,10 +406,10 @@ def _probe_files(plans: list, outs: list, vopts: dict, probe: ProbeOptions, repo
         raise UserError(f"--probe-test-data {probe.test_data} has no labels: give the labelled held-out images "
                         "(class sub-folders, an .npz with labels, CIFAR or MNIST files).")
     tests = [make_plan(p.model, tdata, dataclasses.replace(p.request, indices=None)) for p in train]
-    touts = [cache.cached_path(p.key) for p in tests]
+    unique = list({p.key: p for p in tests}.values())
     reporter.step(f"the probe's held-out images: {probe.test_data}")
-    extract_levels(tests, touts, run, reporter)
-    return list(zip(train_outs, touts))
+    extract_levels(unique, [cache.cached_path(p.key) for p in unique], run_options_from(vopts), reporter)
+    return list(zip(train_outs, (cache.cached_path(p.key) for p in tests)))
 
 
 def _probe(path: Path, layer: str, probe: ProbeOptions, test: Path | None = None) -> dict:
@@ -422,18 +439,16 @@ def check_labels(dset, probe: ProbeOptions | None) -> None:
 def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
              reporter: Reporter, on_level, probe: ProbeOptions | None = None,
              augments: list[str] | None = None, split: Split = Split()) -> tuple[list[dict], tuple[str, ...]]:
-    """The records of every (augmentation, level, layer) over one loaded model and data set, and the layers."""
+    """The records of every (augmentation, level, layer) over one loaded model and data set, and the layers.
+    Every augmentation's levels are extracted in one pass over the data (each chunk decoded once)."""
     from icrcli.features.plan import load_data, load_model
     model = load_model(checkpoint, mopts, vopts["device"], reporter)
     dset = load_data(data, model, reporter, vopts.get("skip_bad_images", False))
     check_labels(dset, probe)
-    levels, layers, memo = [], (), {}
-    for aug in augments or augments_of(vopts):
-        if len(augments or ()) > 1:
-            reporter.step(f"augmentation {aug}")
-        va = {**vopts, "augment": aug}
-        plans = level_plans(model, dset, sigmas, va, reporter)
-        layers = plans[0].layers
-        levels += extract_and_score(plans, va, sopts, reporter, on_level, {"augment": aug}, probe=probe,
-                                    probe_memo=memo, split=split)
-    return levels, layers
+    augments = augments or augments_of(vopts)
+    if len(augments) > 1:
+        reporter.step(f"augmentations {', '.join(augments)}: every level of each, in one pass over the data")
+    plans = [p for aug in augments for p in level_plans(model, dset, sigmas, {**vopts, "augment": aug}, reporter)]
+    levels = extract_and_score(plans, vopts, sopts, reporter, on_level, lambda p: {"augment": p.request.augment},
+                               probe=probe, split=split)
+    return levels, plans[0].layers
