@@ -210,7 +210,9 @@ class Reporter(report.Reporter):
 
 
 def _finite(obj):
-    """JSON has no Infinity/NaN: write them as null."""
+    """JSON has no Infinity/NaN: write them as null. A typed result (scans.result) is written as its dict."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):

@@ -65,6 +65,21 @@ def level_printer(json_lines: bool):
     return write_json_line if json_lines else None
 
 
+def tables(result) -> None:
+    """A scan's table on stderr, keyed by its axis (scans.engine.Axis): per series, its records against the
+    axis with the minimum marked and a chart, then what the series says; then what the whole scan says
+    (report.verdict)."""
+    from icrcli.report.verdict import scan_lines, series_lines
+    names = result.series_names()
+    for key, recs in result.groups().items():
+        finish_table(recs, result.axis.name, result.table_title(key, names[key]), result.lowest(recs),
+                     log_x=result.axis.log)
+        for line in series_lines(result, key):
+            console.say(line)
+    for line in scan_lines(result):
+        console.say(line)
+
+
 def finish_table(records: list[dict], x_key: str, title: str, best: dict | None, log_x: bool) -> None:
     """The table, then a small chart of ICR against x, on stderr."""
     from icrcli.report.chart import curve_chart

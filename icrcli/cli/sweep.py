@@ -139,66 +139,18 @@ def sweep(
                            split=split)
     if dist.rank() > 0:
         return
-    if result["kind"] == "sweep-shard":
+    if result.kind == "sweep-shard":
         console.write_json(result, output)
-        console.say(f"shard {result['shard']}: {len(result['levels'])} level(s) extracted; score them all with the "
+        console.say(f"shard {result['shard']}: {len(result.levels)} level(s) extracted; score them all with the "
                     f"same command and --shards {split.shard.count}")
         return
-    edges = edge_warnings(result["levels"])     # said after the table, in the JSON with the grid's own
-    result["warnings"] = [*grid_warnings, *result.get("warnings", []), *edges]
-    _say(result)
+    from icrcli.scans.result import SweepResult
+    edges = edge_warnings(result.levels)     # said after the table, in the JSON with the grid's own
+    result = SweepResult({**result.to_dict(), "warnings": [*grid_warnings, *result.warnings, *edges]})
+    scan_output.tables(result)
     for w in edges:
         console.say(f"warning: {w}")
-    scan_output.finish(result, result["levels"], output, json_lines, csv, plot if result["argmin"] else None,
-                       summary)
-    if result.get("stopped"):
-        scan_output.always_say(f"icr: {result['stopped']} with {len(result['levels'])} levels scored")
-        raise typer.Exit(scan_output.EXIT_STOPPED[result["stopped"]])
-
-
-def _say(result: dict) -> None:
-    """The tables and verdicts on stderr: per augmentation and layer, the levels, the minimum and its ties, the
-    probe; with several augmentations, the grid."""
-    from icrcli.cli import console, scan_output
-    layers, augments = result["layers"], result.get("augments") or [None]
-    best = result["argmin"]
-    for aug in augments:
-        for layer in layers:
-            recs = [r for r in result["levels"] if r["layer"] == layer and r.get("augment") == aug]
-            if not recs:    # an interrupted sweep: none of this one's levels scored
-                continue
-            low = min(recs, key=lambda r: (r["icr"], r["sigma"]))
-            where = f"layer {layer}" + (f", --augment {aug}" if len(augments) > 1 else "")
-            scan_output.finish_table(recs, "sigma", f"ICR by sigma, {where}", low, log_x=True)
-    for t in result.get("ties") or []:
-        where = "".join([f" (--augment {t['augment']})" if len(augments) > 1 else "",
-                         f" (layer {t['layer']})" if len(layers) > 1 else ""])
-        tied = t["tied_sigmas"]
-        if tied is None:
-            console.say(f"lowest ICR{where} at sigma {t['argmin_sigma']:g} (too few images for an interval)")
-        else:
-            others = [f"{s:g}" for s in tied if s != t["argmin_sigma"]]
-            console.say(f"lowest ICR{where} at sigma {t['argmin_sigma']:g}; "
-                        + (f"statistically tied with it ({100 * t['confidence']:g}% paired jackknife interval of "
-                           f"the rise reaches 0): sigma {', '.join(others)}" if others
-                           else "every other level is higher beyond its paired interval"))
-    if len(augments) > 1:
-        for g in result["augment_grid"]:
-            ratio = "-" if g["residual_ratio"] is None else f"{g['residual_ratio']:.3g}"
-            console.say(f"  --augment {g['augment']}{'' if len(layers) == 1 else ', layer ' + g['layer']}: lowest ICR "
-                        f"{g['icr_min']:.4f} at sigma {g['argmin_sigma']:g}; tr Sigma_xi / tr Sigma_s at sigma "
-                        f"{g['lowest_sigma']:g}: {ratio}")
-    if best:
-        console.say(f"lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}"
-                    + (f", layer {best['layer']}" if len(layers) > 1 else "")
-                    + (f", --augment {best['augment']}" if len(augments) > 1 else ""))
-    for agree in result.get("probe") or []:
-        verdict = ("they agree" if agree["agree"] else "within two standard errors" if agree["within_se"]
-                   else "they DISAGREE")
-        where = " ".join(x for x in (agree["augment"] if len(augments) > 1 else "",
-                                     agree["layer"] if len(layers) > 1 else "") if x)
-        name = agree["protocol"]["name"] if agree.get("protocol") else ""
-        console.say(f"probe{' ' + where if where else ''} ({name}): "
-                    f"best accuracy {agree['best_accuracy']:.3f} at sigma {agree['argmax_accuracy_sigma']:g}, ICR "
-                    f"lowest at sigma {agree['argmin_icr_sigma']:g} (accuracy {agree['accuracy_at_argmin_icr']:.3f}, "
-                    f"McNemar p = {agree['mcnemar_p']:.2g}): {verdict}")
+    scan_output.finish(result, result.levels, output, json_lines, csv, plot if result.argmin else None, summary)
+    if result.stopped:
+        scan_output.always_say(f"icr: {result.stopped} with {len(result.levels)} levels scored")
+        raise typer.Exit(scan_output.EXIT_STOPPED[result.stopped])

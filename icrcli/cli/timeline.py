@@ -120,25 +120,13 @@ def timeline(
                               gates=Gates(fail_on_rise, fail_above, point_estimates, fail_fast), split=split)
     if dist.rank() > 0:
         return
-    if result["kind"] == "timeline-shard":
+    if result.kind == "timeline-shard":
         console.write_json(result, output)
-        console.say(f"shard {result['shard']}: {len(result['points'])} point(s) computed and cached; the same "
+        console.say(f"shard {result['shard']}: {len(result.points)} point(s) computed and cached; the same "
                     "command without --shard assembles the timeline")
         return
-    for series in result["series"]:
-        pts = [p for p in result["points"] if p["sigma"] == series["sigma"]]
-        mark = next((p for p in pts if p["step"] == series["trend"]["step_min"]), None)
-        scan_output.finish_table(pts, "step", f"ICR by step, sigma {series['sigma']:g}", mark, log_x=False)
-        console.say(series["trend"]["description"])
-        last = (series.get("rises") or [None])[-1]
-        if last is not None and last["difference"] > 0:
-            console.say(f"the last point's rise from the minimum: {last['difference']:+.4f}, paired jackknife "
-                        f"interval [{last['ci'][0]:+.4f}, {last['ci'][1]:+.4f}]"
-                        + (" (beyond it)" if last["beyond_interval"] else " (reaches 0: not a sure rise)"))
-    for msg in result["gates"]["held_by_intervals"]:
-        console.say(f"gate held: {msg}")
-    scan_output.finish(result, result["points"], output, json_lines, csv, plot if result["points"] else None,
-                       summary)
+    scan_output.tables(result)
+    scan_output.finish(result, result.points, output, json_lines, csv, plot if result.points else None, summary)
     raise typer.Exit(exit_status(result))
 
 

@@ -1,4 +1,4 @@
-"""A saved sweep or timeline result checked before it is drawn: `icr plot` reads JSON from anywhere, so anything
+"""A saved scan result (a sweep, a timeline, any registered scan) checked before it is drawn: `icr plot` reads JSON from anywhere, so anything
 that is not the shape icr writes is a UserError naming the first bad value, and what is drawn is capped (records,
 series, label lengths), so no file can hang or crash the plot."""
 
@@ -20,41 +20,42 @@ def short(text, n: int = MAX_LABEL) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def check_result(result, where: str = "the result") -> dict:
-    """A copy of a sweep or timeline result fit to draw (labels shortened); UserError if it is not one."""
+def check_result(result, where: str = "the result"):
+    """A copy of a scan result fit to draw (labels shortened), typed (scans.result); UserError if it is not one."""
+    from icrcli.scans.result import ScanResult, kinds, result_class
+    if isinstance(result, ScanResult):
+        result = result.to_dict()
     if not isinstance(result, dict):
         raise _bad(where, f"is a JSON {type(result).__name__}, not an object")
     kind = result.get("kind")
-    if kind == "sweep":
-        records, name = result.get("levels"), "levels"
-    elif kind == "timeline":
-        records, name = result.get("points"), "points"
-    else:
+    if kind not in kinds():
         raise UserError(f"{where} is not a sweep or timeline result (its \"kind\" is {short(repr(kind))}); `icr plot` "
                         "redraws the JSON that `icr sweep` or `icr timeline` wrote.")
+    cls = result_class(kind)
+    records, name = result.get(cls.records_key), cls.records_key
     if not isinstance(records, list) or not records:
         raise _bad(where, f"has no list of {name}")
     if len(records) > MAX_RECORDS:
         raise _bad(where, f"has {len(records)} {name}; icr draws at most {MAX_RECORDS}")
-    out = [_record(r, i, kind, f"{where}: {name}[{i}]") for i, r in enumerate(records)]
-    series = {(r.get("sigma") if kind == "timeline" else None, r.get("layer")) for r in out}
+    out = [_record(r, i, cls.axis, kind, f"{where}: {name}[{i}]") for i, r in enumerate(records)]
+    series = {cls.axis.key_of(r) for r in out}
     if len(series) > MAX_SERIES:
         raise _bad(where, f"has {len(series)} series (layers, sigmas); icr draws at most {MAX_SERIES}")
     clean = {**result, name: out}
     for k in ("checkpoint", "folder", "kind"):
         if k in clean:
             clean[k] = short(clean[k], 200)
-    return clean
+    return cls(clean)
 
 
-def _record(r, i: int, kind: str, where: str) -> dict:
+def _record(r, i: int, axis, kind: str, where: str) -> dict:
     if not isinstance(r, dict):
         raise _bad(where, f"is a JSON {type(r).__name__}, not an object")
     out = dict(r)
-    _number(r, "sigma", where, low=0.0)
+    _number(r, "sigma", where, low=0.0, optional=axis.name != "sigma" and kind != "timeline")
+    _number(r, axis.name, where)
     _number(r, "icr", where)
     if kind == "timeline":
-        _number(r, "step", where)
         _number(r, "trace_s", where)
         _number(r, "trace_xi", where)
         _number(r, "memorization_ratio", where, optional=True)
@@ -63,10 +64,17 @@ def _record(r, i: int, kind: str, where: str) -> dict:
     ci = r.get("icr_ci")
     if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_finite(v) for v in ci)):
         raise _bad(where, f"has icr_ci {short(repr(ci))}, not a pair of numbers")
-    layer = r.get("layer")
-    if layer is not None and not isinstance(layer, str):
-        raise _bad(where, f"has layer {short(repr(layer))}, not a name")
-    out["layer"] = short(layer) if layer is not None else None
+    for key in axis.series:     # the series' names are labels: text or numbers, shortened
+        v = r.get(key)
+        if key == "layer" and v is not None and not isinstance(v, str):
+            raise _bad(where, f"has layer {short(repr(v))}, not a name")
+        if isinstance(v, str):
+            out[key] = short(v)
+    if "layer" not in axis.series:
+        layer = r.get("layer")
+        if layer is not None and not isinstance(layer, str):
+            raise _bad(where, f"has layer {short(repr(layer))}, not a name")
+        out["layer"] = short(layer) if layer is not None else None
     return out
 
 

@@ -1,5 +1,6 @@
-"""Plots of saved scan results (matplotlib, the optional extra `icr[plot]`). Each function takes a result dict as
-`icr sweep` / `icr timeline` write it and never recomputes, so `icr plot RESULT.json` redraws any result."""
+"""Plots of saved scan results (matplotlib, the optional extra `icr[plot]`): one figure for every scan, keyed by its
+axis. Each function takes a typed result (icrcli.scans.result) or its dict as `icr sweep` / `icr timeline` write it
+and never recomputes, so `icr plot RESULT.json` redraws any result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from icrcli.errors import UserError
+from icrcli.scans.result import ScanResult, SweepResult, TimelineResult
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -34,21 +36,14 @@ def _x_positions(sigmas: np.ndarray) -> tuple[np.ndarray, float | None]:
     return np.where(sigmas > 0, sigmas, zero_at), (zero_at if (sigmas == 0).any() else None)
 
 
-def _by_layer(levels: list[dict], name=lambda r: r.get("layer") or "") -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in levels:
-        out.setdefault(name(r), []).append(r)
-    return {k: sorted(v, key=lambda r: r["sigma"]) for k, v in out.items()}
-
-
-def _series_of(result: dict) -> tuple[dict[str, list[dict]], str]:
-    """The sweep's curves by layer, or by augmentation (and layer) when it scanned several: (curves, what the
-    heatmap's rows are)."""
-    if len(result.get("augments") or []) < 2:
-        return _by_layer(result["levels"]), "layer"
-    many = len(result.get("layers") or []) > 1
-    return (_by_layer(result["levels"], lambda r: f"{r.get('augment')} · {r.get('layer')}" if many
-                      else str(r.get("augment"))), "augmentation")
+def _series_of(result) -> tuple[dict[str, list[dict]], str]:
+    """The scan's curves by name (the parts of the series key that differ: a sweep's layer, or augmentation and
+    layer when it scanned several), each in axis order, and what a heatmap's rows are."""
+    result = as_result(result)
+    names = result.series_names()
+    rows = "augmentation" if isinstance(result, SweepResult) and result.grid else \
+        " and ".join(k for k in result.axis.series if k != "augment") or "series"
+    return {names[k]: recs for k, recs in result.groups().items()}, rows
 
 
 def _icr_curve(ax, x: np.ndarray, y: np.ndarray, ci: list, label: str, at: list[str]):
@@ -76,110 +71,122 @@ def _legend_below(fig, axes: list) -> None:
                    frameon=False)
 
 
-def sweep_figure(result: dict):
-    """The sweep's figure: ICR against sigma (log axis), one line per layer, interval bands, the minimum starred;
-    probe accuracy on a second axis with its argmax marked, when the sweep has it; plus a layer x sigma heatmap
-    panel when there are several layers."""
+def scan_figure(result):
+    """A scan's figure, keyed by its axis (scans.engine.Axis): ICR against the axis (log for sigma, sigma = 0
+    drawn apart), one line per series, interval bands, each minimum starred; then what the result holds: probe
+    accuracy on a second axis with its argmax marked, the memorization ratio, the gate thresholds; a series x
+    axis heatmap beside a sweep of several series, the traces under a timeline."""
     plt = _pyplot()
-    layers, rows = _series_of(result)
-    grid = len(layers) > 1
-    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(11 if grid else 6.4, 5.2), squeeze=False,
-                             layout="constrained")
-    ax = axes[0][0]
-    acc_ax = None
-    for name, recs in layers.items():
-        s = np.array([r["sigma"] for r in recs], float)
-        x, zero_at = _x_positions(s)
+    result = as_result(result)
+    axis, names = result.axis, result.series_names()
+    groups = result.groups()
+    traces = isinstance(result, TimelineResult)
+    heat = not traces and len(groups) > 1
+    if traces:
+        fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]},
+                                     layout="constrained")
+    else:
+        fig, axes = plt.subplots(1, 2 if heat else 1, figsize=(11 if heat else 6.4, 5.2), squeeze=False,
+                                 layout="constrained")
+        ax, bx = axes[0][0], None
+    gates = result.gates if isinstance(result, TimelineResult) else {}
+    twin = {}       # the second y axes, made when first needed
+    zero_at, x = None, np.zeros(0)
+    for key, recs in groups.items():
+        v = np.array([r[axis.name] for r in recs], float)
+        x, zero_at = _x_positions(v) if axis.log else (v, None)
         y = np.array([r["icr"] for r in recs], float)
-        line = _icr_curve(ax, x, y, [r.get("icr_ci") for r in recs], f"ICR {name}" if grid else "ICR",
-                          [f"σ={v:g}" for v in s])
-        acc = np.array([np.nan if r.get("probe_test_accuracy") is None else r["probe_test_accuracy"]
-                        for r in recs], float)
-        if not np.isnan(acc).all():
-            acc_ax = acc_ax or ax.twinx()
-            acc_ax.plot(x, acc, "s--", ms=3, color=line.get_color(), alpha=0.7,
-                        label=f"probe {name}" if grid else "probe accuracy")
-            k = int(np.nanargmax(acc))   # the paper's claim: the probe's best level is ICR's lowest
-            acc_ax.plot([x[k]], [acc[k]], "^", ms=11, color=line.get_color(), mec="black", ls="none",
-                        label=f"best probe accuracy, σ={s[k]:g}" + (f" ({name})" if grid else ""))
-            ax.axvline(x[k], color=line.get_color(), ls=":", lw=1)
-    ax.set_xscale("log")
-    if zero_at is not None:
-        ticks = [t for t in ax.get_xticks() if t > zero_at * 2]
-        ax.set_xticks([zero_at, *ticks], ["0", *[f"{t:g}" for t in ticks]])
-        ax.set_xlim(zero_at / 2, x.max() * 2)
-    ax.set_xlabel("σ (EDM units, data in [-1, 1])")
+        label = result.series_label(key, names[key])
+        line = _icr_curve(ax, x, y, [r.get("icr_ci") for r in recs], label, [axis.at(w) for w in v])
+        _probe_curve(ax, twin, x, v, recs, line.get_color(), names[key] if len(groups) > 1 else None, axis)
+        if traces:
+            _rise_gate(ax, x, y, gates.get("fail_on_rise"), line.get_color(), key[0], gates.get("on") == "intervals")
+            _trace_curves(bx, x, recs, line.get_color(), key[0])
+        _memorization(ax, twin, x, recs)
+    if gates.get("fail_above") is not None:
+        ax.axhline(gates["fail_above"], color="black", ls="--", lw=1, label=f"--fail-above {gates['fail_above']:g}")
+    if axis.log:
+        ax.set_xscale("log")
+        if zero_at is not None:
+            ticks = [t for t in ax.get_xticks() if t > zero_at * 2]
+            ax.set_xticks([zero_at, *ticks], ["0", *[f"{t:g}" for t in ticks]])
+            ax.set_xlim(zero_at / 2, x.max() * 2)
+    (bx or ax).set_xlabel(axis.label)
     ax.set_ylabel("ICR (lower is cleaner)")
-    if acc_ax is not None:
-        acc_ax.set_ylabel("linear-probe test accuracy")
     ax.set_title(_title(result), fontsize=9)
     ax.grid(alpha=0.3)
-    _legend_below(fig, [ax, acc_ax])
-    if grid:
-        _heatmap(axes[0][1], result, layers, rows)
+    if bx is not None:
+        bx.set_ylabel("trace")
+        bx.set_yscale("log")
+        bx.grid(alpha=0.3)
+    _legend_below(fig, [ax, twin.get("probe"), twin.get("memorization"), bx])
+    if heat:
+        _heatmap(axes[0][1], result, {names[k]: recs for k, recs in groups.items()}, _series_of(result)[1])
     return fig
 
 
-def plot_sweep(result: dict, path: str | Path) -> Path:
-    """Draw a sweep result into `path` (sweep_figure)."""
-    return _draw(sweep_figure, result, path)
+sweep_figure = timeline_figure = scan_figure     # the sigma and the step axes: one figure, keyed by the axis
 
 
-def _heatmap(ax, result: dict, layers: dict[str, list[dict]], rows: str = "layer") -> None:
-    sigmas = sorted({r["sigma"] for r in result["levels"]})
+def _probe_curve(ax, twin: dict, x: np.ndarray, v: np.ndarray, recs: list[dict], color, name: str | None,
+                 axis) -> None:
+    """Probe accuracy on a second axis, its argmax marked and a line down to the ICR axis (the paper's claim:
+    the probe's best level is ICR's lowest)."""
+    acc = np.array([np.nan if r.get("probe_test_accuracy") is None else r["probe_test_accuracy"] for r in recs],
+                   float)
+    if np.isnan(acc).all():
+        return
+    if "probe" not in twin:
+        twin["probe"] = ax.twinx()
+        twin["probe"].set_ylabel("linear-probe test accuracy")
+    acc_ax = twin["probe"]
+    acc_ax.plot(x, acc, "s--", ms=3, color=color, alpha=0.7, label=f"probe {name}" if name else "probe accuracy")
+    k = int(np.nanargmax(acc))
+    acc_ax.plot([x[k]], [acc[k]], "^", ms=11, color=color, mec="black", ls="none",
+                label=f"best probe accuracy, {axis.at(v[k])}" + (f" ({name})" if name else ""))
+    ax.axvline(x[k], color=color, ls=":", lw=1)
+
+
+def _memorization(ax, twin: dict, x: np.ndarray, recs: list[dict]) -> None:
+    mem = [r.get("memorization_ratio") for r in recs]
+    if all(m is None for m in mem):
+        return
+    if "memorization" not in twin:
+        twin["memorization"] = ax.twinx()
+        twin["memorization"].set_ylabel("memorization ratio", color="crimson")
+    twin["memorization"].plot(x, [np.nan if m is None else m for m in mem], "^:", color="crimson",
+                              label="memorization ratio")
+
+
+def _trace_curves(bx, x: np.ndarray, recs: list[dict], color, sigma: float) -> None:
+    bx.plot(x, [r["trace_s"] for r in recs], "o-", ms=3, color=color, label=f"trace Σ_s σ={sigma:g}")
+    bx.plot(x, [r["trace_xi"] for r in recs], "s--", ms=3, color=color, alpha=0.7, label=f"trace Σ_ξ σ={sigma:g}")
+
+
+def plot_scan(result, path: str | Path) -> Path:
+    """Draw a scan result into `path` (scan_figure)."""
+    return _draw(scan_figure, result, path)
+
+
+plot_sweep = plot_timeline = plot_scan
+
+
+def _heatmap(ax, result, layers: dict[str, list[dict]], rows: str = "layer") -> None:
+    xname = result.axis.name
+    xs = sorted({r[xname] for r in result.records})
     names = list(layers)
-    z = np.full((len(names), len(sigmas)), np.nan)
+    z = np.full((len(names), len(xs)), np.nan)
     for i, name in enumerate(names):
         for r in layers[name]:
-            z[i, sigmas.index(r["sigma"])] = r["icr"]
+            z[i, xs.index(r[xname])] = r["icr"]
     im = ax.imshow(z, aspect="auto", cmap="viridis_r", origin="lower")
-    ax.set_xticks(range(len(sigmas)), [f"{s:.3g}" for s in sigmas], rotation=60, fontsize=7)
+    ax.set_xticks(range(len(xs)), [f"{s:.3g}" for s in xs], rotation=60, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     i, j = np.unravel_index(np.nanargmin(z), z.shape)
     ax.plot([j], [i], "*", ms=14, color="white", mec="black")
-    ax.set_xlabel("σ")
-    ax.set_title(f"ICR by {rows} and σ (★ best)", fontsize=9)
+    ax.set_xlabel(result.axis.symbol)
+    ax.set_title(f"ICR by {rows} and {result.axis.symbol} (★ best)", fontsize=9)
     ax.figure.colorbar(im, ax=ax, label="ICR")
-
-
-def timeline_figure(result: dict):
-    """The timeline's figure: ICR against training step (one series per sigma) with interval bands and the gate
-    thresholds, trace_s and trace_xi below; the memorization ratio on a second axis when the timeline has it."""
-    plt = _pyplot()
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]},
-                                 layout="constrained")
-    series: dict[tuple, list[dict]] = {}
-    for p in result["points"]:
-        series.setdefault((p["sigma"], p.get("layer") or ""), []).append(p)
-    gates = result.get("gates") or {}
-    mem_ax = None
-    for (sigma, layer), pts in series.items():
-        pts = sorted(pts, key=lambda p: p["step"])
-        st = np.array([p["step"] for p in pts], float)
-        y = np.array([p["icr"] for p in pts], float)
-        line = _icr_curve(ax, st, y, [p.get("icr_ci") for p in pts], f"ICR σ={sigma:g}",
-                          [f"step {p['step']}" for p in pts])
-        _rise_gate(ax, st, y, gates.get("fail_on_rise"), line.get_color(), sigma, gates.get("on") == "intervals")
-        bx.plot(st, [p["trace_s"] for p in pts], "o-", ms=3, color=line.get_color(), label=f"trace Σ_s σ={sigma:g}")
-        bx.plot(st, [p["trace_xi"] for p in pts], "s--", ms=3, color=line.get_color(), alpha=0.7,
-                label=f"trace Σ_ξ σ={sigma:g}")
-        mem = [p.get("memorization_ratio") for p in pts]
-        if any(m is not None for m in mem):
-            mem_ax = mem_ax or ax.twinx()
-            mem_ax.plot(st, [np.nan if m is None else m for m in mem], "^:", color="crimson",
-                        label="memorization ratio")
-            mem_ax.set_ylabel("memorization ratio", color="crimson")
-    if gates.get("fail_above") is not None:
-        ax.axhline(gates["fail_above"], color="black", ls="--", lw=1, label=f"--fail-above {gates['fail_above']:g}")
-    ax.set_ylabel("ICR (lower is cleaner)")
-    ax.set_title(_title(result), fontsize=9)
-    ax.grid(alpha=0.3)
-    bx.set_xlabel("training step")
-    bx.set_ylabel("trace")
-    bx.set_yscale("log")
-    bx.grid(alpha=0.3)
-    _legend_below(fig, [ax, mem_ax, bx])
-    return fig
 
 
 def _rise_gate(ax, steps: np.ndarray, icr: np.ndarray, pct: float | None, color, sigma: float,
@@ -195,12 +202,7 @@ def _rise_gate(ax, steps: np.ndarray, icr: np.ndarray, pct: float | None, color,
               + (", and beyond the intervals" if on_intervals else ""))
 
 
-def plot_timeline(result: dict, path: str | Path) -> Path:
-    """Draw a timeline result into `path` (timeline_figure)."""
-    return _draw(timeline_figure, result, path)
-
-
-def _draw(figure, result: dict, path: str | Path) -> Path:
+def _draw(figure, result, path: str | Path) -> Path:
     """figure(result) saved into `path` (checked first: only over icr's own plots), then closed."""
     path = Path(path)
     check_plot_path(path)
@@ -220,38 +222,44 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), metadata=plot_metadata(path.suffix, __version__))
 
 
-def _title(result: dict) -> str:
-    """What the plot is of: the checkpoint or run, the layer, N, K, the augmentation and sigma."""
-    what = result.get("checkpoint") or result.get("folder") or ""
-    head = f"{result.get('kind', '')}: {Path(str(what)).name}" if what else result.get("kind", "")
-    recs = result.get("levels") or result.get("points") or []
-    views = (result.get("options") or {}).get("views") or {}
+def as_result(result) -> ScanResult:
+    """A typed scan result (scans.result) of a result or its dict."""
+    return result if isinstance(result, ScanResult) else ScanResult.from_dict(result)
+
+
+def _title(result: ScanResult) -> str:
+    """What the plot is of: the checkpoint or run, the layer, N, K, the augmentation, and where the minimum is
+    (a sweep) or which sigmas are followed (a timeline)."""
+    what = result.source
+    head = f"{result.kind}: {Path(what).name}" if what else result.kind
+    recs, views = result.records, result.views
     layers = list(dict.fromkeys(r.get("layer") for r in recs if r.get("layer")))
     parts = [f"layer {layers[0]}" if len(layers) == 1 else f"{len(layers)} layers" if layers else None]
     n = recs[0].get("n_images", views.get("images")) if recs else views.get("images")
     k = recs[0].get("n_views", views.get("views")) if recs else views.get("views")
     parts += [f"N={n}" if n is not None else None, f"K={k}" if k is not None else None,
               _augment_part(result, views.get("augment"))]
-    if result.get("kind") == "sweep" and result.get("argmin"):
-        am = result["argmin"]
+    if isinstance(result, SweepResult) and result.argmin:
+        am = result.argmin
         parts.append(f"lowest at σ={am['sigma']:g}" + (f" ({am['augment']})" if am.get("augment")
-                                                       and len(result.get("augments") or []) > 1 else ""))
-    elif result.get("kind") == "timeline":
+                                                       and result.grid else ""))
+    elif isinstance(result, TimelineResult):
         sig = sorted({r["sigma"] for r in recs})
         parts.append("σ=" + ", ".join(f"{x:g}" for x in sig) if sig else None)
     return head + "\n" + ", ".join(p for p in parts if p) if any(parts) else head
 
 
-def _augment_part(result: dict, asked) -> str | None:
+def _augment_part(result: ScanResult, asked) -> str | None:
     """The augmentation of the title; every one of a sweep's augmentation x sigma grid."""
-    augs = result.get("augments") or ([asked] if isinstance(asked, str) else asked or [])
+    augs = (result.augments if isinstance(result, SweepResult) else []) or \
+        ([asked] if isinstance(asked, str) else asked or [])
     if not augs:
         return None
     return ("augment " if len(augs) == 1 else "augments ") + ", ".join(map(str, augs))
 
 
-def plot_result(result: dict, path: str | Path, where: str = "the result") -> Path:
-    """Redraw a saved sweep or timeline result, checked first (checkresult: a UserError if it is not one)."""
+def plot_result(result, path: str | Path, where: str = "the result") -> Path:
+    """Redraw a saved scan result (a dict or a typed result), checked first (checkresult: a UserError if it is
+    not one)."""
     from icrcli.report.checkresult import check_result
-    result = check_result(result, where)
-    return (plot_sweep if result["kind"] == "sweep" else plot_timeline)(result, path)
+    return plot_scan(check_result(result, where), path)

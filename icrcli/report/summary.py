@@ -4,7 +4,10 @@ From the result only, never recomputed."""
 
 from __future__ import annotations
 
+from functools import singledispatch
 from pathlib import Path
+
+from icrcli.scans.result import ScanResult, SweepResult, TimelineResult
 
 MARK = "<!-- icr summary"   # outputs.SUMMARY_MARK: the first line, so a rerun may replace its own file
 
@@ -18,28 +21,28 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _views(result: dict) -> str:
-    v = (result.get("options") or {}).get("views") or {}
-    recs = result.get("points") or result.get("levels") or []
+def _views(result: ScanResult) -> str:
+    v = result.views
+    recs = result.records
     n = recs[0].get("n_images", v.get("images")) if recs else v.get("images")
     k = recs[0].get("n_views", v.get("views")) if recs else v.get("views")
     aug = v.get("augment", "?")
     return f"N={n}, K={k}, augment {', '.join(aug) if isinstance(aug, list) else aug}"
 
 
-def timeline_summary(result: dict, plot: str | Path | None = None) -> str:
-    lines = [f"{MARK}: timeline -->", f"## icr timeline: {Path(result['folder']).name}", "",
-             f"{len(result['points'])} points ({_views(result)})" + _stopped(result.get("stopped")), ""]
-    for s in result["series"]:
+def timeline_summary(result: TimelineResult, plot: str | Path | None = None) -> str:
+    lines = [f"{MARK}: timeline -->", f"## icr timeline: {Path(result.folder).name}", "",
+             f"{len(result.points)} points ({_views(result)})" + _stopped(result.stopped), ""]
+    for s in result.series:
         lines += [f"### sigma {s['sigma']:g}, layer {s.get('layer')}", "",
                   _row(["step", "ICR", "interval", "trace_s", "trace_xi", "checkpoint"]),
                   _row(["---:", "---:", "---", "---:", "---:", "---"])]
-        for p in (p for p in result["points"] if p["sigma"] == s["sigma"]):
+        for p in (p for p in result.points if p["sigma"] == s["sigma"]):
             best = " **(min)**" if p["step"] == s["trend"]["step_min"] else ""
             lines.append(_row([p["step"], f"{p['icr']:.4f}{best}", _ci(p), f"{p['trace_s']:.4g}",
                                f"{p['trace_xi']:.4g}", f"`{Path(p['checkpoint']).name}`"]))
         lines += ["", f"**Verdict:** {s['trend']['description']}.", ""]
-    lines += _gates(result.get("gates") or {})
+    lines += _gates(result.gates)
     if plot is not None:
         lines += [f"**Plot:** `{plot}`", ""]
     return "\n".join(lines)
@@ -65,20 +68,18 @@ def _gates(g: dict) -> list[str]:
     return [head + "passed", "", *held, *([""] if held else [])]
 
 
-def sweep_summary(result: dict, plot: str | Path | None = None) -> str:
-    best = result["argmin"]
-    many = len(result.get("augments") or []) > 1     # an augmentation x sigma grid: a column for it
-    probe = bool(result.get("probe"))
-    lines = [f"{MARK}: sweep -->", f"## icr sweep: {Path(result['checkpoint']).name}", "",
-             f"{len(result['levels'])} levels ({_views(result)})" + _stopped(result.get("stopped")), "",
+def sweep_summary(result: SweepResult, plot: str | Path | None = None) -> str:
+    best = result.argmin
+    many = result.grid     # an augmentation x sigma grid: a column for it
+    probe = bool(result.probe)
+    lines = [f"{MARK}: sweep -->", f"## icr sweep: {Path(result.checkpoint).name}", "",
+             f"{len(result.levels)} levels ({_views(result)})" + _stopped(result.stopped), "",
              _row((["augment"] if many else []) + ["layer", "sigma", "ICR", "interval", "trace_s", "trace_xi"] +
                   (["probe accuracy"] if probe else [])),
              _row((["---"] if many else []) + ["---", "---:", "---:", "---", "---:", "---:"] +
                   (["---:"] if probe else []))]
-    at = (lambda r: (r["sigma"], r["layer"], r.get("augment")))
-    for r in result["levels"]:
-        mark = (" **(min)**" if best and at(r) == (best["sigma"], best["layer"], best.get("augment"))
-                else " ≈ tied" if r.get("tied_with_min") else "")
+    for r in result.levels:
+        mark = " **(min)**" if result.is_argmin(r) else " ≈ tied" if r.get("tied_with_min") else ""
         acc = [f"{r['probe_test_accuracy']:.3f}"] if probe else []
         lines.append(_row(([r.get("augment")] if many else []) + [r["layer"], f"{r['sigma']:g}",
                            f"{r['icr']:.4f}{mark}", _ci(r), f"{r['trace_s']:.4g}", f"{r['trace_xi']:.4g}", *acc]))
@@ -86,12 +87,12 @@ def sweep_summary(result: dict, plot: str | Path | None = None) -> str:
     if best:
         lines += [f"**Verdict:** lowest ICR {best['icr']:.4f} at sigma {best['sigma']:g}, layer {best['layer']}"
                   + (f", --augment {best['augment']}" if many else "") + ".", ""]
-    for t in result.get("ties") or []:
+    for t in result.ties:
         others = [f"{x:g}" for x in t.get("tied_sigmas") or [] if x != t["argmin_sigma"]]
         if others:
             lines += [f"**Tied with the minimum** ({t['layer']}" + (f", {t['augment']}" if many else "")
                       + f"; paired jackknife interval of the rise reaches 0): sigma {', '.join(others)}.", ""]
-    for a in result.get("probe") or []:
+    for a in result.probe:
         where = ", ".join(str(x) for x in ((a.get("augment"),) if many else ()) + (a.get("layer"),))
         lines += [f"**Probe** ({where}): best accuracy {a['best_accuracy']:.3f} at sigma "
                   f"{a['argmax_accuracy_sigma']:g}; ICR lowest at sigma {a['argmin_icr_sigma']:g} "
@@ -101,5 +102,27 @@ def sweep_summary(result: dict, plot: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def summary(result: dict, plot: str | Path | None = None) -> str:
-    return (sweep_summary if result.get("kind") == "sweep" else timeline_summary)(result, plot)
+def summary(result, plot: str | Path | None = None) -> str:
+    """The Markdown summary of a scan result (typed, or its dict)."""
+    from icrcli.report.plot import as_result
+    return _summary(as_result(result), plot)
+
+
+@singledispatch
+def _summary(result: ScanResult, plot: str | Path | None = None) -> str:
+    """Any scan: its table per series and the minimum."""
+    axis, best = result.axis, result.lowest()
+    lines = [f"{MARK}: {result.kind} -->", f"## icr {result.kind}: {Path(result.source).name}", "",
+             f"{len(result.records)} records ({_views(result)})" + _stopped(result.stopped), ""]
+    for key, recs in result.groups().items():
+        lines += [f"### {result.table_title(key, '')}", "", _row([axis.name, "ICR", "interval"]),
+                  _row(["---:", "---:", "---"])]
+        lines += [_row([r[axis.name], f"{r['icr']:.4f}" + (" **(min)**" if r is best else ""), _ci(r)]) for r in recs]
+        lines.append("")
+    if plot is not None:
+        lines += [f"**Plot:** `{plot}`", ""]
+    return "\n".join(lines)
+
+
+_summary.register(SweepResult, sweep_summary)
+_summary.register(TimelineResult, timeline_summary)

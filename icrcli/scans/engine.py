@@ -33,6 +33,11 @@ class Axis:
     log: bool = False
     series: tuple[str, ...] = ()
 
+    @property
+    def symbol(self) -> str:
+        """The axis's name in labels: σ, step."""
+        return self.fmt.split("=")[0].split(" ")[0] if self.fmt else self.name
+
     def at(self, value) -> str:
         """One value as labels write it: 'σ=0.1', 'step 200', 'seed=3'."""
         return (self.fmt or self.name + "={}").format(value)

@@ -15,7 +15,8 @@ from typing import Callable
 from icrcli import __version__, dist
 from icrcli.errors import Terminated, UserError
 from icrcli.progress import SILENT, Reporter
-from icrcli.scans import records
+from icrcli.scans import engine, records
+from icrcli.scans.result import TimelineResult, TimelineShard
 from icrcli.scans.sigmas import parse_sigmas
 from icrcli.scans.steps import find_checkpoints
 from icrcli.scans.split import Split, checkpoint_progress, gather_points
@@ -51,11 +52,16 @@ class Checks:
     memorization_steps: int = 18
 
 
+def point_parts(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions,
+                checks: Checks) -> dict:
+    """What one timeline point's cache record is keyed by (scans.records.record_key)."""
+    return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": data_sha, "sigma": sigma,
+            "views": request_fields(vopts), "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)}
+
+
 def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions,
               checks: Checks) -> str:
-    return records.record_key(KIND, {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": data_sha,
-                                     "sigma": sigma, "views": request_fields(vopts),
-                                     "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)})
+    return records.record_key(KIND, point_parts(checkpoint, data_sha, sigma, mopts, vopts, sopts, checks))
 
 
 class _Loaded:
@@ -90,11 +96,9 @@ def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, so
                loaded: _Loaded, reporter: Reporter, checks: Checks) -> list[dict]:
     """The records of one checkpoint at every sigma: from the cache where they are, else computed together."""
     with Unreadable.when_reading(found.path):
-        keys = {s: point_key(found.path, data_sha, s, mopts, vopts, sopts, checks) for s in sigmas}
-    cached = {s: records.load(KIND, k, reporter.warn) for s, k in keys.items()}
-    todo = [s for s in sigmas if cached[s] is None]
-    fresh: dict[float, list[dict]] = {}
-    if todo:
+        parts = {s: point_parts(found.path, data_sha, s, mopts, vopts, sopts, checks) for s in sigmas}
+
+    def compute(todo: list[float]) -> dict[float, list[dict]]:
         from icrcli.features.plan import load_model
         with Unreadable.when_reading(found.path):
             model = load_model(found.path, mopts, vopts["device"], reporter)
@@ -104,18 +108,13 @@ def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, so
         extra = {"step": found.step, "checkpoint": str(found.path)}
         if checks.memorization:
             extra.update(_memorization(found, loaded.path, mopts, vopts, checks, reporter))
+        fresh: dict[float, list[dict]] = {s: [] for s in todo}
         for rec in extract_and_score(plans, vopts, sopts, reporter, None, extra, probe=checks.probe):
-            fresh.setdefault(rec["sigma"], []).append(rec)
-        for s in todo:
-            records.save(KIND, keys[s], {"schema": records.SCHEMA, "points": fresh[s]})
-    out = []
-    for s in sigmas:
-        pts = fresh[s] if s in fresh else [records.from_cache(p, str(records.entry_path(KIND, keys[s])))
-                                           for p in cached[s]["points"]]
-        for p in pts:
-            p = {**p, "step": found.step, "checkpoint": str(found.path)}
-            out.append(p)
-    return out
+            fresh[rec["sigma"]].append(rec)
+        return fresh
+
+    found_points = engine.cached_points(KIND, parts, compute, reporter.warn)
+    return [{**p, "step": found.step, "checkpoint": str(found.path)} for s in sigmas for p in found_points[s]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +218,9 @@ def _rises(pts: list[dict]) -> list[dict] | None:
 def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,
                  sopts: ScoreOptions | None = None, pattern: str | None = None, watch: Watch | None = None,
                  reporter: Reporter = SILENT, on_point: Callable[[dict], None] | None = None,
-                 checks: Checks | None = None, gates: Gates | None = None, split: Split = Split()) -> dict:
-    """The timeline result: one record per (checkpoint, sigma) in step order, each series' trend, the CI gates
+                 checks: Checks | None = None, gates: Gates | None = None,
+                 split: Split = Split()) -> TimelineResult:
+    """The timeline result (scans.result.TimelineResult; .to_dict() is the JSON): one record per (checkpoint, sigma) in step order, each series' trend, the CI gates
     (`gates.failed` lists the conditions that failed: `icr timeline` exits 3 on any) and why it stopped.
 
     on_point gets each point as it is added, with the running `trend` of its series and the `gates` so far.
@@ -287,9 +287,10 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         notes = watcher.notes
     sigmas = state["sigmas"] if state["sigmas"] != AUTO else []
     if split.shard.count > 1:
-        return {"schema": records.SCHEMA, "kind": "timeline-shard", "version": __version__, "shard": str(split.shard),
-                "folder": str(folder), "data": str(data), "sigmas": list(sigmas),
-                "points": sorted(run.points, key=lambda p: (p["sigma"], p["step"]))}
+        return TimelineShard({"schema": records.SCHEMA, "kind": "timeline-shard", "version": __version__,
+                              "shard": str(split.shard), "folder": str(folder), "data": str(data),
+                              "sigmas": list(sigmas),
+                              "points": sorted(run.points, key=lambda p: (p["sigma"], p["step"]))})
     if split.ranks > 1:          # every rank's points, said and streamed by rank 0 in step order
         gathered = gather_points(run.points, split)
         run = _Follow(gates, reporter, on_point if dist.rank() == 0 else None)
@@ -300,13 +301,14 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         reporter.step(f"cached: {hits} of {len(points)} points answered from the cache (each point's cache_entry "
                       "names its entry; --no-cache recomputes)")
     series, failed, held_back = _series(points, gates)
-    return {"schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
-            "data": str(data), "sigmas": list(sigmas), "sigma_auto": state["auto"], "points": points,
-            "series": series, "notes": notes, "stopped": stopped,
-            "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
-                        "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks),
-                        "watch": dataclasses.asdict(watch) if watch else None},
-            "gates": _gates_dict(gates, failed, held_back, points)}
+    return TimelineResult({
+        "schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
+        "data": str(data), "sigmas": list(sigmas), "sigma_auto": state["auto"], "points": points,
+        "series": series, "notes": notes, "stopped": stopped,
+        "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
+                    "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks),
+                    "watch": dataclasses.asdict(watch) if watch else None},
+        "gates": _gates_dict(gates, failed, held_back, points)})
 
 
 def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Reporter,
@@ -314,7 +316,7 @@ def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Rep
     """--sigma auto: the argmin of a coarse sweep of `checkpoint` (split across torchrun's ranks under torchrun)."""
     reporter.step(f"--sigma auto: a coarse sweep of {checkpoint.name} over {len(AUTO_GRID)} levels")
     sw = raise_if_stopped(run_sweep(checkpoint, data, AUTO_GRID, mopts, vopts, sopts, reporter, split=split))
-    sigma = sw["argmin"]["sigma"]
+    sigma = sw.argmin["sigma"]
     reporter.step(f"--sigma auto: following sigma {sigma:g}, where {checkpoint.name} has its lowest ICR")
     return [sigma], {"checkpoint": str(checkpoint), "grid": AUTO_GRID, "sigma": sigma}
 
