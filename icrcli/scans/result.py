@@ -75,6 +75,9 @@ class ScanResult(Mapping):
     # The one shape.
     records = property(lambda self: list(self._data.get(self.records_key) or []),
                        doc="one dict per (point of the axis, series), in the order the scan produced them")
+    argmin = property(lambda self: self._data.get("argmin"), doc="the lowest ICR: the series' keys, the x, icr")
+    ties = property(lambda self: list(self._data.get("ties") or []),
+                    doc="per series: the x of its minimum, and those tied with it (scans.ties)")
     stopped = property(lambda self: self._data.get("stopped"), doc="why it ended early, or None")
     cached = property(lambda self: bool(self._data.get("cached", False)), doc="answered from the cache")
     cache_entry = property(lambda self: self._data.get("cache_entry"), doc="its cache entry, or None")
@@ -131,9 +134,7 @@ class SweepResult(ScanResult):
     layers = property(lambda self: list(self._data.get("layers") or []))
     augments = property(lambda self: list(self._data.get("augments") or []),
                         doc="the augmentations scanned (several: an augmentation x sigma grid)")
-    argmin = property(lambda self: self._data.get("argmin"), doc="the lowest ICR: layer, sigma, icr, augment")
     best_by_layer = property(lambda self: dict(self._data.get("best_by_layer") or {}))
-    ties = property(lambda self: list(self._data.get("ties") or []), doc="per augmentation and layer")
     augment_grid = property(lambda self: list(self._data.get("augment_grid") or []))
     probe = property(lambda self: list(self._data.get("probe") or []), doc="per cell, with --probe")
 

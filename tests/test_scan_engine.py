@@ -1,0 +1,125 @@
+"""The scan engine (issue 16 point 2): one pass over the data for every point a scan shares, one result shape,
+and a new axis in a few lines that gets the table, the JSON, the cache and the plot."""
+
+import json
+
+import numpy as np
+import pytest
+
+import icrcli.features.compute as compute
+import icrcli.features.extract as ex
+from icrcli.features.plan import Request, RunOptions, load_data, load_model, make_plan
+from icrcli.models.resolve import ModelOptions
+
+LAYERS = ("model.enc.8x8_block0", "model.dec.8x8_in0")     # two taps, one forward pass reaches both
+
+
+def _counting(monkeypatch, module, name):
+    real, calls = getattr(module, name), []
+
+    def counted(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.slow
+def test_augmentations_share_the_decode_and_layers_share_the_forward_pass(tiny_edm, tmp_path, monkeypatch):
+    """Plans over 2 augmentations x 2 sigmas x 2 layers (each plan one layer, its own file): each chunk decoded
+    once, each batch augmented once per augmentation and run once per (augmentation, sigma, view), and every
+    file byte-identical to its plan extracted alone."""
+    model = load_model(tiny_edm / "net.safetensors", ModelOptions(), "cpu")
+    data = load_data(tiny_edm / "imgs.npy", model)
+    plans = [make_plan(model, data, Request(sigma=s, layers=(layer,), images=10, chunk_images=6, views=2,
+                                            augment=aug))
+             for aug in ("none", "crop") for s in (0.2, 1.0) for layer in LAYERS]
+    run = RunOptions(batch_size=4)
+    alone = []
+    for i, p in enumerate(plans):
+        ex.extract(p, tmp_path / f"alone{i}.h5", run)
+        alone.append((tmp_path / f"alone{i}.h5").read_bytes())
+    assert len(set(alone)) == len(plans)
+
+    decoded = _counting(monkeypatch, data.images, "get_float")
+    prepared = _counting(monkeypatch, ex, "prepare_rows")
+    augmented = _counting(monkeypatch, compute, "clean_views")
+    forwards = _counting(monkeypatch, compute.Taps, "run")
+    outs = [tmp_path / f"one{i}.h5" for i in range(len(plans))]
+    ex.extract_levels(plans, outs, run)
+    chunks, batches, views = 2, 2 + 1, 2           # 10 images in chunks of 6: batches of 4, 2 and 4
+    assert len(prepared) == len(decoded) == chunks   # one decode per chunk, not one per plan (8)
+    assert len(augmented) == batches * 2            # per batch, once per augmentation (not per plan)
+    assert len(forwards) == batches * 2 * 2 * views  # per (augmentation, sigma, view): the layers share it
+    for i, out in enumerate(outs):
+        assert out.read_bytes() == alone[i], i
+
+
+@pytest.mark.slow
+def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
+    """A seed axis: which extraction seed gives the lowest ICR. Its own kind and axis, and one compute function,
+    are all it takes."""
+    from icrcli.cli import scan_output
+    from icrcli.features.plan import view_options
+    from icrcli.progress import SILENT
+    from icrcli.report.plot import plot_result
+    from icrcli.report.summary import summary
+    from icrcli.scans.engine import Axis, run_scan
+    from icrcli.scans.result import ScanResult, register
+    from icrcli.scans.sweep import extract_and_score
+    from icrcli.stats.options import ScoreOptions
+
+    @register
+    class SeedScan(ScanResult):
+        kind = "seed-scan"
+        axis = Axis("seed", "extraction seed", series=("layer",))
+
+    model = load_model(tiny_edm / "net.safetensors", ModelOptions(), "cpu")
+    data = load_data(tiny_edm / "imgs.npy", model)
+    vopts, computed = view_options(images=12, device="cpu"), []
+
+    def points(seeds):
+        computed.extend(seeds)
+        return {s: extract_and_score([make_plan(model, data, Request(sigma=0.5, images=12, seed=s))], vopts,
+                                     ScoreOptions(), SILENT, None, {"seed": s}) for s in seeds}
+
+    def scan():
+        return run_scan("seed-scan", SeedScan.axis, [0, 1, 2], lambda s: {"data": data.sha256, "seed": s}, points)
+
+    r = scan()
+    assert isinstance(r, SeedScan) and computed == [0, 1, 2]
+    assert [rec["seed"] for rec in r.records] == [0, 1, 2]
+    icr = [rec["icr"] for rec in r.records]
+    assert len(set(icr)) == 3                                  # the seeds really drew other views
+    assert r.argmin["seed"] == int(np.argmin(icr)) and r.argmin["icr"] == min(icr)
+    (ties,) = r["ties"]
+    assert ties["argmin_seed"] == r.argmin["seed"] and r.argmin["seed"] in ties["tied_seeds"]
+
+    # JSON: a plain object, read back into the same typed result
+    text = json.dumps(r.to_dict())
+    back = ScanResult.from_dict(json.loads(text))
+    assert isinstance(back, SeedScan) and json.dumps(back.to_dict()) == text
+    assert not r.cached and not any(rec.get("cached") for rec in r.records)
+
+    # cache: the same scan again computes nothing, and says where each point came from
+    again = scan()
+    assert computed == [0, 1, 2] and again.cached
+    assert [rec["icr"] for rec in again.records] == icr
+    assert all(rec["cached"] and "seed-scan-points" in rec["cache_entry"] for rec in again.records)
+
+    # table: one per series, keyed by the axis, the minimum marked
+    capsys.readouterr()
+    scan_output.tables(r)
+    err = capsys.readouterr().err
+    assert f"ICR by seed, layer {r.records[0]['layer']}" in err and "◀ min" in err
+    assert f"min ICR {min(icr):.4f} at seed {r.argmin['seed']}" in err
+    assert "| 0 |" in summary(r) and "**(min)**" in summary(r)
+
+    pytest.importorskip("matplotlib")
+    out = plot_result(json.loads(text), tmp_path / "seeds.png")
+    assert out.read_bytes().startswith(b"\x89PNG")
+    from icrcli.report.plot import scan_figure
+    fig = scan_figure(r)
+    (star,) = [a for a in fig.axes[0].get_children() if str(a.get_label()).startswith("lowest ICR")]
+    assert star.get_xdata()[0] == r.argmin["seed"] and f"seed={r.argmin['seed']}" in star.get_label()
+    assert fig.axes[0].get_xlabel() == "extraction seed"
