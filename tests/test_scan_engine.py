@@ -123,3 +123,41 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
     (star,) = [a for a in fig.axes[0].get_children() if str(a.get_label()).startswith("lowest ICR")]
     assert star.get_xdata()[0] == r.argmin["seed"] and f"seed={r.argmin['seed']}" in star.get_label()
     assert fig.axes[0].get_xlabel() == "extraction seed"
+
+
+@pytest.mark.slow
+def test_a_sweep_grid_decodes_each_chunk_once_and_returns_its_typed_result(tiny_edm, monkeypatch):
+    """Two augmentations x two sigmas: one pass over the data (before: one per augmentation), and run_sweep's
+    typed result is the JSON the command prints."""
+    from icrcli.features.plan import view_options
+    from icrcli.scans.result import ScanResult, SweepResult
+    from icrcli.scans.sweep import run_sweep
+    prepared = _counting(monkeypatch, ex, "prepare_rows")
+    vopts = view_options(images=12, chunk_images=8, device="cpu", augment=["none", "crop"])
+    r = run_sweep(tiny_edm / "net.safetensors", tiny_edm / "imgs.npy", [0.2, 1.0], ModelOptions(), vopts)
+    assert isinstance(r, SweepResult) and r.augments == ["none", "crop"] and len(r.levels) == 4
+    assert len(prepared) == 2                          # 12 images in chunks of 8: two chunks, each decoded once
+    assert [set(a[2]) for a in prepared] == [{"none", "crop"}] * 2
+    assert [(lv["augment"], lv["sigma"]) for lv in r.levels] == [("none", 0.2), ("none", 1.0), ("crop", 0.2),
+                                                                  ("crop", 1.0)]
+    assert list(r.groups()) == [("none", r.layers[0]), ("crop", r.layers[0])]
+    assert r["levels"] == r.levels and ScanResult.from_dict(r.to_dict()).to_dict() == r.to_dict()
+    assert list(r.to_dict())[:8] == ["schema", "kind", "version", "checkpoint", "data", "sigmas", "layers",
+                                     "augments"]
+
+
+def test_typed_results_follow_their_kind_and_refuse_another():
+    from icrcli.scans.result import ScanResult, SweepResult, TimelineResult
+    tl = {"schema": 1, "kind": "timeline", "points": [{"step": 2, "sigma": 0.5, "icr": 0.4},
+                                                      {"step": 1, "sigma": 0.5, "icr": 0.3}],
+          "series": [{"sigma": 0.5, "trend": {"description": "d"}}], "gates": {"failed": []}}
+    r = ScanResult.from_dict(tl)
+    assert isinstance(r, TimelineResult) and r.axis.name == "step"
+    assert [p["step"] for p in r.groups()[(0.5, None)]] == [1, 2] and r.lowest()["step"] == 1
+    assert list(r.to_dict()) == list(tl) and r.to_dict() is not tl
+    with pytest.raises(ValueError, match="not a sweep result"):
+        SweepResult.from_dict(tl)
+    with pytest.raises(ValueError, match="kind 'score'"):
+        ScanResult.from_dict({"kind": "score"})
+    with pytest.raises(TypeError):
+        r["points"] = []                               # read-only: a result is what was computed

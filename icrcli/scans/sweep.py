@@ -226,12 +226,10 @@ def raise_if_stopped(result: dict) -> dict:
 
 
 def cells(levels: list[dict]):
-    """(augmentation, layer, its records) for each cell of a sweep's grid that has records, in first-seen order."""
-    for aug in dict.fromkeys(r.get("augment") for r in levels):
-        for layer in dict.fromkeys(r["layer"] for r in levels):
-            recs = [r for r in levels if r.get("augment") == aug and r["layer"] == layer]
-            if recs:
-                yield aug, layer, recs
+    """(augmentation, layer, its records in sigma order) for each cell of a sweep's grid that has records, in
+    first-seen order: the series of the sigma axis (engine.SIGMA)."""
+    for (aug, layer), recs in engine.SIGMA.groups(levels).items():
+        yield aug, layer, recs
 
 
 def augment_grid(levels: list[dict]) -> list[dict]:
