@@ -64,10 +64,10 @@ def _record(r, i: int, axis, kind: str, where: str) -> dict:
     ci = r.get("icr_ci")
     if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_finite(v) for v in ci)):
         raise _bad(where, f"has icr_ci {short(repr(ci))}, not a pair of numbers")
-    for key in axis.series:     # the series' names are labels: text or numbers, shortened
+    for key in axis.series:     # what splits the records into curves: names (or numbers), shortened as labels
         v = r.get(key)
-        if key == "layer" and v is not None and not isinstance(v, str):
-            raise _bad(where, f"has layer {short(repr(v))}, not a name")
+        if v is not None and not isinstance(v, str) and not (key != "layer" and _finite(v)):
+            raise _bad(where, f"has {key} {short(repr(v))}, not a name")
         if isinstance(v, str):
             out[key] = short(v)
     if "layer" not in axis.series:
