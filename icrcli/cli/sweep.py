@@ -77,7 +77,7 @@ def sweep(
 
     Each level is exactly `icr extract` + `icr score` at that sigma with the same options, and every (image,
     view) keeps its augmentation and unit noise across levels, so differences between levels are not sampling
-    noise. Images are decoded and augmented once for all levels. Killed, the same command resumes; repeated
+    noise. Images are decoded once for every level and augmentation. Killed, the same command resumes; repeated
     unchanged, it answers from the cache.
 
     Examples:

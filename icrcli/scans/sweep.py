@@ -3,7 +3,8 @@
 A sweep is N plans over one loaded model and one loaded data set: every level is exactly `icr extract` +
 `icr score` at its sigma with the same options, and every (image, view) keeps its augmentation and unit noise
 across levels (common random numbers), so differences between levels are not sampling noise. The clean views
-of each chunk are made once (decoded, augmented, VAE-encoded) and noised at every level that still needs it.
+of each chunk are made once (decoded once, then augmented and VAE-encoded once per augmentation of an
+augmentation x sigma grid) and noised at every level that still needs it.
 Each level's features are a cache entry of their own, so a killed sweep resumes where it stopped; the finished
 sweep is a record in the cache, so the same sweep again answers without loading the network.
 """
