@@ -60,8 +60,8 @@ class _Level:
 def extract_levels(plans: list[Plan], outs: list[str | Path], run: RunOptions | None = None,
                    reporter: Reporter = SILENT, ranks: bool = False) -> list[dict]:
     """Extract plans that differ in sigma, layers or augmentation (same loaded model and data, same request
-    otherwise: plan.same_views) into their outputs, in one pass over the data. Each level is cached, resumed and shared between processes on its own.
-    Returns one summary per plan, in order.
+    otherwise: plan.same_views) into their outputs, in one pass over the data. Each level is cached, resumed and
+    shared between processes on its own. Returns one summary per plan, in order.
 
     ranks: every rank of a torchrun job calls this with the same plans and outputs (on a file system they all
     see). Rank r computes the chunks r, r+W, ... first (then helps with any left free), rank 0 alone shows the

@@ -1,6 +1,6 @@
-"""A saved scan result (a sweep, a timeline, any registered scan) checked before it is drawn: `icr plot` reads JSON from anywhere, so anything
-that is not the shape icr writes is a UserError naming the first bad value, and what is drawn is capped (records,
-series, label lengths), so no file can hang or crash the plot."""
+"""A saved scan result (a sweep, a timeline, any registered scan) checked before it is drawn: `icr plot` reads JSON
+from anywhere, so anything that is not the shape icr writes is a UserError naming the first bad value, and what is
+drawn is capped (records, series, label lengths), so no file can hang or crash the plot."""
 
 from __future__ import annotations
 

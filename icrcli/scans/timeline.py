@@ -220,8 +220,9 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
                  reporter: Reporter = SILENT, on_point: Callable[[dict], None] | None = None,
                  checks: Checks | None = None, gates: Gates | None = None,
                  split: Split = Split()) -> TimelineResult:
-    """The timeline result (scans.result.TimelineResult; .to_dict() is the JSON): one record per (checkpoint, sigma) in step order, each series' trend, the CI gates
-    (`gates.failed` lists the conditions that failed: `icr timeline` exits 3 on any) and why it stopped.
+    """The timeline result (scans.result.TimelineResult; .to_dict() is the JSON): one record per (checkpoint,
+    sigma) in step order, each series' trend, the CI gates (`gates.failed` lists the conditions that failed:
+    `icr timeline` exits 3 on any) and why it stopped.
 
     on_point gets each point as it is added, with the running `trend` of its series and the `gates` so far.
     Ctrl-C (KeyboardInterrupt) or SIGTERM (icrcli.errors.Terminated) ends it with the points done so far and
