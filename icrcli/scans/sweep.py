@@ -147,9 +147,9 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
               probe: ProbeOptions | None = None, split: Split = Split()) -> SweepResult:
     """The sweep result (scans.result.SweepResult; .to_dict() is the JSON): one record per (augmentation, sigma,
     layer) with the score's keys, the argmin, the levels tied with it (scans.ties) and the augmentation grid; with
-    `probe`, each record's probe accuracy and the argmax of accuracy beside the argmin of ICR, with paired tests. vopts["augment"] is one policy or a list.
-    Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped` says which; nothing is cached, the
-    extraction resumes).
+    `probe`, each record's probe accuracy and the argmax of accuracy beside the argmin of ICR, with paired tests.
+    vopts["augment"] is one policy or a list. Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped`
+    says which; nothing is cached, the extraction resumes).
 
     split (icrcli.scans.split): the levels' images in shards, computed by torchrun's ranks or --shards N here
     and merged exactly (the jackknife's groups too: image i is in group i mod G whatever its shard, so a split
