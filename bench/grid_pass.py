@@ -91,9 +91,11 @@ def main() -> None:
               f"grid {len(AUGMENTS)} augmentations x {len(SIGMAS)} sigmas, layers {', '.join(LAYERS)}")
         for name, (one, before) in rows.items():
             best_one = best_before = float("inf")
-            for r in range(a.repeat):
-                t1, d1, f1 = _timed(one, tmp / f"{name}-one-{r}", run)
-                t0, d0, f0 = _timed(before, tmp / f"{name}-before-{r}", run)
+            for r in range(a.repeat):     # alternating which goes first: the machine's load drifts
+                first, second = (one, before) if r % 2 else (before, one)
+                ta = _timed(first, tmp / f"{name}-a-{r}", run)
+                tb = _timed(second, tmp / f"{name}-b-{r}", run)
+                (t1, d1, f1), (t0, d0, f0) = (ta, tb) if r % 2 else (tb, ta)
                 best_one, best_before = min(best_one, t1), min(best_before, t0)
             print(f"  {name}: one pass {best_one:.2f} s ({d1} chunks decoded, {f1} forward passes); before "
                   f"{best_before:.2f} s ({d0} decoded, {f0} forward passes); before / one pass = "
