@@ -97,8 +97,9 @@ def scan_figure(result):
         x, zero_at = _x_positions(v) if axis.log else (v, None)
         y = np.array([r["icr"] for r in recs], float)
         label = result.series_label(key, names[key])
-        line = _icr_curve(ax, x, y, [r.get("icr_ci") for r in recs], label, [axis.at(w) for w in v])
-        _probe_curve(ax, twin, x, v, recs, line.get_color(), names[key] if len(groups) > 1 else None, axis)
+        at = [axis.at(r[axis.name]) for r in recs]      # each point's place as the records say it (step 300)
+        line = _icr_curve(ax, x, y, [r.get("icr_ci") for r in recs], label, at)
+        _probe_curve(ax, twin, x, at, recs, line.get_color(), names[key] if len(groups) > 1 else None)
         if traces:
             _rise_gate(ax, x, y, gates.get("fail_on_rise"), line.get_color(), key[0], gates.get("on") == "intervals")
             _trace_curves(bx, x, recs, line.get_color(), key[0])
@@ -128,8 +129,7 @@ def scan_figure(result):
 sweep_figure = timeline_figure = scan_figure     # the sigma and the step axes: one figure, keyed by the axis
 
 
-def _probe_curve(ax, twin: dict, x: np.ndarray, v: np.ndarray, recs: list[dict], color, name: str | None,
-                 axis) -> None:
+def _probe_curve(ax, twin: dict, x: np.ndarray, at: list[str], recs: list[dict], color, name: str | None) -> None:
     """Probe accuracy on a second axis, its argmax marked and a line down to the ICR axis (the paper's claim:
     the probe's best level is ICR's lowest)."""
     acc = np.array([np.nan if r.get("probe_test_accuracy") is None else r["probe_test_accuracy"] for r in recs],
@@ -143,7 +143,7 @@ def _probe_curve(ax, twin: dict, x: np.ndarray, v: np.ndarray, recs: list[dict],
     acc_ax.plot(x, acc, "s--", ms=3, color=color, alpha=0.7, label=f"probe {name}" if name else "probe accuracy")
     k = int(np.nanargmax(acc))
     acc_ax.plot([x[k]], [acc[k]], "^", ms=11, color=color, mec="black", ls="none",
-                label=f"best probe accuracy, {axis.at(v[k])}" + (f" ({name})" if name else ""))
+                label=f"best probe accuracy, {at[k]}" + (f" ({name})" if name else ""))
     ax.axvline(x[k], color=color, ls=":", lw=1)
 
 
