@@ -154,6 +154,8 @@ def _memorization(ax, twin: dict, x: np.ndarray, recs: list[dict]) -> None:
     if "memorization" not in twin:
         twin["memorization"] = ax.twinx()
         twin["memorization"].set_ylabel("memorization ratio", color="crimson")
+        if "probe" in twin:     # a timeline with --probe and --memorization: the second right axis beside the first
+            twin["memorization"].spines.right.set_position(("axes", 1.2))
     twin["memorization"].plot(x, [np.nan if m is None else m for m in mem], "^:", color="crimson",
                               label="memorization ratio")
 
