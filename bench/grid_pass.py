@@ -50,14 +50,15 @@ class _Count:
         setattr(self.module, self.name, self.real)
 
 
-def _timed(groups: list[list], out: Path, run: RunOptions) -> tuple[float, int, int]:
-    """Seconds, chunks prepared and forward passes for extracting each group of plans with one extract_levels."""
+def _timed(groups: list[list], out: Path, run: RunOptions) -> tuple[float, float, int, int]:
+    """Wall and CPU seconds (this process's, all threads: steadier than the wall on a shared machine), chunks
+    prepared and forward passes for extracting each group of plans with one extract_levels."""
     out.mkdir()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with _Count(ex, "prepare_rows") as dec, _Count(compute.Taps, "run") as fwd:
         for g, plans in enumerate(groups):
             ex.extract_levels(plans, [out / f"{g}-{i}.h5" for i in range(len(plans))], run)
-    return time.perf_counter() - t, dec.n, fwd.n
+    return time.perf_counter() - t, time.process_time() - c, dec.n, fwd.n
 
 
 def main() -> None:
@@ -90,16 +91,16 @@ def main() -> None:
         print(f"{a.images} images of {data_path.name}, batch {a.batch_size}, {torch.get_num_threads()} CPU threads; "
               f"grid {len(AUGMENTS)} augmentations x {len(SIGMAS)} sigmas, layers {', '.join(LAYERS)}")
         for name, (one, before) in rows.items():
-            best_one = best_before = float("inf")
+            best = {"one": [float("inf")] * 2, "before": [float("inf")] * 2}
             for r in range(a.repeat):     # alternating which goes first: the machine's load drifts
-                first, second = (one, before) if r % 2 else (before, one)
-                ta = _timed(first, tmp / f"{name}-a-{r}", run)
-                tb = _timed(second, tmp / f"{name}-b-{r}", run)
-                (t1, d1, f1), (t0, d0, f0) = (ta, tb) if r % 2 else (tb, ta)
-                best_one, best_before = min(best_one, t1), min(best_before, t0)
-            print(f"  {name}: one pass {best_one:.2f} s ({d1} chunks decoded, {f1} forward passes); before "
-                  f"{best_before:.2f} s ({d0} decoded, {f0} forward passes); before / one pass = "
-                  f"{best_before / best_one:.2f}")
+                order = ("one", "before") if r % 2 else ("before", "one")
+                for which in order:
+                    wall, cpu, dec, fwd = _timed(one if which == "one" else before, tmp / f"{name}-{which}-{r}", run)
+                    best[which] = [min(best[which][0], wall), min(best[which][1], cpu)]
+                    print(f"  {name}, {which}: {wall:.2f} s wall, {cpu:.2f} s CPU, {dec} chunks decoded, {fwd} "
+                          "forward passes")
+            (w1, c1), (w0, c0) = best["one"], best["before"]
+            print(f"  {name}: before / one pass = {w0 / w1:.2f} (wall), {c0 / c1:.2f} (CPU), best of {a.repeat}")
 
 
 if __name__ == "__main__":
