@@ -108,6 +108,8 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
     assert all(rec["cached"] and "seed-scan-points" in rec["cache_entry"] for rec in again.records)
 
     # table: one per series, keyed by the axis, the minimum marked
+    from icrcli.cli import console
+    console.set_quiet(False)            # an earlier command's -q in this process must not hide it
     capsys.readouterr()
     scan_output.tables(r)
     err = capsys.readouterr().err
