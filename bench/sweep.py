@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from icrcli.features.plan import load_model, view_options
+from icrcli.features.options import RunOptions, ViewOptions
+from icrcli.features.plan import load_model
 from icrcli.models.archs.edm import EDM_PRESETS, build_edm
 from icrcli.models.options import ModelOptions
 from icrcli.models.taps import Taps
@@ -58,8 +59,8 @@ def bench(name: str, a, tmp: Path) -> None:
     if not CIFAR.exists():
         np.save(data, np.random.default_rng(0).integers(0, 256, (a.images, 32, 32, 3), dtype=np.uint8))
     sigmas = [float(f"{s:.6g}") for s in np.geomspace(0.05, 5, a.levels)]
-    vopts = view_options(views=a.views, images=a.images, chunk_images=a.batch_size, batch_size=a.batch_size,
-                         device="cpu")
+    vopts = ViewOptions(views=a.views, images=a.images, chunk_images=a.batch_size,
+                        run=RunOptions(batch_size=a.batch_size, device="cpu"))
     os.environ["ICR_CACHE_DIR"] = str(tmp / f"cache-{name}")
     t = time.perf_counter()
     res = run_sweep(ckpt, data, sigmas, ModelOptions(), vopts, ScoreOptions(), use_cache=False)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def finding1(test_images: Path, rep) -> list[dict]:
     out = []
     for aug in AUGMENTS:
         for seed in SEEDS:
-            vopts = view_options(F1_IMAGES, "cpu", seed) | {"augment": aug, "layer": F1_LAYERS}
+            vopts = dataclasses.replace(view_options(F1_IMAGES, "cpu", seed), augment=aug, layer=F1_LAYERS)
             r = run_sweep(files.rich_checkpoint, test_images, parse_sigmas(None), ModelOptions(), vopts,
                           ScoreOptions(ci=True), reporter=rep, probe=ProbeOptions(seed=seed))
             name = f"finding1-{aug}-seed{seed}"

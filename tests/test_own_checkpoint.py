@@ -461,7 +461,7 @@ def test_a_schedule_beside_the_weights_taken_with_key_is_found_and_named(icr, mn
 # 12. constructor arguments as written
 
 def test_arch_arg_reads_python_literals_and_runs_no_code(icr, mnist, tmp_path):
-    from icrcli.cli.options import parse_arch_value
+    from icrcli.models.options import parse_arch_value
     for text, want in [("(16,32,32,16)", (16, 32, 32, 16)), ("[1, 2]", [1, 2]), ("128", 128), ("1e-4", 1e-4),
                        ("-3", -3), ("True", True), ("true", True), ("None", None), ("null", None),
                        ("'silu'", "silu"), ('"a b"', "a b"), ("silu", "silu"), ("runs/a.pt", "runs/a.pt"),

@@ -60,7 +60,7 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
     """A seed axis: which extraction seed gives the lowest ICR. Its own kind and axis, and one compute function,
     are all it takes."""
     from icrcli.cli import scan_output
-    from icrcli.features.plan import view_options
+    from icrcli.features.options import RunOptions, ViewOptions
     from icrcli.progress import SILENT
     from icrcli.report.plot import plot_result
     from icrcli.report.summary import summary
@@ -76,7 +76,7 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
 
     model = load_model(tiny_edm / "net.safetensors", ModelOptions(), "cpu")
     data = load_data(tiny_edm / "imgs.npy", model)
-    vopts, computed = view_options(images=12, device="cpu"), []
+    vopts, computed = ViewOptions(images=12, run=RunOptions(device="cpu")), []
 
     def points(seeds):
         computed.extend(seeds)
@@ -131,11 +131,11 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
 def test_a_sweep_grid_decodes_each_chunk_once_and_returns_its_typed_result(tiny_edm, monkeypatch):
     """Two augmentations x two sigmas: one pass over the data (before: one per augmentation), and run_sweep's
     typed result is the JSON the command prints."""
-    from icrcli.features.plan import view_options
+    from icrcli.features.options import RunOptions, ViewOptions
     from icrcli.scans.result import ScanResult, SweepResult
     from icrcli.scans.sweep import run_sweep
     prepared = _counting(monkeypatch, ex, "prepare_rows")
-    vopts = view_options(images=12, chunk_images=8, device="cpu", augment=["none", "crop"])
+    vopts = ViewOptions(images=12, chunk_images=8, augment=["none", "crop"], run=RunOptions(device="cpu"))
     r = run_sweep(tiny_edm / "net.safetensors", tiny_edm / "imgs.npy", [0.2, 1.0], ModelOptions(), vopts)
     assert isinstance(r, SweepResult) and r.augments == ["none", "crop"] and len(r.levels) == 4
     assert len(prepared) == 2                          # 12 images in chunks of 8: two chunks, each decoded once

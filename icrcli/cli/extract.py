@@ -48,28 +48,30 @@ def extract(
 
       torchrun --nproc-per-node 8 -m icrcli extract ck.pt --data imgs/ --sigma 0.3 -o f.h5
     """
+    import dataclasses
+
     from icrcli import dist
     from icrcli.cli import console, inputs
     if no_cache and output is None:
         from icrcli.errors import UserError
         raise UserError("--no-cache writes the features only to -o FILE: give -o/--output (without --no-cache "
                         "they go to the cache).")
-    inputs.check(checkpoint=checkpoint, data=data, sigma=sigma, vopts=vopts)   # before torch is imported
+    inputs.check(checkpoint=checkpoint, data=data, sigma=sigma)   # before torch is imported
     from icrcli.features.extract import extract as run_extract, output_path
-    from icrcli.features.plan import load_data, load_model, make_plan, request_from, run_options_from
+    from icrcli.features.plan import load_data, load_model, make_plan, request_from
     from icrcli.features.shards import parse_shard, shard_plan
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     part = parse_shard(shard)
     _one_split(part)
     request = request_from(vopts, sigma)
-    run_opts = run_options_from(vopts, overwrite)
+    run_opts = dataclasses.replace(vopts.run, overwrite=overwrite)
     if output is not None:      # checked before any model is loaded, not after minutes of work
         from icrcli.models.options import sidecar_candidates
         from icrcli.cli.outputs import check_output
         sidecars = sidecar_candidates(checkpoint)
         check_output(output, "-o", [("the checkpoint", checkpoint), ("the data", data), ("the VAE", mopts.vae),
-                                    ("the indices", vopts["indices_file"]),
+                                    ("the indices", vopts.indices_file),
                                     *[("the checkpoint's sidecar", s) for s in sidecars]], "features")
     if no_cache and dist.world_size() > 1:
         from icrcli.errors import UserError

@@ -40,18 +40,9 @@ def noise_level(value: float | None, flag: str = "--sigma") -> None:
                         "augmentation-only views).")
 
 
-def augmentation(spec) -> None:
-    """UserError unless every --augment spec (a string, or a list of them) parses."""
-    from icrcli.data.augment_spec import parse_policy
-    for s in [spec] if isinstance(spec, str) else list(spec or []):
-        parse_policy(s)
-
-
 def check(*, checkpoint: str | Path | None = None, checkpoint_flag: str = "CHECKPOINT", data: str | Path | None = None,
-          sigma: float | None = None, vopts: dict | None = None) -> None:
+          sigma: float | None = None) -> None:
     """The checks of a command that reads a checkpoint and images: each argument given is checked."""
     existing(checkpoint, checkpoint_flag, CHECKPOINT_FORMS)
     existing(data, "--data", DATA_FORMS)
     noise_level(sigma)
-    if vopts is not None:
-        augmentation(vopts.get("augment"))

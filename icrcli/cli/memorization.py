@@ -8,38 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, choices, guard_output,
-                                with_model_options)
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, cache_scope, guard_output, with_model_options,
+                                with_options)
 from icrcli.models.registry import checkpoint_help
-
-Criterion = choices("Criterion", "ratio cosine")
+from icrcli.scans.options import MemorizationOptions
 
 
 @app.command()
 @with_model_options
+@with_options("memo", MemorizationOptions, panel=None)
 def memorization(
     checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=checkpoint_help())],
     data: Annotated[Path, typer.Option(help="The model's training images (any format `icr extract` reads).")],
-    samples: Annotated[int, typer.Option(min=1, help="Samples to draw (deterministic per seed and index; cached).")]
-    = 1000,
-    steps: Annotated[int, typer.Option(min=1, help="EDM Heun steps (sigma 80 -> 0.002, rho 7).")] = 18,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the samples' noise and classes.")] = 0,
-    criterion: Annotated[Criterion, typer.Option(help="ratio: nearest L2 distance < threshold x the second "
-                                                 "nearest (1/3); cosine: largest cosine similarity > threshold "
-                                                 "(0.6).")] = Criterion("ratio"),
-    threshold: Annotated[Optional[float], typer.Option(min=0.0, help="Threshold of the criterion (default 1/3 "
-                                                       "for ratio, 0.6 for cosine).")] = None,
-    embed: Annotated[Optional[Path], typer.Option(help="Compare in the features of this checkpoint (default: "
-                                                  "pixels).")] = None,
-    embed_layer: Annotated[Optional[str], typer.Option(help="The --embed checkpoint's layer (see `icr "
-                                                       "layers`).")] = None,
-    embed_sigma: Annotated[float, typer.Option(min=0.0, help="Noise level at which --embed reads "
-                                               "features.")] = 0.0,
+    memo=None,      # how samples are drawn and compared (scans.options.MemorizationOptions) go here
     grid: Annotated[Optional[Path], typer.Option(help="Write a PNG of samples beside their nearest training "
                                                  "image, copies framed in red.")] = None,
     grid_count: Annotated[int, typer.Option(min=1, help="Samples shown in the --grid.")] = 32,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     output: Output = "-",
     quiet: Quiet = False,
     debug: Debug = False,
@@ -59,14 +43,15 @@ def memorization(
 
       icr memorization ckpt.pt --data train/ --embed enc.pt --embed-layer blk.11
     """
+    import dataclasses
+
     from icrcli.cli import console, inputs
     inputs.check(checkpoint=checkpoint, data=data)
-    inputs.existing(embed, "--embed", inputs.CHECKPOINT_FORMS)
-    inputs.noise_level(embed_sigma, "--embed-sigma")
+    inputs.existing(memo.embed, "--embed", inputs.CHECKPOINT_FORMS)
     from icrcli.scans.memorization import memorization as run
 
     console.set_quiet(quiet)
-    ins = [p for p in (checkpoint, data, embed) if p is not None]
+    ins = [Path(p) for p in (checkpoint, data, memo.embed) if p is not None]
     guard_output(output, *ins)
     if grid is not None:
         from icrcli.cli.outputs import check_output
@@ -82,9 +67,7 @@ def memorization(
 
     try:
         with cache_scope(no_cache):     # --no-cache: samples drawn afresh, into a temporary cache
-            result = run(checkpoint, data, mopts, samples=samples, steps=steps, seed=seed, criterion=criterion.value,
-                         threshold=threshold, device=device, embed=embed, embed_layer=embed_layer,
-                         embed_sigma=embed_sigma, grid=grid, grid_count=grid_count, batch_size=batch_size,
+            result = run(checkpoint, data, mopts, **dataclasses.asdict(memo), grid=grid, grid_count=grid_count,
                          on_phase=on_phase, warn=lambda msg: console.say(f"warning: {msg}"))
     finally:
         for cm in bars.values():

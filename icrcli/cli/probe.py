@@ -8,30 +8,19 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Output, ProbeProtocol, Quiet, guard_output
+from icrcli.cli.options import Debug, Output, Quiet, guard_output, with_options
+from icrcli.scans.options import ProbeOptions
 
 
 @app.command()
+@with_options("popts", ProbeOptions, skip=("test_data",), panel=None)
 def probe(
     features: Annotated[Path, typer.Argument(metavar="FEATURES", help="Feature file from `icr extract` on "
                                              "labelled data (has /labels).")],
     test: Annotated[Optional[Path], typer.Option(help="Test on this feature file (the held-out images' "
                                                  "extraction with the same options) instead of folds or a split.")]
     = None,
-    protocol: Annotated[ProbeProtocol, typer.Option("--protocol", help="paper: view 0 of each image (extract "
-                                                    "with --augment none: the clean image noised at sigma), tested "
-                                                    "on --test or k-fold cross-validated; view-mean: the mean over "
-                                                    "the K views, tested on --test or a --split.")]
-    = ProbeProtocol("paper"),
-    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds (paper protocol without "
-                                       "--test).")] = 5,
-    split: Annotated[float, typer.Option(help="Training fraction of a stratified split, in (0, 1) (view-mean "
-                                         "protocol without --test).")] = 0.75,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the folds or the split.")] = 0,
-    l2: Annotated[float, typer.Option(min=0.0, help="Penalty on ||W||^2 added to the mean cross-entropy.")]
-    = 1e-4,
-    knn: Annotated[Optional[int], typer.Option(min=1, help="Also report k-nearest-neighbour accuracy (cosine) "
-                                               "with this k.")] = None,
+    popts=None,     # the probe's options (scans.options.ProbeOptions) go here
     layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several "
                                                  "layers.")] = None,
     output: Output = "-",
@@ -63,8 +52,8 @@ def probe(
 
     console.set_quiet(quiet)
     guard_output(output, *[p for p in (features, test) if p is not None])
-    result = probe_file(features, test=test, split=split, seed=seed, l2=l2, knn=knn, layer=layer,
-                        protocol=protocol.value, folds=folds)
+    result = probe_file(features, test=test, split=popts.split, seed=popts.seed, l2=popts.l2, knn=popts.knn,
+                        layer=layer, protocol=popts.protocol, folds=popts.folds)
     console.write_json(result, output)
     knn_text = (f"; {result['knn']['k']}-NN {result['knn']['test_accuracy']:.4f}" if "knn" in result else "")
     console.say(f"test accuracy {result['test_accuracy']:.4f} +- {result['test_accuracy_se']:.4f} "

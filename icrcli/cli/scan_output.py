@@ -52,12 +52,12 @@ def check_outputs(inputs: list[tuple[str, Path]], output: str, csv: Path | None,
         raise UserError(f"{' and '.join(f for _, f in given)} name the same file; give each its own path.")
 
 
-def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts, vopts: dict) -> list[tuple[str, Path]]:
+def scan_inputs(checkpoint_or_folder: Path, data: Path, mopts, vopts) -> list[tuple[str, Path]]:
     from icrcli.models.options import sidecar_candidates
     # a timeline's folder holds the run's shared icr.json
     sidecars = [*sidecar_candidates(checkpoint_or_folder), checkpoint_or_folder / "icr.json"]
     return [("the checkpoint", checkpoint_or_folder), ("the data", data), ("the VAE", mopts.vae),
-            ("the indices", vopts.get("indices_file")), *[("a sidecar", s) for s in sidecars]]
+            ("the indices", vopts.indices_file), *[("a sidecar", s) for s in sidecars]]
 
 
 def level_printer(json_lines: bool):

@@ -8,10 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from icrcli.cli.app import app
-from icrcli.cli.options import Debug, Estimator, NoCache, Output, Quiet
+from icrcli.cli.options import Debug, NoCache, Output, Quiet, with_options, with_options_file
+from icrcli.stats.options import ScoreOptions
 
 
 @app.command()
+@with_options_file
+@with_options("sopts", ScoreOptions, panel=None)
 def score(
     features: Annotated[list[Path], typer.Argument(metavar="FEATURES...", help="Feature file from `icr extract`, an "
                                                    "HDF5 file with an (N, K, D) dataset, or a .npy array (N, K, D); or "
@@ -19,21 +22,10 @@ def score(
                                                    "folder, or a quoted glob), merged exactly.")],
     dataset: Annotated[Optional[str], typer.Option(help="HDF5 dataset path (default: the only (N, K, D) one).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Layer name in a feature file with several layers.")] = None,
-    estimator: Annotated[Estimator, typer.Option(help="paper: finite-K corrected (App. B.6); plugin: raw "
-                                                 "within/between split.")] = Estimator("paper"),
-    tau: Annotated[Optional[float], typer.Option(min=0.0, help="Absolute ridge on Sigma_xi (overrides --tau-rel).")] = None,
-    tau_rel: Annotated[float, typer.Option(min=0.0, help="Ridge relative to trace(Sigma_xi)/D.")] = 1e-3,
-    ci: Annotated[bool, typer.Option("--ci", help="Add a jackknife interval: icr_ci, icr_se.")] = False,
-    ci_groups: Annotated[int, typer.Option(min=2, help="Jackknife groups of images.")] = 20,
-    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval coverage.")] = 0.95,
-    skip_nonfinite: Annotated[bool, typer.Option("--skip-nonfinite", help="Drop images with NaN/Inf features "
-                                                 "(reported as n_skipped_nonfinite).")] = False,
-    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Score a file whose extraction did "
-                                                "not finish (the rows written so far).")] = False,
+    sopts=None,     # the scoring options (stats.options.ScoreOptions) go here
     directions: Annotated[Optional[Path], typer.Option(help="Save the top Fisher directions to this .npy, "
                                                        "shape (top, D).")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many directions --directions saves.")] = 16,
-    block_images: Annotated[Optional[int], typer.Option(min=1, help="Images per read (default: ~16 MB blocks).")] = None,
     stats_out: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write the float64 sufficient "
                                                       "statistics (.npz, a few MB) for `icr merge`; with only some "
                                                       "shards given, write theirs and print a summary.")] = None,
@@ -65,18 +57,18 @@ def score(
       icr score shards/                       # shard files, merged
 
       icr score shard-0.h5 --stats-out s0.npz # for icr merge
+
+      icr score new.h5 --options old.json     # scored as old.json was
     """
+    import dataclasses
+
     from icrcli.cli import console
-    from icrcli.stats.options import ScoreOptions
     from icrcli.stats.scorecache import cached_parts, cached_score
 
     console.set_quiet(quiet)
     paths = _expand(features)
     _check_outputs(paths, output, directions, stats_out)
-    opts = ScoreOptions(estimator=estimator.value, tau=tau, tau_rel=None if tau is not None else tau_rel,
-                        ci=ci, ci_groups=ci_groups, confidence=confidence, skip_nonfinite=skip_nonfinite,
-                        allow_partial=allow_partial, block_images=block_images,
-                        top=top if directions is not None else 0)
+    opts = dataclasses.replace(sopts, top=top if directions is not None else 0)
 
     def compute():  # imported only on a cache miss: a cached answer loads neither numpy's linalg nor scipy
         from icrcli.stats.merged import open_sources, score_sources

@@ -9,19 +9,26 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
-from icrcli.cli.options import (Debug, NoCache, Output, ProbeProtocol, Quiet, ShardOpt, Shards, cache_scope,
-                                with_model_options, with_score_options, with_view_options)
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, Shards, cache_scope, with_model_options,
+                                with_options, with_options_file, with_score_options, with_view_options)
+from icrcli.scans.options import ProbeOptions
 
 CHECKS = "Checks"
+# The probe's options under their sweep names (`icr probe` names them --split, --protocol, ...); the seed is --seed.
+PROBE_FLAGS = {"split": "--probe-split", "protocol": "--probe-protocol", "folds": "--probe-folds",
+               "test_data": "--probe-test-data"}
 
 
 @app.command()
+@with_options_file
 @with_model_options
 @with_view_options
 @with_score_options
+@with_options("probe_base", ProbeOptions, skip=("seed", "l2"), flags=PROBE_FLAGS, block="probe")
 def sweep(
     checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint (as for `icr extract`).")],
-    data: Annotated[Path, typer.Option(metavar="DATA", help="Images (as for `icr extract`).")],
+    data: Annotated[Optional[Path], typer.Option(metavar="DATA", help="Images (as for `icr extract`); required "
+                                                 "unless --options FILE names them.")] = None,
     sigmas: Annotated[Optional[str], typer.Option(
         metavar="SPEC", help="Noise levels: start:stop:num (geometric, both ends), lin:start:stop:num, a list "
         "0,0.1,0.5, edmN or edmN:LO..HI (EDM/Karras levels). Default: 0 plus the EDM-18 levels up to 3.3, "
@@ -36,20 +43,6 @@ def sweep(
                                         "paper's probe: one view per image of the clean images noised at that "
                                         "sigma (no augmentation), tested on --probe-test-data or by k-fold "
                                         "cross-validation.", rich_help_panel=CHECKS)] = False,
-    probe_test_data: Annotated[Optional[Path], typer.Option(metavar="DATA", help="With --probe: held-out labelled "
-                                                       "images the probe is tested on, extracted with the same "
-                                                       "plan (without it: --probe-folds cross-validation).",
-                                                       rich_help_panel=CHECKS)] = None,
-    probe_protocol: Annotated[ProbeProtocol, typer.Option("--probe-protocol", help="paper: one noise-only view per "
-                                                          "image; view-mean: the mean over the level's own "
-                                                          "augmented views, on a --probe-split.",
-                                                          rich_help_panel=CHECKS)] = ProbeProtocol("paper"),
-    probe_folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds of the paper's probe without "
-                                             "--probe-test-data.", rich_help_panel=CHECKS)] = 5,
-    probe_split: Annotated[float, typer.Option(min=0.05, max=0.95, help="Fraction of images the view-mean probe "
-                                               "trains on (stratified, by --seed).", rich_help_panel=CHECKS)] = 0.75,
-    knn: Annotated[Optional[int], typer.Option(min=1, metavar="K", help="With --probe: also k-NN accuracy "
-                                               "(cosine).", rich_help_panel=CHECKS)] = None,
     probe_first: Annotated[Optional[int], typer.Option(metavar="N", help="A reference split from --indices' "
                                                        "order: the probe trains on the first N images listed and "
                                                        "tests on the rest (implies --probe).",
@@ -66,7 +59,7 @@ def sweep(
     quiet: Quiet = False,
     debug: Debug = False,
     no_cache: NoCache = False,
-    mopts=None, vopts=None, sopts=None,
+    mopts=None, vopts=None, sopts=None, probe_base=None,
 ):
     """ICR at every noise level of a grid (and at every --layer): finds the semantic window of a checkpoint,
     the sigma (and layer) where ICR is lowest, and which levels are statistically tied with it (a paired
@@ -101,25 +94,29 @@ def sweep(
       icr sweep ckpt.pt --data imgs/ --shard 2/8    # a Slurm array task
 
       icr sweep ckpt.pt --data imgs/ --shards 8     # then: merge the 8
+
+      icr sweep ckpt.pt --options old.json --seed 1  # again, another seed
     """
+    import dataclasses
+
     from icrcli import dist
     from icrcli.cli import console, scan_output
     from icrcli.cli import inputs as early
     from icrcli.scans.sigmas import edge_warnings, parse_sigmas, spec_warnings
     from icrcli.scans.split import split_from
-    from icrcli.scans.sweep import ProbeOptions, run_sweep
+    from icrcli.scans.sweep import run_sweep
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
     split = split_from(shard, shards)
+    data, sigmas, probe, saved_split = _saved(data, sigmas, probe)
     levels = parse_sigmas(sigmas)
-    early.check(checkpoint=checkpoint, data=data, vopts=vopts)
+    early.check(checkpoint=checkpoint, data=data)
     grid_warnings = spec_warnings(sigmas, levels)
     for w in grid_warnings:
         console.say(f"warning: {w}")
-    base = ProbeOptions(split=probe_split, seed=vopts["seed"], knn=knn, protocol=probe_protocol.value,
-                        folds=probe_folds, test_data=None if probe_test_data is None else str(probe_test_data))
+    base = dataclasses.replace(probe_base, seed=vopts.seed)
     probe_opts = base if probe else None
-    if probe_test_data is not None and not probe:
+    if base.test_data is not None and not probe:
         from icrcli.errors import UserError
         raise UserError("--probe-test-data is the probe's held-out data: add --probe (or drop "
                         "--probe-test-data).")
@@ -128,8 +125,12 @@ def sweep(
         from icrcli.data.indices import read_indices
         from icrcli.scans.sweep import reference_probe
         lists = {k: read_indices(v, k) if v is not None else None for k, v in given.items()}
-        probe_opts, vopts["indices"] = reference_probe(base, vopts["indices"], lists["--probe-train"],
-                                                       lists["--probe-test"], probe_first)
+        probe_opts, indices = reference_probe(base, vopts.indices, lists["--probe-train"], lists["--probe-test"],
+                                              probe_first)
+        vopts = dataclasses.replace(vopts, indices=indices)
+    elif probe and saved_split is not None:     # --options FILE of a sweep probed on a reference split
+        from icrcli.scans.sweep import reference_probe
+        probe_opts, _ = reference_probe(base, vopts.indices, *saved_split)
     inputs = [*scan_output.scan_inputs(checkpoint, data, mopts, vopts),
               *[(f"the {k} list", v) for k, v in given.items() if v is not None]]
     scan_output.check_outputs(inputs, output, csv, plot, summary)
@@ -154,3 +155,24 @@ def sweep(
     if result.stopped:
         scan_output.always_say(f"icr: {result.stopped} with {len(result.levels)} levels scored")
         raise typer.Exit(scan_output.EXIT_STOPPED[result.stopped])
+
+
+def _saved(data: Path | None, sigmas: str | None, probe: bool):
+    """--data, --sigmas and --probe as given, else as the --options FILE result ran (its reference split, if its
+    probe had one, as (train, test)); --data is required one way or the other."""
+    from icrcli.cli.options import given_on_command_line, options_path, saved_block, saved_or_given
+    data = saved_or_given(data, "data", "data")
+    if data is None:
+        from icrcli.errors import UserError
+        raise UserError("Missing option '--data': the images to sweep over (or --options FILE of a sweep that names "
+                        "them).")
+    saved_sigmas = saved_or_given(sigmas, "sigmas", "sigmas")
+    if isinstance(saved_sigmas, list):  # the levels the saved sweep scored, exactly (repr round-trips a float)
+        saved_sigmas = ",".join(repr(float(s)) for s in saved_sigmas)
+    saved_probe = saved_block("probe") if options_path() is not None else None
+    if not given_on_command_line("probe"):
+        probe = probe or saved_probe is not None
+    split = None
+    if saved_probe is not None and "train" in saved_probe:
+        split = (tuple(saved_probe["train"]), tuple(saved_probe["test"]))
+    return Path(data), saved_sigmas, probe, split

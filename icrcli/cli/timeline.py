@@ -9,8 +9,8 @@ import typer
 
 from icrcli.cli.app import app
 from icrcli.cli.scan_output import Csv, JsonLines, Plot, Summary
-from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, cache_scope, with_model_options, with_score_options,
-                                with_view_options)
+from icrcli.cli.options import (Debug, NoCache, Output, Quiet, ShardOpt, cache_scope, with_model_options,
+                                with_options_file, with_score_options, with_view_options)
 
 CHECKS = "Checks"
 GATES = "CI gates (exit 3)"
@@ -20,15 +20,19 @@ EXIT_IDLE = 4          # --idle ended the watch (and no gate failed)
 
 
 @app.command()
+@with_options_file
 @with_model_options
 @with_view_options
 @with_score_options
 def timeline(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="The folder a training run writes its checkpoints "
                                            "to; ordered by the step in their names.")],
-    data: Annotated[Path, typer.Option(metavar="DATA", help="Images (as for `icr extract`).")],
-    sigma: Annotated[list[str], typer.Option(metavar="S", help="Noise level (repeatable: one series each), or "
-                                             "'auto': the argmin of a coarse sweep on the last checkpoint.")],
+    data: Annotated[Optional[Path], typer.Option(metavar="DATA", help="Images (as for `icr extract`); required "
+                                                 "unless --options FILE names them.")] = None,
+    sigma: Annotated[Optional[list[str]], typer.Option(metavar="S", help="Noise level (repeatable: one series "
+                                                       "each), or 'auto': the argmin of a coarse sweep on the last "
+                                                       "checkpoint; required unless --options FILE names them.")]
+    = None,
     pattern: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only checkpoints whose name matches "
                                                    "(default: every file `icr extract` reads).")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling DIR and add points as checkpoints appear "
@@ -92,6 +96,8 @@ def timeline(
       torchrun --nproc-per-node 8 -m icrcli timeline runs/ --data train/ --sigma 0.3
 
       icr timeline runs/ --data train/ --sigma 0.3 --shard 3/16
+
+      icr timeline runs/ --options last.json --seed 1  # another seed
     """
     from icrcli import dist
     from icrcli.cli import console, inputs, scan_output
@@ -101,8 +107,9 @@ def timeline(
     from icrcli.scans.watch import parse_duration
 
     console.set_quiet(quiet or dist.rank() > 0)     # rank 0 alone speaks for a torchrun job
+    data, sigma, probe, memorization = _saved(data, sigma, probe, memorization)
     sigmas = parse_timeline_sigmas(sigma)
-    inputs.check(data=data, vopts=vopts)
+    inputs.check(data=data)
     from icrcli.scans.sigmas import spec_warnings
     for w in spec_warnings(",".join(sigma), [] if isinstance(sigmas, str) else sigmas):
         console.say(f"warning: {w}")
@@ -116,7 +123,7 @@ def timeline(
     with cache_scope(no_cache), dist.session():
         result = run_timeline(folder, data, sigmas, mopts, vopts, sopts, pattern=pattern, watch=follow,
                               reporter=console.Reporter(), on_point=scan_output.level_printer(json_lines),
-                              checks=Checks(ProbeOptions(seed=vopts["seed"]) if probe else None, memorization),
+                              checks=Checks(ProbeOptions(seed=vopts.seed) if probe else None, memorization),
                               gates=Gates(fail_on_rise, fail_above, point_estimates, fail_fast), split=split)
     if dist.rank() > 0:
         return
@@ -128,6 +135,27 @@ def timeline(
     scan_output.tables(result)
     scan_output.finish(result, result.points, output, json_lines, csv, plot if result.points else None, summary)
     raise typer.Exit(exit_status(result))
+
+
+def _saved(data: Path | None, sigma: list[str] | None, probe: bool, memorization: int | None):
+    """--data, --sigma, --probe and --memorization as given, else as the --options FILE result ran; --data and
+    --sigma are required one way or the other."""
+    from icrcli.cli.options import given_on_command_line, options_path, saved_block, saved_or_given
+    from icrcli.errors import UserError
+    data = saved_or_given(data, "data", "data")
+    if options_path() is not None and not given_on_command_line("sigma"):
+        auto = saved_or_given(None, "sigma", "sigma_auto")
+        saved = saved_or_given(None, "sigma", "sigmas")
+        sigma = ["auto"] if auto else [repr(float(s)) for s in saved] if saved else sigma
+    checks = saved_block("checks") if options_path() is not None else None
+    if checks:
+        probe = probe or (not given_on_command_line("probe") and checks.get("probe") is not None)
+        if not given_on_command_line("memorization"):
+            memorization = checks.get("memorization")
+    for name, value in (("--data", data), ("--sigma", sigma)):
+        if not value:
+            raise UserError(f"Missing option '{name}' (or --options FILE of a timeline that names it).")
+    return Path(data), list(sigma), probe, memorization
 
 
 def exit_status(result: dict) -> int:

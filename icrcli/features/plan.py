@@ -26,6 +26,7 @@ from icrcli.data import augment, latents
 from icrcli.data.images import ImageSet, open_images, subset_indices
 from icrcli.errors import UserError
 from icrcli.features.featurefile import FORMAT_VERSION
+from icrcli.features.options import DTYPES, T_MODES, RunOptions, ViewOptions  # noqa: F401  (re-exported)
 from icrcli.progress import SILENT, Reporter
 from icrcli.models import resolve
 from icrcli.models.archsource import arch_source_sha256, is_user_arch
@@ -33,10 +34,12 @@ from icrcli.models.noise import NoiseConvention
 from icrcli.models.resolve import Denoiser, ModelOptions, noise_convention
 from icrcli.models.taps import resolve_layers
 
-DTYPES = ("float32", "bfloat16", "float16")
-T_MODES = ("nearest", "interp")
 # The generator behind every view's noise; recorded in the configuration, so a change of generator is a new key.
 NOISE_RNG = "splitmix64-box-muller-float32"
+
+
+# A request's defaults are the view options' (declared once, in icrcli.features.options).
+_VIEWS = ViewOptions()
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,16 @@ class Request:
     Checked on construction, so a bad request fails before anything is loaded."""
     sigma: float
     layers: tuple[str, ...] = ()    # () = the architecture's default layer
-    views: int = 2                  # K; the paper uses two
-    images: int | None = 4096       # N; the paper's subset size for EDM models (App. C); None = all
-    augment: str = "paper"
-    seed: int = 0
-    pool: str = "mean"
-    dtype: str = "float32"          # compute precision; features are stored as float32
-    resize: bool = False
-    chunk_images: int = 256         # rows per resumable chunk, and per HDF5 chunk (so: the file's bytes)
-    t_mode: str = "nearest"         # discrete-time models: nearest step or interpolated
-    skip_bad_images: bool = False   # leave out undecodable images (recorded in the configuration when set)
+    views: int = _VIEWS.views
+    images: int | None = _VIEWS.images      # None = all
+    augment: str = _VIEWS.augment
+    seed: int = _VIEWS.seed
+    pool: str = _VIEWS.pool
+    dtype: str = _VIEWS.dtype
+    resize: bool = _VIEWS.resize
+    chunk_images: int = _VIEWS.chunk_images
+    t_mode: str = _VIEWS.t_mode
+    skip_bad_images: bool = _VIEWS.skip_bad_images  # recorded in the configuration when set
     indices: tuple[int, ...] | None = None  # the images to use (--indices FILE), instead of `images` drawn by seed
 
     def __post_init__(self):
@@ -85,46 +88,14 @@ class Request:
         return dataclasses.replace(self, sigma=sigma)
 
 
-def request_from(v: dict, sigma: float, layers: list[str] | tuple[str, ...] | None = None) -> Request:
-    """A Request from the view options as plain values keyed by option name (the CLI's view group); `layers`
-    replaces v["layer"] (a sweep's `auto`, resolved)."""
-    if not isinstance(v["augment"], str):  # repeated outside a sweep: the last one, as a repeated option always was
-        v = {**v, "augment": v["augment"][-1]}
-    return Request(sigma=sigma, layers=tuple(v.get("layer") or () if layers is None else layers),
-                   views=v["views"], images=v["images"], augment=v["augment"], seed=v["seed"], pool=v["pool"],
-                   dtype=v["dtype"], resize=v["resize"], chunk_images=v["chunk_images"], t_mode=v["t_mode"],
-                   skip_bad_images=v.get("skip_bad_images", False), indices=v.get("indices"))
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a plan runs; nothing here changes the features or the key."""
-    batch_size: int = 256           # images per forward pass
-    device: str = "auto"            # where load_model puts the network
-    overwrite: bool = False         # discard an existing output or unfinished chunks of another request
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: expected a positive number of images.")
-
-
-def view_options(**given) -> dict:
-    """The view options as plain values keyed by option name (what the CLI's view group hands on), with Request's
-    and RunOptions' defaults under `given`: for programs that call the scans without the CLI."""
-    r, run = Request(sigma=0.0), RunOptions()
-    v = {"layer": None, "views": r.views, "images": r.images, "augment": r.augment, "indices": None,
-         "seed": r.seed, "dtype": r.dtype, "pool": r.pool, "resize": r.resize, "chunk_images": r.chunk_images,
-         "t_mode": r.t_mode, "skip_bad_images": r.skip_bad_images, "batch_size": run.batch_size,
-         "device": run.device}
-    unknown = set(given) - set(v)
-    if unknown:
-        raise TypeError(f"unknown view options {sorted(unknown)}; known: {sorted(v)}")
-    return {**v, **given}
-
-
-def run_options_from(v: dict, overwrite: bool = False) -> RunOptions:
-    """RunOptions from the view options' plain values (batch size, device)."""
-    return RunOptions(batch_size=v["batch_size"], device=v["device"], overwrite=overwrite)
+def request_from(v: ViewOptions, sigma: float, layers: list[str] | tuple[str, ...] | None = None) -> Request:
+    """The Request of the view options at `sigma`; `layers` replaces v.layer (a sweep's `auto`, resolved)."""
+    # --augment repeated outside a sweep: the last one, as a repeated option always was
+    aug = v.augment if isinstance(v.augment, str) else v.augment[-1]
+    return Request(sigma=sigma, layers=tuple(v.layer or () if layers is None else layers), views=v.views,
+                   images=v.images, augment=aug, seed=v.seed, pool=v.pool, dtype=v.dtype, resize=v.resize,
+                   chunk_images=v.chunk_images, t_mode=v.t_mode, skip_bad_images=v.skip_bad_images,
+                   indices=v.indices)
 
 
 @dataclass(frozen=True)

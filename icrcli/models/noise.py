@@ -35,7 +35,7 @@ from icrcli.models.time_inputs import (  # noqa: F401
     ve_sde_t, ve_tutorial_sigma, ve_tutorial_t,
 )
 
-PARAMS = ("edm", "ve", "vp", "ddpm", "flow")
+from icrcli.models.options import PARAMS  # noqa: E402  (declared with the --param option)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -192,16 +192,16 @@ def merge_sidecar(path: Path, opts: ModelOptions) -> tuple[ModelOptions, Sidecar
     side = read_sidecar(path) if path.exists() else None
     if side is None or side.ignored:
         return opts, side
-    merged, applied = dataclasses.replace(opts), []
+    changes, applied = {}, []
     for k, v in side.values.items():
         if k == "arch_args":
-            merged.arch_args = {**v, **opts.arch_args}  # per argument, the command line wins
+            changes[k] = {**v, **opts.arch_args}  # per argument, the command line wins
             if set(v) - set(opts.arch_args):
                 applied.append(k)
         elif _unset(getattr(opts, k)) and v is not None:
-            setattr(merged, k, v)
+            changes[k] = v
             applied.append(k)
-    return merged, dataclasses.replace(side, applied=tuple(applied))
+    return dataclasses.replace(opts, **changes), dataclasses.replace(side, applied=tuple(applied))
 
 
 def _result_like(data) -> str | None:

@@ -10,7 +10,7 @@ import torch
 
 from icrcli.errors import UserError
 
-POOLS = ("mean", "none")
+from icrcli.features.options import POOLS  # noqa: E402  (declared with the --pool option)
 # Flattened features past this many dimensions make D x D covariances impractical: warn.
 LARGE_DIM = 16384
 

@@ -62,10 +62,10 @@ def demo_data() -> DemoData:
     return found
 
 
-def view_options(images: int, device: str, seed: int = 0) -> dict:
+def view_options(images: int, device: str, seed: int = 0):
     """The view options of both scans: `icr extract`'s defaults, with the image count and device given."""
-    from icrcli.features.plan import view_options as defaults_with
-    return defaults_with(images=images, device=device, seed=seed)
+    from icrcli.features.options import RunOptions, ViewOptions
+    return ViewOptions(images=images, seed=seed, run=RunOptions(device=device))
 
 
 def run_demo(quick: bool = False, device: str = "cpu", reporter: Reporter = SILENT,

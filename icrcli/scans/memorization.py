@@ -22,6 +22,7 @@ from icrcli.data.images import open_images
 from icrcli.errors import UserError
 from icrcli.models import noise, sampler
 from icrcli.models.resolve import ModelOptions, load_model, noise_convention
+from icrcli.scans.options import MemorizationOptions
 from icrcli.features.plan import device as device_named
 from icrcli.stats.neighbours import memorization_ratio, nearest
 
@@ -146,11 +147,16 @@ def _features(images: Callable[[np.ndarray], np.ndarray], n: int, embed, batch: 
     return torch.cat([embed(images(np.arange(a, min(n, a + batch)))).cpu() for a in range(0, n, batch)])
 
 
-def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, samples: int = 1000, steps: int = 18,
-                 seed: int = 0, criterion: str = "ratio", threshold: float | None = None, device: str = "cpu",
-                 progress: Callable[[int], None] | None = None, embed: str | None = None,
-                 embed_layer: str | None = None, embed_sigma: float = 0.0, embed_mopts: ModelOptions | None = None,
-                 grid: str | Path | None = None, grid_count: int = 32, batch_size: int = 64,
+_M = MemorizationOptions()  # the defaults below are the options' (one declaration); the device stays cpu
+
+
+def memorization(ckpt_path, data_path, mopts: ModelOptions | None = None, samples: int = _M.samples,
+                 steps: int = _M.steps, seed: int = _M.seed, criterion: str = _M.criterion,
+                 threshold: float | None = _M.threshold, device: str = "cpu",
+                 progress: Callable[[int], None] | None = None, embed: str | None = _M.embed,
+                 embed_layer: str | None = _M.embed_layer, embed_sigma: float = _M.embed_sigma,
+                 embed_mopts: ModelOptions | None = None, grid: str | Path | None = None, grid_count: int = 32,
+                 batch_size: int = _M.batch_size,
                  on_phase: Callable[[str, int], Callable[[int], None] | None] | None = None,
                  warn: Callable[[str], None] | None = None) -> dict:
     """Draw `samples` samples of a checkpoint and count the copies of its training images `data_path`.

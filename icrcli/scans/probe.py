@@ -48,7 +48,9 @@ def read_labels(src: FeatureSource) -> np.ndarray:
     return labels
 
 
-PROTOCOLS = ("paper", "view-mean")
+from icrcli.scans.options import PROTOCOLS, ProbeOptions  # noqa: E402  (declared with the probe's options)
+
+_P = ProbeOptions()     # the defaults below are the options' (one declaration)
 
 
 def first_views(src: FeatureSource) -> np.ndarray:
@@ -105,9 +107,9 @@ def load_labelled(path: str | Path, layer: str | None = None,
     return s[keep], labels[keep], facts
 
 
-def probe_file(path: str | Path, test: str | Path | None = None, split: float = 0.75, seed: int = 0,
-               l2: float = 1e-4, knn: int | None = None, layer: str | None = None, protocol: str = "paper",
-               folds: int = 5) -> dict:
+def probe_file(path: str | Path, test: str | Path | None = None, split: float = _P.split, seed: int = _P.seed,
+               l2: float = _P.l2, knn: int | None = _P.knn, layer: str | None = None, protocol: str = _P.protocol,
+               folds: int = _P.folds) -> dict:
     """Probe a feature file under `protocol` (module docstring): trained on `path` and tested on `test`; without
     `test`, k-fold cross-validated (paper) or a stratified `split` (view-mean). Returns the JSON-ready result
     (see probe_features, plus the inputs, the protocol, `correct`: per-test-image correctness as 0/1 text)."""
@@ -152,8 +154,8 @@ def probe_file(path: str | Path, test: str | Path | None = None, split: float = 
     return result
 
 
-def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...], l2: float = 1e-4,
-                 knn: int | None = None, layer: str | None = None, protocol: str = "view-mean") -> dict:
+def probe_images(path: str | Path, train: tuple[int, ...], test: tuple[int, ...], l2: float = _P.l2,
+                 knn: int | None = _P.knn, layer: str | None = None, protocol: str = "view-mean") -> dict:
     """Probe a feature file on a given split by image index (the data's, as in the file's /index): trained on the
     rows of the images `train`, tested on those of `test` (a reference split, e.g. the first 1,500 images another
     study listed and the last 500). Every image of the split needs a labelled row. `protocol` as probe_file's:

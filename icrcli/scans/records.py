@@ -4,10 +4,9 @@ importing torch), so a repeated scan answers at once; a corrupt entry is reporte
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from icrcli import __version__, cache
+from icrcli import __version__, cache, fields
 from icrcli.errors import UserError
 from icrcli.models.archsource import arch_source_sha256, is_user_arch
 from icrcli.models.options import sidecar_candidates
@@ -18,8 +17,8 @@ SCHEMA = 1
 # request made after. 3 since each record's score has intervals for trace_s, trace_xi and effective_rank (issue 17;
 # stats.result.CONTENTS).
 CONTENTS = 3
-# Options that say how work runs, not what it computes: never part of a key.
-RUN_ONLY = ("batch_size", "device", "indices_file")  # (the indices themselves are keyed, not their file's name)
+# Which options are part of a key is declared on each option's field (icrcli.fields: `keyed`); the run options
+# (batch size, device) and the name of the --indices file never are.
 
 
 def sidecar_hashes(checkpoint: Path) -> dict:
@@ -37,7 +36,7 @@ def checkpoint_identity(checkpoint: Path, mopts) -> dict:
     if not checkpoint.exists():
         from icrcli.models.registry import checkpoint_formats
         raise UserError(f"{checkpoint}: no such checkpoint. Pass {checkpoint_formats()}.")
-    m = dataclasses.asdict(mopts)
+    m = fields.keyed(mopts)
     vae = m.get("vae")
     out = {"checkpoint_sha256": cache.content_sha256(checkpoint), "sidecars": sidecar_hashes(checkpoint),
            "vae_sha256": cache.content_sha256(Path(vae)) if vae else None, "model_options": m}

@@ -17,9 +17,11 @@ from typing import Callable
 
 from icrcli import __version__, cache, dist
 from icrcli.errors import Terminated, UserError
+from icrcli.features.options import ViewOptions
 from icrcli.progress import SILENT, Reporter
 from icrcli.scans import engine, records
 from icrcli.scans.result import SweepResult, SweepShard
+from icrcli.scans.options import ProbeOptions  # noqa: F401  (re-exported)
 from icrcli.scans.split import Split, check_no_probe, extract_shards, merged_score, shard_summary
 from icrcli.stats.options import ScoreOptions
 
@@ -27,25 +29,9 @@ KIND = "sweeps"
 AUTO = "auto"
 
 
-def request_fields(vopts: dict) -> dict:
-    """The view options that shape the features (everything but how the work runs)."""
-    return {k: v for k, v in vopts.items() if k not in records.RUN_ONLY}
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeOptions:
-    """`--probe`: a linear probe (and optionally k-NN) at each level (scans.probe, docs/PROBE.md).
-
-    protocol "paper": view 0 of features extracted at the level's sigma WITHOUT augmentation (clean images
-    noised), tested on `test_data` (a data set extracted with the same plan) or k-fold cross-validated;
-    "view-mean": the mean over the level's own (augmented) views, on a stratified split."""
-    split: float = 0.75
-    seed: int = 0
-    l2: float = 1e-4
-    knn: int | None = None
-    protocol: str = "paper"
-    folds: int = 5
-    test_data: str | None = None
+def request_fields(vopts: ViewOptions) -> dict:
+    """The view options that shape the features (everything but how the work runs: fields not keyed)."""
+    return vopts.keyed()
 
 
 def _probe_key(probe: ProbeOptions | None) -> dict | None:
@@ -58,11 +44,10 @@ def _probe_key(probe: ProbeOptions | None) -> dict | None:
     return d
 
 
-def augments_of(vopts: dict) -> list[str]:
+def augments_of(vopts: ViewOptions) -> list[str]:
     """The augmentations a sweep scans: --augment once (a str) or several times (a list), canonical, each once."""
     from icrcli.data.augment import canonical_policy
-    given = vopts["augment"]
-    out = [canonical_policy(a) for a in ([given] if isinstance(given, str) else list(given))]
+    out = [canonical_policy(a) for a in vopts.augments]
     if not out:
         raise UserError("--augment gave no augmentation.")
     dup = [a for i, a in enumerate(out) if a in out[:i]]
@@ -128,7 +113,7 @@ def reference_probe(base: ProbeOptions, indices: tuple[int, ...] | None, train: 
     return ReferenceProbe(**dataclasses.asdict(base), train=tuple(sorted(train)), test=tuple(sorted(test))), indices
 
 
-def sweep_parts(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+def sweep_parts(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: ViewOptions, sopts: ScoreOptions,
                 probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
     """What a finished sweep's cache record is keyed by (scans.records.record_key)."""
     return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": records.data_identity(data),
@@ -136,19 +121,19 @@ def sweep_parts(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts:
             "probe": _probe_key(probe), **split.key()}
 
 
-def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+def sweep_key(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: ViewOptions, sopts: ScoreOptions,
               probe: ProbeOptions | None = None, split: Split = Split()) -> str:
     return records.record_key(KIND, sweep_parts(checkpoint, data, sigmas, mopts, vopts, sopts, probe, split))
 
 
-def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: dict,
+def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mopts, vopts: ViewOptions,
               sopts: ScoreOptions | None = None, reporter: Reporter = SILENT,
               on_level: Callable[[dict], None] | None = None, use_cache: bool = True,
               probe: ProbeOptions | None = None, split: Split = Split()) -> SweepResult:
     """The sweep result (scans.result.SweepResult; .to_dict() is the JSON): one record per (augmentation, sigma,
     layer) with the score's keys, the argmin, the levels tied with it (scans.ties) and the augmentation grid; with
     `probe`, each record's probe accuracy and the argmax of accuracy beside the argmin of ICR, with paired tests.
-    vopts["augment"] is one policy or a list. Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped`
+    vopts.augment is one policy or several. Ctrl-C or SIGTERM ends it with the levels scored so far (`stopped`
     says which; nothing is cached, the extraction resumes).
 
     split (icrcli.scans.split): the levels' images in shards, computed by torchrun's ranks or --shards N here
@@ -281,10 +266,10 @@ def _best(levels: list[dict]) -> dict | None:
     return b and {k: b[k] for k in ("layer", "sigma", "icr", "augment")}
 
 
-def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporter) -> list:
+def level_plans(model, dset, sigmas: list[float], vopts: ViewOptions, reporter: Reporter) -> list:
     """One plan per level over one loaded model and data set (layers resolved, `auto` expanded)."""
     from icrcli.features.plan import make_plan, request_from
-    layers = list(vopts.get("layer") or [])
+    layers = list(vopts.layer or [])
     if AUTO in layers:
         if layers != [AUTO]:
             raise UserError("--layer auto stands alone: give either auto or the layers to compare.")
@@ -294,7 +279,7 @@ def level_plans(model, dset, sigmas: list[float], vopts: dict, reporter: Reporte
     return [make_plan(model, dset, request_from(vopts, s, layers), reporter) for s in sigmas]
 
 
-def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
+def extract_and_score(plans: list, vopts: ViewOptions, sopts: ScoreOptions, reporter: Reporter,
                       on_record: Callable[[dict], None] | None, extra: dict | Callable | None = None,
                       probe: ProbeOptions | None = None, probe_memo: dict | None = None,
                       split: Split = Split()) -> list[dict]:
@@ -307,7 +292,6 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     split: the levels in shards (icrcli.scans.split), merged; with --shard I/N the summaries of shard I's
     extraction, unscored."""
     from icrcli.features.extract import extract_levels
-    from icrcli.features.plan import run_options_from
     from icrcli.scans.ties import with_jackknife
     from icrcli.stats.score import score_file
     if not split.whole:
@@ -317,7 +301,7 @@ def extract_and_score(plans: list, vopts: dict, sopts: ScoreOptions, reporter: R
     more = list({p.key: p for p in train if p.key not in {q.key for q in plans}}.values())
     if more:
         reporter.step("the paper's probe: the same levels without augmentation, in the same pass")
-    extract_levels([*plans, *more], [*outs, *(cache.cached_path(p.key) for p in more)], run_options_from(vopts),
+    extract_levels([*plans, *more], [*outs, *(cache.cached_path(p.key) for p in more)], vopts.run,
                    reporter)
     probe_files = _probe_files(plans, train, vopts, probe, reporter) if probe is not None else None
     memo = {} if probe_memo is None else probe_memo
@@ -348,11 +332,10 @@ def _extra(extra: dict | Callable | None, plan) -> dict:
     return extra(plan) if callable(extra) else dict(extra or {})
 
 
-def _split_levels(plans: list, vopts: dict, sopts: ScoreOptions, reporter: Reporter,
+def _split_levels(plans: list, vopts: ViewOptions, sopts: ScoreOptions, reporter: Reporter,
                   on_record: Callable[[dict], None] | None, extra, split: Split) -> list[dict]:
-    from icrcli.features.plan import run_options_from
     from icrcli.scans.ties import with_jackknife
-    mine = extract_shards(plans, split, run_options_from(vopts), reporter)
+    mine = extract_shards(plans, split, vopts.run, reporter)
     if split.shard.count > 1:   # shard_summary lists every shard's levels in plan order
         return [{**_extra(extra, p), **r} for p, r in zip([p for _ in mine for p in plans], shard_summary(mine))]
     out = []
@@ -390,24 +373,24 @@ def _probe_plans(plans: list, probe: ProbeOptions | None) -> list:
         p.request, augment="none")) for p in plans]
 
 
-def _probe_files(plans: list, train: list, vopts: dict, probe: ProbeOptions, reporter: Reporter) -> list[tuple]:
+def _probe_files(plans: list, train: list, vopts: ViewOptions, probe: ProbeOptions, reporter: Reporter) -> list[tuple]:
     """Per plan, (training features, test features or None) for the probe: `train`'s files (extracted with the
     plans, _probe_plans). With --probe-test-data, the same request on the test data (all of its images unless
     --images is smaller; never --indices, which name training images)."""
     from icrcli.features.extract import extract_levels
-    from icrcli.features.plan import load_data, make_plan, run_options_from
+    from icrcli.features.plan import load_data, make_plan
     train_outs = [cache.cached_path(p.key) for p in train]
     if probe.test_data is None:
         return [(o, None) for o in train_outs]
     first = plans[0]
-    tdata = load_data(probe.test_data, first.model, reporter, vopts.get("skip_bad_images", False))
+    tdata = load_data(probe.test_data, first.model, reporter, vopts.skip_bad_images)
     if tdata.labels is None:
         raise UserError(f"--probe-test-data {probe.test_data} has no labels: give the labelled held-out images "
                         "(class sub-folders, an .npz with labels, CIFAR or MNIST files).")
     tests = [make_plan(p.model, tdata, dataclasses.replace(p.request, indices=None)) for p in train]
     unique = list({p.key: p for p in tests}.values())
     reporter.step(f"the probe's held-out images: {probe.test_data}")
-    extract_levels(unique, [cache.cached_path(p.key) for p in unique], run_options_from(vopts), reporter)
+    extract_levels(unique, [cache.cached_path(p.key) for p in unique], vopts.run, reporter)
     return list(zip(train_outs, (cache.cached_path(p.key) for p in tests)))
 
 
@@ -435,19 +418,19 @@ def check_labels(dset, probe: ProbeOptions | None) -> None:
                         ".npz with labels, CIFAR or MNIST files (see README 'Data'), or drop --probe.")
 
 
-def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: ViewOptions, sopts: ScoreOptions,
              reporter: Reporter, on_level, probe: ProbeOptions | None = None,
              augments: list[str] | None = None, split: Split = Split()) -> tuple[list[dict], tuple[str, ...]]:
     """The records of every (augmentation, level, layer) over one loaded model and data set, and the layers.
     Every augmentation's levels are extracted in one pass over the data (each chunk decoded once)."""
     from icrcli.features.plan import load_data, load_model
-    model = load_model(checkpoint, mopts, vopts["device"], reporter)
-    dset = load_data(data, model, reporter, vopts.get("skip_bad_images", False))
+    model = load_model(checkpoint, mopts, vopts.run.device, reporter)
+    dset = load_data(data, model, reporter, vopts.skip_bad_images)
     check_labels(dset, probe)
     augments = augments or augments_of(vopts)
     if len(augments) > 1:
         reporter.step(f"augmentations {', '.join(augments)}: every level of each, in one pass over the data")
-    plans = [p for aug in augments for p in level_plans(model, dset, sigmas, {**vopts, "augment": aug}, reporter)]
+    plans = [p for aug in augments for p in level_plans(model, dset, sigmas, dataclasses.replace(vopts, augment=aug), reporter)]
     levels = extract_and_score(plans, vopts, sopts, reporter, on_level, lambda p: {"augment": p.request.augment},
                                probe=probe, split=split)
     return levels, plans[0].layers

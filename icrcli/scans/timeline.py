@@ -14,6 +14,7 @@ from typing import Callable
 
 from icrcli import __version__, dist
 from icrcli.errors import Terminated, UserError
+from icrcli.features.options import ViewOptions
 from icrcli.progress import SILENT, Reporter
 from icrcli.scans import engine, records
 from icrcli.scans.result import TimelineResult, TimelineShard
@@ -52,14 +53,14 @@ class Checks:
     memorization_steps: int = 18
 
 
-def point_parts(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions,
+def point_parts(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: ViewOptions, sopts: ScoreOptions,
                 checks: Checks) -> dict:
     """What one timeline point's cache record is keyed by (scans.records.record_key)."""
     return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": data_sha, "sigma": sigma,
             "views": request_fields(vopts), "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)}
 
 
-def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: dict, sopts: ScoreOptions,
+def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: ViewOptions, sopts: ScoreOptions,
               checks: Checks) -> str:
     return records.record_key(KIND, point_parts(checkpoint, data_sha, sigma, mopts, vopts, sopts, checks))
 
@@ -76,7 +77,7 @@ class _Loaded:
         return self.dset
 
 
-def _memorization(found, data: Path, mopts, vopts: dict, checks: Checks, reporter: Reporter) -> dict:
+def _memorization(found, data: Path, mopts, vopts: ViewOptions, checks: Checks, reporter: Reporter) -> dict:
     from icrcli.scans.memorization import memorization
     reporter.step(f"memorization: {checks.memorization} samples of {found.path.name}")
 
@@ -86,13 +87,13 @@ def _memorization(found, data: Path, mopts, vopts: dict, checks: Checks, reporte
 
     try:
         r = memorization(found.path, data, mopts, samples=checks.memorization, steps=checks.memorization_steps,
-                         seed=vopts["seed"], device=vopts["device"], on_phase=phase, warn=reporter.warn)
+                         seed=vopts.seed, device=vopts.run.device, on_phase=phase, warn=reporter.warn)
     finally:
         reporter.finish()
     return {"memorization_ratio": r["ratio"], "memorization_ratio_se": r["ratio_se"]}
 
 
-def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, sopts: ScoreOptions,
+def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: ViewOptions, sopts: ScoreOptions,
                loaded: _Loaded, reporter: Reporter, checks: Checks) -> list[dict]:
     """The records of one checkpoint at every sigma: from the cache where they are, else computed together."""
     with Unreadable.when_reading(found.path):
@@ -101,7 +102,7 @@ def _points_of(found, data_sha: str, sigmas: list[float], mopts, vopts: dict, so
     def compute(todo: list[float]) -> dict[float, list[dict]]:
         from icrcli.features.plan import load_model
         with Unreadable.when_reading(found.path):
-            model = load_model(found.path, mopts, vopts["device"], reporter)
+            model = load_model(found.path, mopts, vopts.run.device, reporter)
         dset = loaded.for_model(model)
         check_labels(dset, checks.probe)
         plans = level_plans(model, dset, todo, vopts, reporter)
@@ -215,7 +216,7 @@ def _rises(pts: list[dict]) -> list[dict] | None:
              "beyond_interval": r["ci"][0] > 0} for p, r in zip(pts, rs)]
 
 
-def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: dict,
+def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str, mopts, vopts: ViewOptions,
                  sopts: ScoreOptions | None = None, pattern: str | None = None, watch: Watch | None = None,
                  reporter: Reporter = SILENT, on_point: Callable[[dict], None] | None = None,
                  checks: Checks | None = None, gates: Gates | None = None,
@@ -244,7 +245,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
     folder, data = Path(folder), Path(data)
     sopts = sopts or ScoreOptions()
     gates = dataclasses.replace(gates, intervals=sopts.ci)
-    layers = list(vopts.get("layer") or [])
+    layers = list(vopts.layer or [])
     if len(layers) > 1 or layers == ["auto"]:
         raise UserError("`icr timeline` follows one layer: give one --layer (compare layers with `icr sweep`).")
     if watch is None:
@@ -253,7 +254,7 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
             reporter.warn(n)
     data_sha = records.data_identity(data)
     run = _Follow(gates, reporter if split.whole else SILENT, on_point if split.whole else None)
-    loaded = _Loaded(data, reporter, vopts.get("skip_bad_images", False))
+    loaded = _Loaded(data, reporter, vopts.skip_bad_images)
     state = {"sigmas": sigmas, "auto": None}
 
     def sigmas_for(last):

@@ -17,7 +17,7 @@ import numpy as np
 
 from icrcli.stats.moments import ViewMoments
 
-ESTIMATORS = ("paper", "plugin")
+from icrcli.stats.options import ESTIMATORS  # noqa: E402  (declared with the --estimator option)
 
 
 @dataclass

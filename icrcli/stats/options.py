@@ -1,28 +1,42 @@
 """How features are scored: a plain dataclass that imports nothing heavy, so cached scan results can be keyed
-on it without loading scipy. Checked on construction, so Python callers get the CLI's one-sentence errors."""
+on it without loading scipy. Checked on construction, so Python callers get the CLI's one-sentence errors; the
+command-line options are generated from its fields (icrcli.fields)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from icrcli import fields
 from icrcli.errors import OptionError
+from icrcli.fields import option
 
 ESTIMATORS = ("paper", "plugin")
+PANEL = "Scoring"
+# The options a scan (sweep, timeline) and `icr merge` take; `icr score` takes every command-line field.
+SCAN_FIELDS = ("estimator", "tau", "tau_rel", "ci", "ci_groups", "confidence")
 
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    estimator: str = "paper"
-    tau: float | None = None          # absolute ridge; wins over tau_rel
-    tau_rel: float | None = 1e-3      # ridge relative to trace(Sigma_xi)/D: README "Definitions" says why 1e-3
-    ci: bool = False
-    ci_groups: int = 20
-    confidence: float = 0.95
-    skip_nonfinite: bool = False
-    allow_partial: bool = False
-    block_images: int | None = None   # images per read; None picks ~16 MB blocks
-    top: int = 0                      # Fisher directions to return
+    """How features are scored. Every field is part of the score's cache key (block_images too: the blocks are
+    the order of the float64 sums, and keys made so far hold it)."""
+    estimator: str = option("paper", "paper: finite-K corrected (App. B.6); plugin: raw within/between split.",
+                            choices=ESTIMATORS, panel=PANEL)
+    tau: float | None = option(None, "Absolute ridge on Sigma_xi (overrides --tau-rel).", min=0.0, panel=PANEL)
+    # README "Definitions" says why 1e-3
+    tau_rel: float | None = option(1e-3, "Ridge relative to trace(Sigma_xi)/D.", min=0.0, panel=PANEL)
+    ci: bool = option(False, "Add a jackknife interval: icr_ci, icr_se.", panel=PANEL)
+    ci_groups: int = option(20, "Jackknife groups of images.", min=2, panel=PANEL)
+    confidence: float = option(0.95, "Interval coverage.", min=0.5, max=0.999, panel=PANEL)
+    skip_nonfinite: bool = option(False, "Drop images with NaN/Inf features (reported as n_skipped_nonfinite).",
+                                  panel=PANEL)
+    allow_partial: bool = option(False, "Score a file whose extraction did not finish (the rows written so far).",
+                                 panel=PANEL)
+    block_images: int | None = option(None, "Images per read (default: ~16 MB blocks).", min=1, panel=PANEL)
+    top: int = option(0, "Fisher directions to return.", min=0, cli=False)
+
+    _RIVALS = {"tau": ("tau_rel",), "tau_rel": ("tau",)}   # --options FILE: the ridge given wins over the saved one
 
     def __post_init__(self):
         if self.tau is not None:    # an absolute ridge wins: recorded as such, as the CLI records it
@@ -45,3 +59,4 @@ class ScoreOptions:
                               "or None for ~16 MB blocks.")
         if not isinstance(self.top, int) or self.top < 0:
             raise OptionError(f"top = {self.top!r}: the number of Fisher directions must be a whole number >= 0.")
+        fields.check(self)

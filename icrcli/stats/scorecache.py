@@ -18,11 +18,10 @@ Imports nothing heavy (no numpy, no scipy): a repeated `icr score` answers witho
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__, cache
+from icrcli import __version__, cache, fields
 from icrcli.errors import UserError
 from icrcli.stats.options import ScoreOptions
 from icrcli.stats.result import CONTENTS, SCHEMA
@@ -45,7 +44,7 @@ def score_key(path: str | Path, dataset: str | None, layer: str | None, opts: Sc
               follow_external: bool = False) -> str:
     parts = {"kind": KIND, "schema": SCHEMA, "contents": CONTENTS, "version": __version__,
              "features_sha256": cache.file_sha256(path),
-             "dataset": dataset, "layer": layer, "options": dataclasses.asdict(opts)}
+             "dataset": dataset, "layer": layer, "options": fields.keyed(opts)}
     if follow_external:     # only then: every other key stays as it was
         from icrcli.features.h5reach import reached_files
         parts["reached_sha256"] = {str(p): cache.file_sha256(p) for p in reached_files(path)}
@@ -57,7 +56,7 @@ def parts_key(paths: list[str | Path], what: str, dataset: str | None, layer: st
     """The key of a score merged from `paths` ("shards": feature files; "stats": statistics files)."""
     parts = {"kind": KIND, "schema": SCHEMA, "contents": CONTENTS, "version": __version__, "parts": what,
              "sha256": sorted(cache.file_sha256(p) for p in paths), "dataset": dataset, "layer": layer,
-             "options": dataclasses.asdict(opts)}
+             "options": fields.keyed(opts)}
     if follow_external:
         from icrcli.features.h5reach import reached_files
         parts["reached_sha256"] = {str(q): cache.file_sha256(q) for p in paths for q in reached_files(p)}
