@@ -430,7 +430,8 @@ def _compute(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts: Vi
     augments = augments or augments_of(vopts)
     if len(augments) > 1:
         reporter.step(f"augmentations {', '.join(augments)}: every level of each, in one pass over the data")
-    plans = [p for aug in augments for p in level_plans(model, dset, sigmas, dataclasses.replace(vopts, augment=aug), reporter)]
+    plans = [p for aug in augments
+             for p in level_plans(model, dset, sigmas, dataclasses.replace(vopts, augment=aug), reporter)]
     levels = extract_and_score(plans, vopts, sopts, reporter, on_level, lambda p: {"augment": p.request.augment},
                                probe=probe, split=split)
     return levels, plans[0].layers
