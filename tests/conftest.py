@@ -56,6 +56,21 @@ def tiny_songunet(seed: int = 0):
                      channel_mult=[1, 2], num_blocks=1, attn_resolutions=[]).eval()
 
 
+@pytest.fixture
+def count_calls(monkeypatch):
+    """count_calls(module, "name") wraps module.name so that every call's positional arguments land in the list
+    it returns (for tests that count decodes and forward passes rather than time them)."""
+    def wrap(module, name):
+        real, calls = getattr(module, name), []
+
+        def counted(*a, **k):
+            calls.append(a)
+            return real(*a, **k)
+        monkeypatch.setattr(module, name, counted)
+        return calls
+    return wrap
+
+
 @pytest.fixture(scope="module")
 def tiny_edm(tmp_path_factory):
     """A folder with net.safetensors (tiny_songunet(0)) and imgs.npy: 48 random 16x16 RGB uint8 images."""

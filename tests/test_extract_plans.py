@@ -24,19 +24,10 @@ def setup(monkeypatch, tmp_path):
     torch.set_num_threads(n)
 
 
-def _counting(monkeypatch, module, name):
-    calls = []
-    real = getattr(module, name)
-
-    def counted(*a, **k):
-        calls.append(a)
-        return real(*a, **k)
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
 
 @pytest.mark.slow
-def test_levels_share_clean_views_resume_per_level_and_equal_single_plans(tiny_edm, tmp_path, monkeypatch):
+def test_levels_share_clean_views_resume_per_level_and_equal_single_plans(tiny_edm, tmp_path, monkeypatch,
+                                                                         count_calls):
     model = load_model(tiny_edm / "net.safetensors", ModelOptions(), "cpu")
     data = load_data(tiny_edm / "imgs.npy", model)
     request = Request(sigma=SIGMAS[0], images=20, chunk_images=8, views=3)
@@ -59,9 +50,9 @@ def test_levels_share_clean_views_resume_per_level_and_equal_single_plans(tiny_e
     with h5py.File(outs[2]) as f:
         assert f.attrs["rows_done"] == 8 and not f.attrs["complete"]
 
-    prepared = _counting(monkeypatch, ex, "prepare_rows")
-    levels = _counting(monkeypatch, ex, "compute_levels")
-    views = _counting(monkeypatch, compute, "clean_views")
+    prepared = count_calls(ex, "prepare_rows")
+    levels = count_calls(ex, "compute_levels")
+    views = count_calls(compute, "clean_views")
     summaries = ex.extract_levels(plans, outs, run)
     assert [s["cached"] for s in summaries] == [False, True, False]
     assert [s["sigma"] for s in summaries] == list(SIGMAS)

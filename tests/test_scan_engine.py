@@ -14,18 +14,9 @@ from icrcli.models.resolve import ModelOptions
 LAYERS = ("model.enc.8x8_block0", "model.dec.8x8_in0")     # two taps, one forward pass reaches both
 
 
-def _counting(monkeypatch, module, name):
-    real, calls = getattr(module, name), []
-
-    def counted(*a, **k):
-        calls.append(a)
-        return real(*a, **k)
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
 
 @pytest.mark.slow
-def test_augmentations_share_the_decode_and_layers_share_the_forward_pass(tiny_edm, tmp_path, monkeypatch):
+def test_augmentations_share_the_decode_and_layers_share_the_forward_pass(tiny_edm, tmp_path, count_calls):
     """Plans over 2 augmentations x 2 sigmas x 2 layers (each plan one layer, its own file): each chunk decoded
     once, each batch augmented once per augmentation and run once per (augmentation, sigma, view), and every
     file byte-identical to its plan extracted alone."""
@@ -41,10 +32,10 @@ def test_augmentations_share_the_decode_and_layers_share_the_forward_pass(tiny_e
         alone.append((tmp_path / f"alone{i}.h5").read_bytes())
     assert len(set(alone)) == len(plans)
 
-    decoded = _counting(monkeypatch, data.images, "get_float")
-    prepared = _counting(monkeypatch, ex, "prepare_rows")
-    augmented = _counting(monkeypatch, compute, "clean_views")
-    forwards = _counting(monkeypatch, compute.Taps, "run")
+    decoded = count_calls(data.images, "get_float")
+    prepared = count_calls(ex, "prepare_rows")
+    augmented = count_calls(compute, "clean_views")
+    forwards = count_calls(compute.Taps, "run")
     outs = [tmp_path / f"one{i}.h5" for i in range(len(plans))]
     ex.extract_levels(plans, outs, run)
     chunks, batches, views = 2, 2 + 1, 2           # 10 images in chunks of 6: batches of 4, 2 and 4
@@ -128,13 +119,13 @@ def test_a_toy_axis_gets_table_json_cache_and_plot(tiny_edm, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_sweep_grid_decodes_each_chunk_once_and_returns_its_typed_result(tiny_edm, monkeypatch):
+def test_a_sweep_grid_decodes_each_chunk_once_and_returns_its_typed_result(tiny_edm, count_calls):
     """Two augmentations x two sigmas: one pass over the data (before: one per augmentation), and run_sweep's
     typed result is the JSON the command prints."""
     from icrcli.features.options import RunOptions, ViewOptions
     from icrcli.scans.result import ScanResult, SweepResult
     from icrcli.scans.sweep import run_sweep
-    prepared = _counting(monkeypatch, ex, "prepare_rows")
+    prepared = count_calls(ex, "prepare_rows")
     vopts = ViewOptions(images=12, chunk_images=8, augment=["none", "crop"], run=RunOptions(device="cpu"))
     r = run_sweep(tiny_edm / "net.safetensors", tiny_edm / "imgs.npy", [0.2, 1.0], ModelOptions(), vopts)
     assert isinstance(r, SweepResult) and r.augments == ["none", "crop"] and len(r.levels) == 4
