@@ -119,6 +119,41 @@ def broadcast(value, what: str = "sharing a result"):
     return box[0]
 
 
+def reduce_to_root(value, merge, what: str = "merging results"):
+    """Rank 0: merge(...merge(merge(value of rank 0, value of rank 1), value of rank 2)..., value of rank W-1),
+    received one rank at a time, so rank 0 holds two values at once and no other rank receives any (large float64
+    moments go to the one rank that scores them). The other ranks send theirs and get None. One process: value."""
+    if not _initialized():
+        return value
+    import torch.distributed as dist
+    if rank() != 0:
+        _collective(what, lambda: dist.send_object_list([value], dst=0))
+        return None
+    out = value
+    for r in range(1, world_size()):
+        box = [None]
+        _collective(what, lambda: dist.recv_object_list(box, src=r))
+        out = merge(out, box[0])
+    return out
+
+
+def on_root(fn, what: str = "sharing a result"):
+    """fn() on rank 0 alone, its value on every rank; a UserError it raises is raised on every rank (the others
+    would otherwise wait for a value that never comes)."""
+    if not _initialized():
+        return fn()
+    value, error = None, None
+    if rank() == 0:
+        try:
+            value = fn()
+        except UserError as e:
+            error = str(e)
+    value, error = broadcast((value, error), what)
+    if error is not None:
+        raise UserError(error)
+    return value
+
+
 class Counter:
     """A count that every rank adds to and any rank reads, kept in the process group's key-value store (the one
     torchrun's rendezvous already runs): no collective, so ranks doing unequal work never wait on each other, and a

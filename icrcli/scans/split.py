@@ -2,7 +2,7 @@
 
 Sweep: every level's images are split into shards (icrcli.features.shards); a process extracts its shards' features
 (cached, resumable, per shard), takes their float64 moments, and the moments of all shards are merged in shard order
-(gathered across ranks under torchrun, read from the shared cache with --shards N), so no level is scored twice
+(sent to rank 0 under torchrun, read from the shared cache with --shards N), so no level is scored twice
 and the result is the unsplit sweep's to float64 rounding. Timeline: every checkpoint is whole on one process (the
 checkpoints are split, rank r takes checkpoints r, r+W, ...), and the points are gathered.
 """
@@ -86,29 +86,46 @@ def extract_shards(plans: list, split: Split, run, reporter: Reporter) -> dict[i
 
 
 def merged_score(p, layer: str, mine: dict[int, tuple], split: Split, sopts) -> dict:
-    """The score of (level p, layer) from its shards: this process's moments, gathered across ranks, merged in
-    shard order."""
-    from icrcli.stats.merged import ShardSet, check_whole, merge_parts, whole_provenance, whole_source
-    from icrcli.stats.score import accumulate, check_source, check_views_differ, open_source, result_of
+    """The score of (level p, layer) from its shards: this process's moments, merged in shard order; under torchrun
+    each rank's moments go to rank 0 alone (icrcli.dist.reduce_to_root: rank r holds shard r, so the order is the
+    same), rank 0 scores them once and the other ranks get its result."""
     import dataclasses
-    parts = []
+    from icrcli.stats.merged import ShardSet, whole_provenance, whole_source
+    from icrcli.stats.score import accumulate, check_source, open_source
+    part = None
     for i, (q, path) in sorted(mine.items()):
         src = open_source(path, layer=layer)
         one = ShardSet([src], [i], split.count, q.config["shard"])
         check_source(src, dataclasses.replace(sopts, ci=False))
         acc = accumulate(src, sopts, rows=one.rows(0), at_least=0)
-        parts.append((i, acc, whole_source(one), whole_provenance(one)))
+        part = _fold(part, ([i], acc, [whole_source(one)], whole_provenance(one)))
     if split.ranks > 1:
-        parts = [x for got in dist.all_gather(parts, f"gathering the moments of sigma {p.sigma:g}") for x in got]
-    parts.sort(key=lambda x: x[0])
-    if [i for i, *_ in parts] != list(range(split.count)):
-        raise UserError(f"sigma {p.sigma:g}: shards {[i for i, *_ in parts]} of {split.count} came back; run the "
-                        "same command again.")
-    acc = merge_parts([a for _, a, _, _ in parts], f"sigma {p.sigma:g}")
+        part = dist.reduce_to_root(part, _fold, f"sending the moments of sigma {p.sigma:g} to rank 0")
+    return dist.on_root(lambda: _score_part(p, part, split, sopts), f"sharing the score of sigma {p.sigma:g}")
+
+
+def _fold(a: tuple | None, b: tuple) -> tuple:
+    """(shards, moments, sources, provenance) of shards a then b: each jackknife group merged exactly (Chan), in
+    this order, as icrcli.stats.merged.merge_parts merges them (the total is merged from the groups at the end)."""
+    if a is None:
+        return b
+    from icrcli.stats.moments import merge
+    from icrcli.stats.score import Accumulated
+    acc = Accumulated([merge(x, y) for x, y in zip(a[1].groups, b[1].groups)], None, a[1].n_skipped + b[1].n_skipped)
+    return a[0] + b[0], acc, a[2] + b[2], a[3]
+
+
+def _score_part(p, part: tuple, split: Split, sopts) -> dict:
+    from icrcli.stats.merged import check_whole, merge_parts
+    from icrcli.stats.score import check_views_differ, result_of
+    shards, acc, sources, prov = part
+    if shards != list(range(split.count)):
+        raise UserError(f"sigma {p.sigma:g}: shards {shards} of {split.count} came back; run the same command "
+                        "again.")
+    acc = merge_parts([acc], f"sigma {p.sigma:g}")
     check_whole(acc.total.n, sopts, f"the {split.count} shards of sigma {p.sigma:g}")
-    source, prov = parts[0][2], parts[0][3]
-    source = {**source, "shape": [acc.total.n + acc.n_skipped, *source["shape"][1:]],
-              "paths": [x[2]["path"] for x in parts], "shards": split.count}
+    source = {**sources[0], "shape": [acc.total.n + acc.n_skipped, *sources[0]["shape"][1:]],
+              "paths": [x["path"] for x in sources], "shards": split.count}
     check_views_differ(acc.total, None, f"sigma {p.sigma:g}", prov)
     return result_of(acc, sopts, source=source, provenance=prov)[0]
 

@@ -339,15 +339,22 @@ def _split_levels(plans: list, vopts: ViewOptions, sopts: ScoreOptions, reporter
     if split.shard.count > 1:   # shard_summary lists every shard's levels in plan order
         return [{**_extra(extra, p), **r} for p, r in zip([p for _ in mine for p in plans], shard_summary(mine))]
     out = []
-    for j, p in enumerate(plans):
-        for layer in p.layers:
-            # the jackknife's groups are by global image index, so the shards' merged moments carry them
-            res = merged_score(p, layer, {i: pairs[j] for i, pairs in mine.items()}, split,
-                               with_jackknife(sopts, len(p.indices)))
-            rec = {**_extra(extra, p), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
-                   "features": res["input"]["paths"][0]}
-            out.append(rec)
-            on_record and dist.rank() == 0 and on_record(rec)
+    # merging the shards' moments and scoring each level is minutes at large D: a bar by level (on rank 0 only:
+    # the others' console is quiet), like the unsplit sweep's scoring
+    reporter.start("merging and scoring", sum(len(p.layers) for p in plans), unit="levels")
+    try:
+        for j, p in enumerate(plans):
+            for layer in p.layers:
+                # the jackknife's groups are by global image index, so the shards' merged moments carry them
+                res = merged_score(p, layer, {i: pairs[j] for i, pairs in mine.items()}, split,
+                                   with_jackknife(sopts, len(p.indices)))
+                rec = {**_extra(extra, p), "sigma": p.sigma, "layer": layer, "icr": res["icr"], **res,
+                       "features": res["input"]["paths"][0]}
+                out.append(rec)
+                reporter.advance(1)
+                on_record and dist.rank() == 0 and on_record(rec)
+    finally:
+        reporter.finish()
     return out
 
 
