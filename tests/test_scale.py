@@ -325,6 +325,50 @@ def test_torchrun_two_ranks_extract_and_sweep_equal_one_process(icr, tiny_edm, t
     assert res["ties"][0]["tied_sigmas"] is not None and res["ties"] == one.json["ties"]
 
 
+COUNTS = textwrap.dedent(r"""
+    import atexit, json, os, sys
+    import torch.distributed
+    import icrcli.stats.eigensolve as es
+    calls = {"solve": 0, "recv": 0, "gather": 0}
+    def counted(name, real):
+        def f(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return f
+    es.solve = counted("solve", es.solve)
+    torch.distributed.recv_object_list = counted("recv", torch.distributed.recv_object_list)
+    torch.distributed.all_gather_object = counted("gather", torch.distributed.all_gather_object)
+    atexit.register(lambda: open(os.environ["COUNTS_DIR"] + f"/rank{os.environ.get('RANK', 'one')}.json", "w").write(
+        json.dumps(calls)))
+    from icrcli.cli.main import main
+    sys.argv = ["icr", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.slow
+def test_torchrun_sweep_scores_each_level_once_on_rank_0(tiny_edm, tmp_path):
+    """Every eigen-solve of a 2-rank sweep (the ICR and its jackknife's, 2 levels) runs on rank 0; rank 1 solves
+    none and receives no moments (before: both ranks gathered every level's moments and solved them all)."""
+    script = tmp_path / "counts.py"
+    script.write_text(COUNTS)
+    args = ["sweep", *_view_args(tiny_edm, "--sigmas", "0.2,0.8")]
+    r = _torchrun(tmp_path, *args, script=script, timeout=300,
+                  env={"COUNTS_DIR": str(tmp_path), "ICR_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    c0, c1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    one = subprocess.run([sys.executable, str(script), *map(str, args), "--no-cache"], capture_output=True, text=True,
+                         env={**os.environ, "COUNTS_DIR": str(tmp_path)})
+    assert one.returncode == 0, one.stderr
+    alone = json.loads((tmp_path / "rankone.json").read_text())
+    # rank 0 solves what one process solves (each level's ICR, its jackknife's replicates), each level once
+    assert alone["solve"] >= len(res["levels"]) * (1 + len(res["levels"][0]["icr_replicates"]))
+    assert c0["solve"] == alone["solve"] and c0["recv"] == len(res["levels"])
+    assert c1["solve"] == 0 and c1["recv"] == 0
+    assert c0["gather"] == c1["gather"] == 0          # nothing gathered onto every rank
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_path):
     from safetensors.torch import save_file
