@@ -154,6 +154,18 @@ def on_root(fn, what: str = "sharing a result"):
     return value
 
 
+def _store():
+    """The process group's key-value store, or None (one process; or torch's private call failed: then each rank
+    counts and flags alone, nothing breaks)."""
+    if not _initialized():
+        return None
+    try:
+        from torch.distributed import distributed_c10d
+        return distributed_c10d._get_default_store()
+    except Exception:
+        return None
+
+
 class Counter:
     """A count that every rank adds to and any rank reads, kept in the process group's key-value store (the one
     torchrun's rendezvous already runs): no collective, so ranks doing unequal work never wait on each other, and a
@@ -161,13 +173,8 @@ class Counter:
     plain integer. `name` must be the same on every rank (each rank makes its counters in the same order)."""
 
     def __init__(self, name: str, shared: bool = True):
-        self.name, self._n, self._store = name, 0, None
-        if shared and _initialized():
-            try:
-                from torch.distributed import distributed_c10d
-                self._store = distributed_c10d._get_default_store()
-            except Exception:   # (a private call of torch's) no store: each rank counts alone, nothing breaks
-                self._store = None
+        self.name, self._n = name, 0
+        self._store = _store() if shared else None
 
     @property
     def shared(self) -> bool:
@@ -179,3 +186,37 @@ class Counter:
             self._n += n
             return self._n
         return int(self._store.add(f"icr/{self.name}", int(n)))
+
+
+class StopFlag:
+    """A job-wide stop that any rank raises with a number (a timeline's failing step) and every rank reads, without
+    waiting: each rank's lowest value under a key of its own in the process group's key-value store (as Counter), so
+    no collective and no rank blocks on another. For one process (or without the store), this process's own."""
+
+    def __init__(self, name: str):
+        self.name, self._mine = name, None
+        self._store = _store()
+
+    def _key(self, r: int) -> str:
+        return f"icr/{self.name}/{r}"
+
+    def raise_(self, value: int) -> None:
+        if self._mine is None or value < self._mine:
+            self._mine = value
+            self._ask(lambda: self._store.set(self._key(rank()), str(value)))
+
+    def lowest(self) -> int | None:
+        """The lowest value any rank has raised so far (None: none has)."""
+        keys = [self._key(r) for r in range(world_size())]
+        got = self._ask(lambda: [int(self._store.get(k)) for k in keys if self._store.check([k])])
+        got = [*(got or []), *([] if self._mine is None else [self._mine])]
+        return min(got) if got else None
+
+    def _ask(self, fn):
+        if self._store is None:
+            return None
+        try:
+            return fn()
+        except Exception:       # the store is gone (its host died): flag alone; the next collective says why
+            self._store = None
+            return None

@@ -8,6 +8,7 @@ appear computes only those; `watch` keeps polling the folder while a run trains.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,8 @@ from icrcli.scans.sweep import (ProbeOptions, check_labels, extract_and_score, l
 from icrcli.scans.trend import gate, held, trend
 from icrcli.scans.watch import Unreadable, Watcher
 from icrcli.stats.options import ScoreOptions
+
+_stops = itertools.count()     # every rank makes its flags in the same order, so one flag has one name
 
 KIND = "timeline-points"
 AUTO = "auto"
@@ -267,15 +270,21 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
 
     watcher = Watcher(folder, pattern, watch.retry_for, reporter.warn) if watch else None
     stopped = None
+    # --fail-fast under torchrun: the lowest step whose gate failed on any rank; no rank reads a checkpoint past it
+    stop = dist.StopFlag(f"fail-fast/{next(_stops)}")
     try:
         if watcher is None:
             sigmas_for(found[-1])   # first: under torchrun every rank (one with no checkpoint too) joins the sweep
             with checkpoint_progress(found, split, reporter) as (mine, rep, done):
                 for f in mine:
+                    lowest = stop.lowest() if gates.fail_fast and split.ranks > 1 else None
+                    if lowest is not None and f.step > lowest:
+                        break
                     points_of(f, found[-1], rep)
                     done()
                     if run.stop_now():
                         stopped = "fail-fast"
+                        stop.raise_(f.step)
                         break
         else:
             stopped = _follow(watcher, watch, reporter, run, points_of)
@@ -294,9 +303,14 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
                               "sigmas": list(sigmas),
                               "points": sorted(run.points, key=lambda p: (p["sigma"], p["step"]))})
     if split.ranks > 1:          # every rank's points, said and streamed by rank 0 in step order
-        gathered = gather_points(run.points, split)
+        gathered = sorted(gather_points(run.points, split), key=lambda p: (p["step"], p["sigma"]))
+        if gates.fail_fast:      # the job stops where one process would have: the first step the gates fail at
+            at = _first_failure(gathered, gates)
+            at = stop.lowest() if at is None else at
+            gathered = [p for p in gathered if at is None or p["step"] <= at]
+            stopped = "fail-fast" if at is not None else None
         run = _Follow(gates, reporter, on_point if dist.rank() == 0 else None)
-        run.add(sorted(gathered, key=lambda p: (p["step"], p["sigma"])))
+        run.add(gathered)
     points = sorted(run.points, key=lambda p: (p["sigma"], p["step"]))
     hits = sum(bool(p.get("cached")) for p in points)
     if hits:
@@ -307,10 +321,21 @@ def run_timeline(folder: str | Path, data: str | Path, sigmas: list[float] | str
         "schema": records.SCHEMA, "kind": "timeline", "version": __version__, "folder": str(folder),
         "data": str(data), "sigmas": list(sigmas), "sigma_auto": state["auto"], "points": points,
         "series": series, "notes": notes, "stopped": stopped,
+        "stopped_at": ({k: run.points[-1][k] for k in ("step", "checkpoint")}
+                       if stopped == "fail-fast" and run.points else None),
         "options": {"views": request_fields(vopts), "score": dataclasses.asdict(sopts),
                     "model": dataclasses.asdict(mopts), "checks": dataclasses.asdict(checks),
                     "watch": dataclasses.asdict(watch) if watch else None},
         "gates": _gates_dict(gates, failed, held_back, points)})
+
+
+def _first_failure(points: list[dict], gates: Gates) -> int | None:
+    """The first step at which the points up to it fail a gate: where one process with --fail-fast stops (under
+    torchrun each rank's gate sees its own checkpoints only; this sees the job's)."""
+    for step in sorted({p["step"] for p in points}):
+        if _series([p for p in points if p["step"] <= step], gates)[1]:
+            return step
+    return None
 
 
 def _auto_sigma(checkpoint: Path, data: Path, mopts, vopts, sopts, reporter: Reporter,
