@@ -393,6 +393,76 @@ def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_pa
     assert res["series"][0]["trend"] == one.json["series"][0]["trend"]
 
 
+FAIL_FAST = textwrap.dedent(r"""
+    import os, sys, time
+    from pathlib import Path
+    import icrcli.dist as dist
+    import icrcli.scans.timeline as tl
+    out, rank = Path(os.environ["MARKS_DIR"]), os.environ["RANK"]
+    real_points, real_raise = tl._points_of, dist.StopFlag.raise_
+    def points_of(f, *a, **k):
+        (out / f"computed-{rank}-{f.step}").touch()
+        if rank == "0" and f.step == 100:           # rank 0 holds its first checkpoint until rank 1 has failed
+            for _ in range(1200):
+                if (out / "raised").exists():
+                    break
+                time.sleep(0.1)
+        return real_points(f, *a, **k)
+    def raise_(self, value):
+        real_raise(self, value)
+        (out / "raised").write_text(str(value))
+    tl._points_of, dist.StopFlag.raise_ = points_of, raise_
+    from icrcli.cli.main import main
+    sys.argv = ["icr", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.slow
+def test_torchrun_fail_fast_stops_the_whole_job_where_one_process_would(icr, tiny_edm, tmp_path):
+    """4 checkpoints on 2 ranks (rank 0: steps 100, 300; rank 1: 200, 400); --fail-above fails first at step 200,
+    rank 1's. Rank 0 (held at step 100 until then) reads no checkpoint past 200, and the job's answer is one
+    process's: points 100 and 200, stopped fail-fast at step 200, exit 3 (before: rank 0 went on to 300 and its
+    own `stopped`, null, was the job's)."""
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    probe_run = tmp_path / "probe"
+    probe_run.mkdir()
+    for seed in (1, 2, 3, 4):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  probe_run / f"ckpt-{seed}.safetensors")
+    tail = ["--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma", "0.5",
+            "--device", "cpu", "-q"]
+    icrs = {p["step"]: p["icr"] for p in icr("timeline", probe_run, *tail).json["points"]}
+    low, high = min(icrs, key=icrs.get), max(icrs, key=icrs.get)
+    # step 100 passes, step 200 fails: the lowest ICR first, the highest second, the threshold between them
+    order = [low, high, *[s for s in icrs if s not in (low, high)]]
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in zip((100, 200, 300, 400), order):
+        shutil.copy(probe_run / f"ckpt-{seed}.safetensors", run / f"ckpt-{step}.safetensors")
+    args = ["timeline", run, *tail, "--fail-above", f"{(icrs[low] + icrs[high]) / 2!r}", "--fail-fast"]
+    one = icr(*args)
+    assert one.code == 3 and [p["step"] for p in one.json["points"]] == [100, 200]
+    script = tmp_path / "ff.py"
+    script.write_text(FAIL_FAST)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    r = _torchrun(tmp_path, *args, script=script, timeout=300,
+                  env={"MARKS_DIR": str(marks), "ICR_CACHE_DIR": str(tmp_path / "c")})
+    # rank 0 exits 3 (a gate failed); torchrun itself ends with 1 for any rank's non-zero exit, and names it
+    import re
+    assert r.returncode != 0 and re.search(r"exitcode\s*:\s*3\b", r.stderr), r.stderr
+    assert sorted(m.name for m in marks.glob("computed-*")) == ["computed-0-100", "computed-1-200"]
+    res = json.loads(r.stdout)
+    assert [p["step"] for p in res["points"]] == [100, 200]
+    assert res["stopped"] == one.json["stopped"] == "fail-fast"
+    assert res["stopped_at"] == one.json["stopped_at"] and res["stopped_at"]["step"] == 200
+    assert res["gates"]["failed"] == one.json["gates"]["failed"]
+    for x, y in zip(one.json["points"], res["points"]):
+        assert y["icr"] == pytest.approx(x["icr"], rel=REL)
+
+
 DIES = textwrap.dedent(r"""
     import os, sys, time
     import icrcli.features.extract as ex
