@@ -526,6 +526,10 @@ def test_torchrun_rank_0_shows_the_whole_sweeps_progress(tiny_edm, tmp_path):
     assert {(what, total) for _, what, _, total in lines} == {("extracting", 40)}
     done = [d for _, _, d, _ in lines]
     assert done == sorted(done) and done[-1] == 40 and max(done) > 24    # more than rank 0's own share
+    import re                       # then rank 0 alone merges the ranks' moments and scores the 2 levels, with a bar
+    merging = [m.groups() for m in re.finditer(r"^\[default(\d)\]:merging and scoring: (\d+)/(\d+) levels",
+                                               r.stderr, re.M)]
+    assert merging and {rank for rank, _, _ in merging} == {"0"} and merging[-1][1:] == ("2", "2"), r.stderr
 
 
 @pytest.mark.slow
