@@ -1,5 +1,6 @@
 """Several processes, one result (after NVlabs/edm torch_utils/distributed.py): the rank, world size and local
-device of a process that torchrun started, a barrier, and the gathering of small Python values across ranks.
+device of a process that torchrun started, a barrier, the gathering of small Python values across ranks, the sending
+of large ones (a level's float64 moments) to rank 0 alone, and flags and counts in torchrun's key-value store.
 
 A process that torchrun did not start (no WORLD_SIZE in its environment) is rank 0 of a world of one, and nothing
 here imports torch for it. Under torchrun, `init` joins the process group (NCCL with CUDA, else gloo); a rank that
