@@ -144,6 +144,41 @@ def test_run_options_never_reach_a_key(tmp_path):
     assert all(not fields.spec(f).keyed for f in dataclasses.fields(RunOptions))
 
 
+# Score options that touch every field (the ridge both ways, the interval, the blocks, the directions).
+SCORE_CASES = [ScoreOptions(), ScoreOptions(tau=0.5), ScoreOptions(estimator="plugin", tau_rel=1e-2),
+               ScoreOptions(ci=True, ci_groups=7, confidence=0.9), ScoreOptions(skip_nonfinite=True, allow_partial=True,
+                                                                              block_images=5, top=3)]
+
+
+@pytest.mark.parametrize("sopts", SCORE_CASES)
+def test_scan_keys_hold_the_score_options_as_before(tmp_path, sopts):
+    """The scans key the score options by their fields' `keyed` declaration; the keys are byte for byte the ones
+    made when they held dataclasses.asdict(sopts) (the formula written out again here), so cached scans still
+    answer."""
+    from icrcli.scans import records
+    from icrcli.scans.split import Split
+    from icrcli.scans.sweep import sweep_key
+    from icrcli.scans.timeline import Checks, point_key
+    ck, data = tmp_path / "ck.pt", tmp_path / "d.npy"
+    ck.write_bytes(b"weights")
+    data.write_bytes(b"images")
+    m, v = ModelOptions(), ViewOptions(seed=3)
+    old_sweep = {**records.checkpoint_identity(ck, m), "data_sha256": records.data_identity(data),
+                 "sigmas": [0.5, 2.0], "views": v.keyed(), "score": dataclasses.asdict(sopts), "probe": None,
+                 **Split().key()}
+    assert sweep_key(ck, data, [0.5, 2.0], m, v, sopts) == records.record_key("sweeps", old_sweep)
+    checks = Checks(memorization=4)
+    old_point = {**records.checkpoint_identity(ck, m), "data_sha256": "ab" * 32, "sigma": 0.5, "views": v.keyed(),
+                 "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)}
+    assert point_key(ck, "ab" * 32, 0.5, m, v, sopts, checks) == records.record_key("timeline-points", old_point)
+
+
+def test_timeline_memorization_steps_are_the_memorization_default():
+    """A timeline's memorization check draws its samples as `icr memorization` does by default (one declaration)."""
+    from icrcli.scans.timeline import Checks
+    assert Checks().memorization_steps == MemorizationOptions().steps
+
+
 def test_cli_and_python_refuse_with_the_same_sentence(icr, tmp_path):
     """A bad --augment is the OptionError ViewOptions raises, as exit 2 (before anything is loaded)."""
     with pytest.raises(OptionError) as e:

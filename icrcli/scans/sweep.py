@@ -15,7 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__, cache, dist
+from icrcli import __version__, cache, dist, fields
 from icrcli.errors import Terminated, UserError
 from icrcli.features.options import ViewOptions
 from icrcli.progress import SILENT, Reporter
@@ -117,7 +117,7 @@ def sweep_parts(checkpoint: Path, data: Path, sigmas: list[float], mopts, vopts:
                 probe: ProbeOptions | None = None, split: Split = Split()) -> dict:
     """What a finished sweep's cache record is keyed by (scans.records.record_key)."""
     return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": records.data_identity(data),
-            "sigmas": list(sigmas), "views": request_fields(vopts), "score": dataclasses.asdict(sopts),
+            "sigmas": list(sigmas), "views": request_fields(vopts), "score": fields.keyed(sopts),
             "probe": _probe_key(probe), **split.key()}
 
 

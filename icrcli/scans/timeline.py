@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from icrcli import __version__, dist
+from icrcli import __version__, dist, fields
 from icrcli.errors import Terminated, UserError
 from icrcli.features.options import ViewOptions
 from icrcli.progress import SILENT, Reporter
@@ -25,6 +25,7 @@ from icrcli.scans.split import Split, checkpoint_progress, gather_points
 from icrcli.scans.sweep import (ProbeOptions, check_labels, extract_and_score, level_plans, raise_if_stopped,
                                 request_fields, run_sweep)
 from icrcli.scans.trend import gate, held, trend
+from icrcli.scans.options import MemorizationOptions
 from icrcli.scans.watch import Unreadable, Watcher
 from icrcli.stats.options import ScoreOptions
 
@@ -53,14 +54,14 @@ class Checks:
     """What else each point measures: a probe on its features, the memorization ratio of its samples."""
     probe: ProbeOptions | None = None
     memorization: int | None = None     # samples per checkpoint (None: not measured)
-    memorization_steps: int = 18
+    memorization_steps: int = MemorizationOptions().steps    # `icr memorization`'s default, declared there
 
 
 def point_parts(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: ViewOptions, sopts: ScoreOptions,
                 checks: Checks) -> dict:
     """What one timeline point's cache record is keyed by (scans.records.record_key)."""
     return {**records.checkpoint_identity(checkpoint, mopts), "data_sha256": data_sha, "sigma": sigma,
-            "views": request_fields(vopts), "score": dataclasses.asdict(sopts), "checks": dataclasses.asdict(checks)}
+            "views": request_fields(vopts), "score": fields.keyed(sopts), "checks": dataclasses.asdict(checks)}
 
 
 def point_key(checkpoint: Path, data_sha: str, sigma: float, mopts, vopts: ViewOptions, sopts: ScoreOptions,
