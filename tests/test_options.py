@@ -92,6 +92,19 @@ def test_construction_checks_with_one_sentence(build, words):
     assert "\n" not in str(e.value) and str(e.value).endswith(".")
 
 
+@pytest.mark.parametrize("bad", [{"views": 1}, {"images": 1}, {"dtype": "float64"}, {"chunk_images": 0},
+                                 {"t_mode": "step"}, {"pool": "max"}, {"seed": -1}, {"augment": "bogus"}])
+def test_a_request_is_checked_by_the_view_options(bad):
+    """features.plan.Request (a view request at one sigma) has no checks of its own for the view fields: it is
+    refused with the very sentence ViewOptions gives for the same value (one check, one message)."""
+    from icrcli.features.plan import Request
+    with pytest.raises(UserError) as views:
+        ViewOptions(**bad)
+    with pytest.raises(UserError) as request:      # the augmentation: its own parse, with the same sentence
+        Request(sigma=0.5, **bad)
+    assert str(request.value) == str(views.value)
+
+
 def test_options_are_frozen_and_normalised():
     v = ViewOptions(layer=["a", "b"], augment=["crop"], indices=[3, 1])
     assert v.layer == ("a", "b") and v.augment == "crop" and v.indices == (3, 1)

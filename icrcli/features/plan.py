@@ -72,20 +72,17 @@ class Request:
         if not math.isfinite(self.sigma) or self.sigma < 0:
             raise UserError(f"--sigma {self.sigma}: the noise level must be a finite number >= 0 (0 gives "
                             "augmentation-only views).")
-        if self.views < 2:
-            raise UserError(f"--views {self.views}: ICR needs at least two views per image.")
-        if self.dtype not in DTYPES:
-            raise UserError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}.")
-        if self.images is not None and self.images < 2:
-            raise UserError(f"--images {self.images}: ICR needs at least two images.")
-        if self.chunk_images < 1:
-            raise UserError(f"--chunk-images {self.chunk_images}: expected a positive number of images.")
-        if self.t_mode not in T_MODES:
-            raise UserError(f"--t-mode {self.t_mode}: expected one of {', '.join(T_MODES)}.")
+        # the view fields are checked once, by the view options (ViewOptions: the sentence Python callers get)
+        ViewOptions(**{name: getattr(self, name) for name in _SHARED})
 
     def at(self, sigma: float) -> Request:
         """The same request at another noise level (a sweep's levels)."""
         return dataclasses.replace(self, sigma=sigma)
+
+
+# The fields a Request shares with the view options: checked by ViewOptions on construction.
+_SHARED = tuple(f.name for f in dataclasses.fields(Request)
+                if f.name in {g.name for g in dataclasses.fields(ViewOptions)})
 
 
 def request_from(v: ViewOptions, sigma: float, layers: list[str] | tuple[str, ...] | None = None) -> Request:
