@@ -6,27 +6,31 @@
 The protocol is fixed here, before any result is seen, and is not tuned by how the curves come out.
 
 Finding 1 (paper Sec. 4): the shipped data-rich model (icrcli/demo_data/rich, 5,000 MNIST training digits). ICR on
-the first 2,000 of its training images, K = 2 views, the paper's sigma grid (0 plus the EDM-18 levels up to 3.3),
-two layers (the decoder's second block at 14x14, the default tap, and at 7x7), one pass over the augmentation
-ladder crop, digits, paper, simclr (extraction seed 0), the paper estimator with the default ridge and the paired
-jackknife (20 groups). The paper's probe at every level: single noise-only views (no augmentation) of those 2,000
-training images train a linear probe, tested on the first 2,000 MNIST test images (mnist-test, never trained on),
-extracted with the same plan. Paired tests: McNemar on per-image correctness between levels. Bootstraps (seeded):
-B_ICR = 200 resamples of the 2,000 images, the same resample at every level, for ICR's argmin; B_PROBE = 2,000
-resamples of the test images for the probe's argmax (the probe is not refitted: test-set sampling only). Every
-agreement rule is reported with its null rate (valstats.agreement_rules). Spearman rank correlations over all
-levels, over sigma <= 0.6 and over sigma > 0.6, apart.
+the first 2,000 of its training images (--f1-images; 1,000 when the shared CPU left no time for more: the doc says
+which), K = 2 views, the paper's sigma grid (0 plus the EDM-18 levels up to 3.3), two layers (the decoder's second
+block at 14x14, the default tap, and at 7x7), one pass over the augmentation ladder crop, digits, paper, simclr
+(extraction seed 0), the paper estimator with the default ridge and the paired jackknife (20 groups). The paper's
+probe at every level: single noise-only views (no augmentation) of those training images train a linear probe,
+tested on as many of the first MNIST test images (mnist-test, never trained on), extracted with the same plan.
+Paired tests: McNemar on per-image correctness between levels. Bootstraps (seeded): B_ICR = 200 resamples of the
+images, the same resample at every level, for ICR's argmin; B_PROBE = 2,000 resamples of the test images for the
+probe's argmax (the probe is not refitted: test-set sampling only). Every agreement rule is reported with its null
+rate (valstats.agreement_rules). Spearman rank correlations over all levels, over sigma <= 0.6 and over sigma > 0.6,
+apart.
 
-Finding 2 (paper Sec. 5): four runs of examples/train.py made for this doc (not shipped: --runs names their
-folder), identical but for the training set: data-limited (64 images) and data-rich (5,000 images), training seeds
-0 and 1 (the seed picks the subset, the initial weights and the batches); batch 32, EMA 0.995, lr 2e-3, 3,000
-steps, a checkpoint every 50 steps. Scanned: steps 50 to 1,000 every 50, then every 100 to 3,000. At each: ICR at
+Finding 2 (paper Sec. 5): runs of examples/train.py made for this doc (not shipped: --runs names their folder),
+identical but for the training set and seed: data-limited (64 images) and data-rich (5,000 images), training seeds
+0 and 1 (the seed picks the subset, the initial weights and the batches); batch 32, EMA 0.995, lr 2e-3 (constant
+after a 200-step warm-up, so a run stopped early has the same checkpoints as a longer one), a checkpoint every 50
+steps, up to 3,000 steps (fewer where the shared CPU did not allow: the doc gives each run's last step). A run is
+scanned once examples' chain marks it DONE. Scanned: steps 50 to 1,000 every 50, then every 100. At each: ICR at
 sigma 0.5 (sigma_data), the default layer, K = 8 views of the first 64 training images, augmentation `digits`
-(label-preserving for digits; the paper's policy flips them) and, apart, `paper`; the paired jackknife rise of
-each point from the series' minimum; the memorization ratio of 128 samples (EDM Heun, 18 steps, sampling seed 0)
-against the run's whole training set by the ratio rule (nearest training image closer than a third of the second
-nearest, in pixels). "First clear rise" of memorization: the first step whose ratio is >= 0.1 and more than two
-standard errors above 0 (valstats.first_clear_rise).
+(label-preserving for digits; the paper's policy flips them; --f2-augment adds others); the paired jackknife rise
+of each point from the series' minimum. Memorization by the ratio rule (nearest training image closer than a third
+of the second nearest, in pixels), 64 samples (EDM Heun, 18 steps, sampling seed 0) against the run's whole
+training set: at every scanned step of the data-limited runs, at steps 1,000, 2,000 and 3,000 of the data-rich
+ones. "First clear rise" of memorization: the first step whose ratio is >= 0.1 and more than two standard errors
+above 0 (valstats.first_clear_rise).
 
 Results are saved small (docs/validation/*.json, *.csv); --render rewrites the doc from them alone.
 """
@@ -55,7 +59,6 @@ F1_SIGMAS = None                  # the paper's grid (icr sweep's default)
 B_ICR, B_PROBE = 200, 2000
 F2_RUNS = ["limited-s0", "limited-s1", "rich-s0", "rich-s1"]
 F2_STEPS = list(range(50, 1001, 50)) + list(range(1100, 3001, 100))
-F2_LAST = 3000                    # a run is scanned once it has this step's checkpoint
 F2_SIGMA, F2_IMAGES, F2_VIEWS, F2_SAMPLES = 0.5, 64, 8, 64
 F2_CONTROL_MEMORIZATION = [1000, 2000, 3000]   # the data-rich runs: memorization at these steps only
 F2_AUGMENTS = ["digits"]
@@ -139,8 +142,8 @@ def finding2(runs: Path, rep) -> dict:
     out = {"runs": []}
     for name in F2_RUNS:
         run = runs / name
-        if not (run / f"ckpt-{F2_LAST:06d}.safetensors").exists():
-            continue          # not trained (or still training): scanned once its last checkpoint is there
+        if not (run / "DONE").exists():
+            continue          # not trained, or still training: the chain marks a run DONE when it stops
         folder = scan_folder(run, runs)
         cfg = json.loads((run / "config.json").read_text())
         entry = {"run": name, "images": cfg["images"], "seed": cfg["seed"], "batch": cfg["batch"], "ema": cfg["ema"],
@@ -159,7 +162,7 @@ def finding2(runs: Path, rep) -> dict:
         if not limited:   # the control: memorization at a few steps (what it costs is the sampling)
             from icrcli.scans.memorization import memorization
             mem = {}
-            for step in F2_CONTROL_MEMORIZATION:
+            for step in [t for t in F2_CONTROL_MEMORIZATION if (run / f"ckpt-{t:06d}.safetensors").exists()]:
                 m = memorization(run / f"ckpt-{step:06d}.safetensors", run / "train-images.npz", samples=F2_SAMPLES)
                 mem[step] = (m["ratio"], m["ratio_se"])
             for p in entry["series"][F2_AUGMENTS[0]]["points"]:
@@ -248,7 +251,7 @@ def figure2(f2: dict) -> None:
             ci = np.array([p["icr_ci"] for p in pts])
             line, = ax.plot(st, y, marker=".", ms=3, label=f"ICR, {aug}")
             ax.fill_between(st, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.2)
-        pts = run["series"][F2_AUGMENTS[0]]["points"]
+        pts = run["series"][memorization_series(run)]["points"]
         ax2 = ax.twinx()
         mp = [p for p in pts if p.get("memorization_ratio") is not None]
         ax2.errorbar([p["step"] for p in mp], [p["memorization_ratio"] for p in mp],
@@ -370,7 +373,7 @@ def finding1_md(f1: dict) -> list[str]:
     tests = {"same level": "exact match of the two levels",
              "within 2 SE of the best": f"binomial SE of accuracy on {n_test:,} test images",
              "McNemar p >= 0.05 against the best": f"exact McNemar, paired over {n_test:,} test images",
-             "best among ICR's ties": f"paired jackknife interval of ICR differences (20 groups of {n_img:,} images)"}
+             "best among ICR's ties": f"paired jackknife interval of ICR differences, 20 groups of {n_img:,} images"}
     rule_lines = []
     for rule, rs in per_rule.items():
         k = sum(r["passes"] for r in rs)
@@ -400,14 +403,23 @@ def finding1_md(f1: dict) -> list[str]:
     return L_out
 
 
+def memorization_series(run: dict) -> str:
+    """The series that carries a run's memorization: the first augmentation scanned."""
+    return next(iter(run["series"]))
+
+
 def finding2_md(f2: dict) -> list[str]:
+    runs_txt = "; ".join(f"{r['run']}: {r['images']} images, seed {r['seed']}, "
+                         f"{len(r['series'][memorization_series(r)]['points'])} checkpoints scanned up to step "
+                         f"{r['series'][memorization_series(r)]['points'][-1]['step']}" for r in f2["runs"])
     L_out = ["## Finding 2: ICR's minimum over training and memorization", "",
-             ("Four runs made for this check, identical but for the training set (batch 32, EMA 0.995, lr 2e-3), "
-              f"scanned at {len(F2_STEPS)} steps from 50 (every 50 to 1,000, then every 100). ICR at σ = {F2_SIGMA} "
-              f"on the first {F2_IMAGES} training images with K = {F2_VIEWS} views (N(K−1) = {F2_IMAGES * (F2_VIEWS - 1)});"
-              f" memorization: {F2_SAMPLES} samples per checkpoint against the run's whole training set, ratio rule. "
-              "A rise is measured from the series' minimum with the paired jackknife interval (the same images and "
-              "groups at every checkpoint)."), "",
+             ("Runs made for this check, identical but for the training set and seed (batch 32, EMA 0.995, lr 2e-3, "
+              f"a checkpoint every 50 steps; scanned every 50 steps to 1,000, then every 100): {runs_txt}. ICR at "
+              f"σ = {F2_SIGMA} on the first {F2_IMAGES} training images with K = {F2_VIEWS} views "
+              f"(N(K−1) = {F2_IMAGES * (F2_VIEWS - 1)}, the default layer); memorization by the ratio rule, "
+              f"{F2_SAMPLES} samples per checkpoint against the run's whole training set (every scanned step of the "
+              "data-limited runs; a few steps of the data-rich ones). A rise is measured from the series' minimum "
+              "with the paired jackknife interval (the same images and groups at every checkpoint)."), "",
              "![finding 2](validation/finding2.png)", "",
              ("| run | images | augment | ICR's minimum: step (ICR) | steps tied with it | first step beyond the "
               "minimum's paired interval after it | ICR first → last | memorization: first clear rise | "
@@ -415,7 +427,7 @@ def finding2_md(f2: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     summary = []
     for run in f2["runs"]:
-        mem_pts = run["series"][F2_AUGMENTS[0]]["points"]
+        mem_pts = run["series"][memorization_series(run)]["points"]
         onset = valstats.first_clear_rise(mem_pts)
         last = [p for p in mem_pts if p.get("memorization_ratio") is not None][-1]
         for aug, s in run["series"].items():
@@ -436,7 +448,7 @@ def finding2_md(f2: dict) -> list[str]:
               "| run | augment | step | ICR [95% CI] | bias-corrected | ridge / 10 | memorization |",
               "|---|---|---|---|---|---|---|"]
     for run in f2["runs"]:
-        mem = {p["step"]: p for p in run["series"][F2_AUGMENTS[0]]["points"]}
+        mem = {p["step"]: p for p in run["series"][memorization_series(run)]["points"]}
         for aug, s in run["series"].items():
             for p in s["points"]:
                 m = mem.get(p["step"], {})
@@ -527,6 +539,39 @@ def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
     return out
 
 
+def cuts_md(f1: dict | None, f2: dict | None) -> list[str]:
+    """What the protocol asked for and this regeneration did not do, computed from what the results hold."""
+    out = ["## What was cut, and why", "",
+           ("Everything here ran on a 2-core CPU shared with other work, one long job at a time under nice 19; the "
+            "design was sized to that before any result was seen:"), ""]
+    if f1 is None:
+        out.append("- Finding 1 was not computed in this regeneration.")
+    elif f1["images"] < 2000:
+        out.append(f"- Finding 1 used {f1['images']:,} training images and {f1['test_images']:,} test images, not "
+                   "2,000 of each: the time left on the shared CPU did not allow more.")
+    out.append("- Finding 1 used one extraction seed; the bootstraps measure the spread from the images, not from "
+               "the views' draws.")
+    if f2 is None:
+        out.append("- Finding 2 was not computed in this regeneration.")
+    else:
+        have = {r["run"]: r for r in f2["runs"]}
+        missing = [r for r in F2_RUNS if r not in have]
+        if missing:
+            out.append(f"- Finding 2: not trained in the time: {', '.join(missing)}.")
+        short = [f"{n} (to step {memo['points'][-1]['step']})" for n, r in have.items()
+                 for memo in [r["series"][memorization_series(r)]] if memo["points"][-1]["step"] < 3000]
+        if short:
+            out.append(f"- Finding 2: runs stopped before 3,000 steps: {', '.join(short)}.")
+        out.append(f"- Finding 2: {F2_SAMPLES} memorization samples per checkpoint (SE "
+                   f"{np.sqrt(0.3 * 0.7 / F2_SAMPLES):.2f} at a ratio of 0.3), and in the data-rich controls at a few steps only: sampling is the dearest part of a point.")
+        augs = sorted({a for r in f2["runs"] for a in r["series"]})
+        if "paper" not in augs:
+            out.append("- Finding 2: only the label-preserving `digits` views; the paper's policy was not scanned "
+                       "over training.")
+    out.append("- No GPU machine was lent to this task: no SongUNet trained on CIFAR-10, no Finding 1 on CIFAR-10.")
+    return out
+
+
 def write_md(f1, f2, grid, seconds: float | None) -> str:
     losses = loss_figure()
     L = ["# Validation: the paper's two findings on models trained here", "",
@@ -550,7 +595,7 @@ def write_md(f1, f2, grid, seconds: float | None) -> str:
     f2 = f2 if f2 and f2["runs"] else None
     if f2:
         L += finding2_md(f2) + [""]
-    L += verdict_md(f1, f2)
+    L += verdict_md(f1, f2) + [""] + cuts_md(f1, f2)
     return "\n".join(L) + "\n"
 
 
