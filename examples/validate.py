@@ -28,8 +28,8 @@ sigma 0.5 (sigma_data), the default layer, K = 8 views of the first 64 training 
 (label-preserving for digits; the paper's policy flips them; --f2-augment adds others); the paired jackknife rise
 of each point from the series' minimum. Memorization by the ratio rule (nearest training image closer than a third
 of the second nearest, in pixels), 64 samples (EDM Heun, 18 steps, sampling seed 0) against the run's whole
-training set: at every scanned step of the data-limited runs, at steps 1,000, 2,000 and 3,000 of the data-rich
-ones. "First clear rise" of memorization: the first step whose ratio is >= 0.1 and more than two standard errors
+training set, at steps 250, 500, 1,000, 1,500, 1,800, 2,000, 2,200, 2,500 and 3,000 of the data-limited runs, at steps 1,000, 2,000
+and 3,000 of the data-rich ones (sampling is what a point costs). "First clear rise" of memorization: the first step whose ratio is >= 0.1 and more than two standard errors
 above 0 (valstats.first_clear_rise).
 
 Results are saved small (docs/validation/*.json, *.csv); --render rewrites the doc from them alone.
@@ -60,6 +60,7 @@ B_ICR, B_PROBE = 200, 2000
 F2_RUNS = ["limited-s0", "limited-s1", "rich-s0", "rich-s1"]
 F2_STEPS = list(range(50, 1001, 50)) + list(range(1100, 3001, 100))
 F2_SIGMA, F2_IMAGES, F2_VIEWS, F2_SAMPLES = 0.5, 64, 8, 64
+F2_MEMORIZATION = [250, 500, 1000, 1500, 1800, 2000, 2200, 2500, 3000]  # data-limited runs: memorization here
 F2_CONTROL_MEMORIZATION = [1000, 2000, 3000]   # the data-rich runs: memorization at these steps only
 F2_AUGMENTS = ["digits"]
 LOW_SIGMA = 0.6
@@ -81,6 +82,8 @@ def finding1(data: Path, rep) -> dict:
     vopts = view_options(F1_IMAGES, "cpu", 0) | {"augment": F1_AUGMENTS, "layer": F1_LAYERS, "views": 2}
     r = run_sweep(files.rich_checkpoint, files.rich_images, parse_sigmas(F1_SIGMAS), ModelOptions(), vopts,
                   ScoreOptions(ci=True), reporter=rep, probe=ProbeOptions(protocol="paper", test_data=str(test)))
+    from icrcli.report.plot import plot_result
+    plot_result(r, FIG / "icr-sweep.png")     # icr's own chart of the sweep (README shows it)
     cells = []
     for aug in F1_AUGMENTS:
         for layer in F1_LAYERS:
@@ -150,24 +153,28 @@ def finding2(runs: Path, rep) -> dict:
                  "lr": cfg["lr"], "series": {}}
         for aug in F2_AUGMENTS:
             vopts = view_options(F2_IMAGES, "cpu", 0) | {"augment": aug, "views": F2_VIEWS}
-            limited = cfg["images"] <= F2_IMAGES
-            checks = Checks(memorization=F2_SAMPLES) if aug == F2_AUGMENTS[0] and limited else Checks()
+            limited = cfg["images"] < 1000
             r = run_timeline(folder, run / "train-images.npz", [F2_SIGMA], ModelOptions(), vopts,
-                             ScoreOptions(ci=True), reporter=rep, checks=checks)
+                             ScoreOptions(ci=True), reporter=rep, checks=Checks())
             keep = ("step", "icr", "icr_ci", "icr_bias_corrected", "icr_tau_tenth", "trace_s", "trace_xi",
                     "memorization_ratio", "memorization_ratio_se", "n_images", "n_views", "dim", "warnings")
+            if name == F2_RUNS[0] and aug == F2_AUGMENTS[0]:
+                from icrcli.report.plot import plot_result
+                plot_result(r, FIG / "icr-timeline.png")   # icr's own chart of a timeline (README shows it)
             s = r["series"][0]
             entry["series"][aug] = {"points": [{k: p.get(k) for k in keep} for p in r["points"]],
                                     "trend": s["trend"], "rises": s["rises"], "layer": s["layer"]}
-        if not limited:   # the control: memorization at a few steps (what it costs is the sampling)
-            from icrcli.scans.memorization import memorization
-            mem = {}
-            for step in [t for t in F2_CONTROL_MEMORIZATION if (run / f"ckpt-{t:06d}.safetensors").exists()]:
-                m = memorization(run / f"ckpt-{step:06d}.safetensors", run / "train-images.npz", samples=F2_SAMPLES)
-                mem[step] = (m["ratio"], m["ratio_se"])
-            for p in entry["series"][F2_AUGMENTS[0]]["points"]:
-                if p["step"] in mem:
-                    p["memorization_ratio"], p["memorization_ratio_se"] = mem[p["step"]]
+        # memorization at some of the scanned steps: sampling is what a point costs (64 samples x 35 network calls)
+        from icrcli.scans.memorization import memorization
+        mem = {}
+        for step in [t for t in (F2_MEMORIZATION if limited else F2_CONTROL_MEMORIZATION)
+                     if (run / f"ckpt-{t:06d}.safetensors").exists()]:
+            rep.step(f"memorization: {F2_SAMPLES} samples of {name} at step {step}")
+            m = memorization(run / f"ckpt-{step:06d}.safetensors", run / "train-images.npz", samples=F2_SAMPLES)
+            mem[step] = (m["ratio"], m["ratio_se"])
+        for p in entry["series"][F2_AUGMENTS[0]]["points"]:
+            if p["step"] in mem:
+                p["memorization_ratio"], p["memorization_ratio_se"] = mem[p["step"]]
         loss = run / "loss.csv"
         if loss.exists():
             (FIG / f"loss-{name}.csv").write_text(loss.read_text())
@@ -195,6 +202,18 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def shrink_png(path: Path, colours: int = 64) -> None:
+    """Rewrite a chart as a 64-colour palette PNG: a third of the size, the same to the eye (docs stay small)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    with Image.open(path) as im:
+        info = PngInfo()
+        for k, v in getattr(im, "text", {}).items():   # icr's mark (Software) stays: icr may replace the file
+            info.add_text(k, v)
+        small = im.convert("RGB").quantize(colours, dither=Image.Dither.NONE)
+    small.save(path, optimize=True, pnginfo=info)
 
 
 def _short(layer: str) -> str:
@@ -230,6 +249,7 @@ def figure1(f1: dict) -> None:
         axes[0, j].set_title(_short(layer), fontsize=9)
         axes[0, j].set_yscale("log")
         axes[1, j].set_xscale("log")
+        axes[1, j].xaxis.set_minor_formatter(plt.NullFormatter())
         axes[1, j].set_xlabel("sigma (0 drawn at the left edge)")
     axes[0, 0].set_ylabel("ICR (95% jackknife CI)")
     axes[1, 0].set_ylabel("probe accuracy (± 2 SE)")
@@ -417,8 +437,9 @@ def finding2_md(f2: dict) -> list[str]:
               f"a checkpoint every 50 steps; scanned every 50 steps to 1,000, then every 100): {runs_txt}. ICR at "
               f"σ = {F2_SIGMA} on the first {F2_IMAGES} training images with K = {F2_VIEWS} views "
               f"(N(K−1) = {F2_IMAGES * (F2_VIEWS - 1)}, the default layer); memorization by the ratio rule, "
-              f"{F2_SAMPLES} samples per checkpoint against the run's whole training set (every scanned step of the "
-              "data-limited runs; a few steps of the data-rich ones). A rise is measured from the series' minimum "
+              f"{F2_SAMPLES} samples per checkpoint against the run's whole training set (at "
+              f"steps {', '.join(map(str, F2_MEMORIZATION))} of the data-limited runs, {', '.join(map(str, F2_CONTROL_MEMORIZATION))} of the "
+              "data-rich ones, where trained). A rise is measured from the series' minimum "
               "with the paired jackknife interval (the same images and groups at every checkpoint)."), "",
              "![finding 2](validation/finding2.png)", "",
              ("| run | images | augment | ICR's minimum: step (ICR) | steps tied with it | first step beyond the "
@@ -563,7 +584,7 @@ def cuts_md(f1: dict | None, f2: dict | None) -> list[str]:
         if short:
             out.append(f"- Finding 2: runs stopped before 3,000 steps: {', '.join(short)}.")
         out.append(f"- Finding 2: {F2_SAMPLES} memorization samples per checkpoint (SE "
-                   f"{np.sqrt(0.3 * 0.7 / F2_SAMPLES):.2f} at a ratio of 0.3), and in the data-rich controls at a few steps only: sampling is the dearest part of a point.")
+                   f"{np.sqrt(0.3 * 0.7 / F2_SAMPLES):.2f} at a ratio of 0.3), measured at some of the scanned steps only: sampling is the dearest part of a point.")
         augs = sorted({a for r in f2["runs"] for a in r["series"]})
         if "paper" not in augs:
             out.append("- Finding 2: only the label-preserving `digits` views; the paper's policy was not scanned "
@@ -635,6 +656,8 @@ def main() -> None:
         figure1(f1)
     if f2 and f2["runs"]:
         figure2(f2)
+    for png in FIG.glob("*.png"):
+        shrink_png(png)
     seconds = (time.time() - t0) if todo else None
     md = write_md(f1, f2, grid, seconds)
     (DOCS / "VALIDATION.md").write_text(md)
