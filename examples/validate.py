@@ -6,12 +6,13 @@
 The protocol is fixed here, before any result is seen, and is not tuned by how the curves come out.
 
 Finding 1 (paper Sec. 4): the shipped data-rich model (icrcli/demo_data/rich, 5,000 MNIST training digits). ICR on
-the first 2,000 of its training images (--f1-images; 1,000 when the shared CPU left no time for more: the doc says
-which), K = 2 views, the paper's sigma grid (0 plus the EDM-18 levels up to 3.3), two layers (the decoder's second
-block at 14x14, the default tap, and at 7x7), one pass over the augmentation ladder crop, digits, paper, simclr
-(extraction seed 0), the paper estimator with the default ridge and the paired jackknife (20 groups). The paper's
-probe at every level: single noise-only views (no augmentation) of those training images train a linear probe,
-tested on as many of the first MNIST test images (mnist-test, never trained on), extracted with the same plan.
+2,000 of its training images, a seeded subset (--f1-images; 1,000 when the shared CPU left no time for more: the doc
+says which), K = 2 views, the paper's sigma grid (0 plus the EDM-18 levels up to 3.3), two layers (the decoder's
+second block at 14x14, the default tap, and at 7x7), one pass over the augmentation ladder crop, digits, paper,
+simclr (extraction seed 0), the paper estimator with the default ridge and the paired jackknife (20 groups). The
+paper's probe at every level: single noise-only views (no augmentation) of those training images train a linear
+probe, tested on 2,000 held-out MNIST test images (mnist-test, never trained on; a seeded subset), extracted with
+the same plan.
 Paired tests: McNemar on per-image correctness between levels. Bootstraps (seeded): B_ICR = 200 resamples of the
 images, the same resample at every level, for ICR's argmin; B_PROBE = 2,000 resamples of the test images for the
 probe's argmax (the probe is not refitted: test-set sampling only). Every agreement rule is reported with its null
@@ -24,7 +25,8 @@ identical but for the training set and seed: data-limited (64 images) and data-r
 after a 200-step warm-up, so a run stopped early has the same checkpoints as a longer one), a checkpoint every 50
 steps, up to 3,000 steps (fewer where the shared CPU did not allow: the doc gives each run's last step). A run is
 scanned once examples' chain marks it DONE. Scanned: steps 50 to 1,000 every 50, then every 100. At each: ICR at
-sigma 0.5 (sigma_data), the default layer, K = 8 views of the first 64 training images, augmentation `digits`
+sigma 0.5 (sigma_data), the default layer, K = 8 views of 64 training images (all of a data-limited set, a seeded
+subset of a data-rich one), augmentation `digits`
 (label-preserving for digits; the paper's policy flips them; --f2-augment adds others); the paired jackknife rise
 of each point from the series' minimum. Memorization by the ratio rule (nearest training image closer than a third
 of the second nearest, in pixels), 64 samples (EDM Heun, 18 steps, sampling seed 0) against the run's whole
@@ -54,7 +56,8 @@ DOCS = ROOT / "docs"
 FIG = DOCS / "validation"
 F1_AUGMENTS = ["crop", "digits", "paper", "simclr"]
 F1_LAYERS = ["model.dec.14x14_block1", "model.dec.7x7_block1"]
-F1_IMAGES = 2000
+F1_IMAGES = 2000                  # training images: ICR and the probe's training set
+F1_TEST = 2000                    # held-out MNIST test images for the probe
 F1_SIGMAS = None                  # the paper's grid (icr sweep's default)
 B_ICR, B_PROBE = 200, 2000
 F2_RUNS = ["limited-s0", "limited-s1", "rich-s0", "rich-s1"]
@@ -79,7 +82,13 @@ def finding1(data: Path, rep) -> dict:
     from icrcli.stats.options import ScoreOptions
     files = demo_data()
     test = data / "mnist-test" / "t10k-images-idx3-ubyte.gz"
-    vopts = view_options(F1_IMAGES, "cpu", 0) | {"augment": F1_AUGMENTS, "layer": F1_LAYERS, "views": 2}
+    from icrcli.data.images import open_images, subset_indices
+    # --images sets how many test images the probe reads; the training images are given as indices (a seeded
+    # subset, as --images would draw it), so fewer of them can be scored than tested on
+    vopts = view_options(F1_TEST, "cpu", 0) | {"augment": F1_AUGMENTS, "layer": F1_LAYERS, "views": 2}
+    if F1_IMAGES < F1_TEST:
+        n_rich = len(open_images(files.rich_images))
+        vopts["indices"] = tuple(int(i) for i in subset_indices(n_rich, F1_IMAGES, 0))
     r = run_sweep(files.rich_checkpoint, files.rich_images, parse_sigmas(F1_SIGMAS), ModelOptions(), vopts,
                   ScoreOptions(ci=True), reporter=rep, probe=ProbeOptions(protocol="paper", test_data=str(test)))
     from icrcli.report.plot import plot_result
@@ -435,7 +444,7 @@ def finding2_md(f2: dict) -> list[str]:
     L_out = ["## Finding 2: ICR's minimum over training and memorization", "",
              ("Runs made for this check, identical but for the training set and seed (batch 32, EMA 0.995, lr 2e-3, "
               f"a checkpoint every 50 steps; scanned every 50 steps to 1,000, then every 100): {runs_txt}. ICR at "
-              f"σ = {F2_SIGMA} on the first {F2_IMAGES} training images with K = {F2_VIEWS} views "
+              f"σ = {F2_SIGMA} on {F2_IMAGES} training images (a seeded subset of the data-rich sets) with K = {F2_VIEWS} views "
               f"(N(K−1) = {F2_IMAGES * (F2_VIEWS - 1)}, the default layer); memorization by the ratio rule, "
               f"{F2_SAMPLES} samples per checkpoint against the run's whole training set (at "
               f"steps {', '.join(map(str, F2_MEMORIZATION))} of the data-limited runs, {', '.join(map(str, F2_CONTROL_MEMORIZATION))} of the "
@@ -568,8 +577,8 @@ def cuts_md(f1: dict | None, f2: dict | None) -> list[str]:
     if f1 is None:
         out.append("- Finding 1 was not computed in this regeneration.")
     elif f1["images"] < 2000:
-        out.append(f"- Finding 1 used {f1['images']:,} training images and {f1['test_images']:,} test images, not "
-                   "2,000 of each: the time left on the shared CPU did not allow more.")
+        out.append(f"- Finding 1 scored ICR and trained the probe on {f1['images']:,} training images, not 2,000 (the "
+                   f"probe was tested on {f1['test_images']:,} held-out images): the shared CPU did not allow more.")
     out.append("- Finding 1 used one extraction seed; the bootstraps measure the spread from the images, not from "
                "the views' draws.")
     if f2 is None:
@@ -633,7 +642,7 @@ def main() -> None:
     p.add_argument("--only", choices=["f1", "f2", "grid"], action="append",
                    help="compute only these parts (the others are read from their saved results)")
     p.add_argument("--render", action="store_true", help="write the doc from the saved results, computing nothing")
-    p.add_argument("--f1-images", type=int, default=F1_IMAGES, help="Finding 1's images (probe: as many test images)")
+    p.add_argument("--f1-images", type=int, default=F1_IMAGES, help="Finding 1's training images (ICR, the probe's training set)")
     p.add_argument("--f2-augment", action="append", help="Finding 2's augmentations (default: digits)")
     args = p.parse_args()
     F1_IMAGES = args.f1_images
