@@ -494,6 +494,10 @@ def finding2_md(f2: dict) -> list[str]:
     return L_out
 
 
+def rho_levels(f1: dict, low: bool) -> list[float]:
+    return [x for x in f1["sigmas"] if (x <= LOW_SIGMA) == low]
+
+
 def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
     out = ["## What reproduces, and what does not", ""]
     if f1:
@@ -511,25 +515,29 @@ def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
         for layer in f1["layers"]:
             cs = [c for c in f1["cells"] if c["layer"] == layer]
             out.append(f"- Finding 1, where the extremes are ({_short(layer)}): ICR's argmin σ by augmentation "
-                       + ", ".join(f"{c['augment']} {c['levels'][c['argmin_icr']]['sigma']:g}" for c in cs)
-                       + f"; the probe's peak σ {peaks[_short(layer)]:g}.")
+                       + ", ".join(f"{c['augment']} {_g(c['levels'][c['argmin_icr']]['sigma'])}" for c in cs)
+                       + f"; the probe's peak σ {_g(peaks[_short(layer)])}.")
         out.append(
             f"- Finding 1, the paired test: in {len(sig_worse)} of {n_cells} cells the accuracy at ICR's argmin is "
             f"significantly below the probe's peak (exact McNemar, p < 0.05, {n_test:,} paired test images; under "
             f"the null of equal accuracy a cell is significant with rate 0.05); in {disjoint} of {n_cells} cells the "
             f"levels holding 95% of the bootstrap argmins of ICR ({f1['b_icr']} resamples of {n_img:,} images) and "
             f"of the probe ({f1['b_probe']:,} resamples of {n_test:,} test images) share no level. "
-            + ("Where they do not coincide, the data contradict the paper's claim that ICR's minimum marks the "
-               "probe's best level: " + ", ".join(f"{c['augment']} at {_short(c['layer'])}" for c in sig_worse)
-               + "." if sig_worse else "No cell contradicts the paper's claim by this test."))
+            + (("In every cell" if len(sig_worse) == n_cells else "Where the test rejects ("
+                + ", ".join(f"{c['augment']} at {_short(c['layer'])}" for c in sig_worse) + ")")
+               + " the data contradict the paper's claim that ICR's minimum marks the level whose features classify "
+               "best." if sig_worse else "No cell contradicts the paper's claim by this test."))
         rho = f1["_rho"]
         med = {k: float(np.median(v)) for k, v in rho.items()}
+        pos = sorted({c["augment"] for c, r in zip(f1["cells"], rho["low"]) if r > 0})
+        neg = sorted({c["augment"] for c, r in zip(f1["cells"], rho["low"]) if r < 0})
         out.append(f"- Finding 1, co-movement (Spearman ρ between ICR and accuracy over σ, median over {n_cells} "
-                   f"cells, descriptive): {med['all']:+.2f} over all levels, {med['low']:+.2f} over σ ≤ {LOW_SIGMA}, "
-                   f"{med['high']:+.2f} over σ > {LOW_SIGMA}. "
-                   + ("The correlation over the whole grid comes from the high-noise levels, not from the window "
-                      "where the paper places the minimum." if med["all"] < -0.5 and abs(med["low"]) < 0.5 else
-                      "The low-noise levels carry the correlation too." if med["low"] < -0.5 else ""))
+                   f"cells; descriptive, the levels are not independent): {med['all']:+.2f} over all "
+                   f"{len(f1['sigmas'])} levels, {med['low']:+.2f} over the {len(rho_levels(f1, True))} levels "
+                   f"σ ≤ {LOW_SIGMA}, {med['high']:+.2f} over the {len(rho_levels(f1, False))} above. "
+                   + (f"Below σ {LOW_SIGMA}, lower ICR goes with lower accuracy (ρ > 0) for {', '.join(pos)}: the "
+                      "opposite of the paper's claim. " if pos else "")
+                   + (f"It goes with higher accuracy (ρ < 0) for {', '.join(neg)}." if neg else ""))
     if f2:
         test = (f"paired jackknife 95% interval of the rise from the minimum, {F2_IMAGES} images in 20 groups, "
                 f"K = {F2_VIEWS}; memorization: ratio rule, {F2_SAMPLES} samples, first ratio >= 0.1 and 2 SE above 0")
@@ -558,10 +566,12 @@ def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
             n_first = sum(s["step_min"] < s["onset"] for s in lim)
             n_warn = sum(s["beyond"] is not None and s["beyond"] <= s["onset"] for s in lim)
             n_ctl = sum(s["beyond"] is not None for s in ctl)
+            ctl_txt = (f"in the data-rich controls, which do not memorize, ICR rises significantly from its minimum "
+                       f"in {sum(s['beyond'] is not None for s in ctl)} of {len(ctl)} series. " if ctl else
+                       "no data-rich control was scanned. ")
             out.append(f"- Finding 2, overall: in the data-limited runs ICR's minimum precedes the memorization onset "
                        f"in {n_first} of {len(lim)} series and rises significantly from it by the onset in {n_warn} of "
-                       f"{len(lim)}; in the data-rich controls, which do not memorize, ICR rises significantly from "
-                       f"its minimum in {n_ctl} of {len(ctl)} series. "
+                       f"{len(lim)}; " + ctl_txt
                        + ("A significant rise after a minimum is therefore not specific to memorization here, and "
                           "the ordering alone does not support the paper's reading of it as a warning."
                           if n_ctl else
