@@ -321,6 +321,11 @@ def loss_figure() -> list[str]:
     return rows_md
 
 
+def _ratio(rec: dict, key: str) -> str:
+    v = rec.get(key)
+    return "—" if v is None or not rec["icr"] else f"{v / rec['icr']:.2f}"
+
+
 def _g(v: float) -> str:
     return f"{v:.3g}"
 
@@ -359,8 +364,8 @@ def finding1_md(f1: dict) -> list[str]:
         "### The augmentation ladder", "",
         ("| augment | layer | residual ratio tr Σ_ξ / tr Σ_s at σ = 0 | ICR's argmin σ | σ tied with it (paired "
          "jackknife, 95%) | probe's peak σ | σ not worse than the peak (McNemar p ≥ 0.05) | accuracy at ICR's argmin "
-         "/ at the peak | McNemar p (argmin vs peak) |"),
-        "|---|---|---|---|---|---|---|---|---|"]
+         "/ at the peak | McNemar p (argmin vs peak) | ICR at a tenth of the ridge ÷ ICR, at ICR's argmin |"),
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for c in f1["cells"]:
         lv, lo, hi = c["levels"], c["argmin_icr"], c["argmax_probe"]
         ratio = lv[0]["trace_xi"] / lv[0]["trace_s"] if lv[0]["trace_s"] > 0 else float("nan")
@@ -369,7 +374,7 @@ def finding1_md(f1: dict) -> list[str]:
         L_out.append(f"| {c['augment']} | {_short(c['layer'])} | {ratio:.3g} | {_g(lv[lo]['sigma'])} | "
                      f"{_sig_range(tied)} ({len(tied)} of {L}) | {_g(lv[hi]['sigma'])} | {_sig_range(ok)} "
                      f"({len(ok)} of {L}) | {lv[lo]['probe_test_accuracy']:.3f} / {lv[hi]['probe_test_accuracy']:.3f} | "
-                     f"{c['mcnemar_icr_argmin_vs_best']['p_value']:.2g} |")
+                     f"{c['mcnemar_icr_argmin_vs_best']['p_value']:.2g} | {_ratio(lv[lo], 'icr_tau_tenth')} |")
     L_out += ["", "### Where the two extremes are: bootstrap distributions", "",
               (f"ICR's argmin over {f1['b_icr']} resamples of the {n_img:,} images (the same resample at every level); "
                f"the probe's peak over {f1['b_probe']:,} resamples of the {n_test:,} test images (the probe not "
