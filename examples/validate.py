@@ -437,6 +437,11 @@ def finding1_md(f1: dict) -> list[str]:
     return L_out
 
 
+def _rise_at(rises: list[dict] | None, step: int) -> str:
+    r = next((r for r in rises or [] if r["step"] == step), None)
+    return "—" if r is None else f"{r['difference']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
+
+
 def memorization_series(run: dict) -> str:
     """The series that carries a run's memorization: the first augmentation scanned."""
     return next(iter(run["series"]))
@@ -458,8 +463,9 @@ def finding2_md(f2: dict) -> list[str]:
              "![finding 2](validation/finding2.png)", "",
              ("| run | images | augment | ICR's minimum: step (ICR) | steps tied with it | first step beyond the "
               "minimum's paired interval after it | ICR first → last | memorization: first clear rise | "
-              "memorization at the last step |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "ICR's rise from its minimum there (at the last step if none) [paired 95% CI] | "
+              "memorization at the last step measured |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     summary = []
     for run in f2["runs"]:
         mem_pts = run["series"][memorization_series(run)]["points"]
@@ -473,15 +479,16 @@ def finding2_md(f2: dict) -> list[str]:
                 f"| {run['run']} | {run['images']} | {aug} | {t['step_min']} ({t['icr_min']:.3f}) | "
                 f"{len(tied)} of {len(pts)} ({min(tied)}-{max(tied)}) | {beyond if beyond else 'none'} | "
                 f"{pts[0]['icr']:.3f} → {pts[-1]['icr']:.3f} | {onset if onset else 'none'} | "
-                f"{last['memorization_ratio']:.3f} ± {last['memorization_ratio_se']:.3f} (step {last['step']}) |")
+                f"{_rise_at(rs, onset or pts[-1]['step'])} | {last['memorization_ratio']:.3f} ± {last['memorization_ratio_se']:.3f} (step {last['step']}) |")
             summary.append({"run": run["run"], "images": run["images"], "augment": aug, "step_min": t["step_min"],
                             "beyond": beyond, "onset": onset, "n": len(pts),
                             "before_onset": sum(p["step"] < onset for p in pts) if onset else None,
                             "tied": tied})
     L_out += ["", "<details><summary>Every point (ICR [95% CI], bias-corrected ICR, ICR at a tenth of the ridge, "
               "memorization ratio ± SE)</summary>", "",
-              "| run | augment | step | ICR [95% CI] | bias-corrected | ridge / 10 | memorization |",
-              "|---|---|---|---|---|---|---|"]
+              "| run | augment | step | ICR [95% CI] | rise from the minimum [paired 95% CI] | bias-corrected | "
+              "ridge / 10 | memorization |",
+              "|---|---|---|---|---|---|---|---|"]
     for run in f2["runs"]:
         mem = {p["step"]: p for p in run["series"][memorization_series(run)]["points"]}
         for aug, s in run["series"].items():
@@ -490,7 +497,7 @@ def finding2_md(f2: dict) -> list[str]:
                 bc = p.get("icr_bias_corrected")
                 tt = p.get("icr_tau_tenth")
                 L_out.append(f"| {run['run']} | {aug} | {p['step']} | {p['icr']:.3f} [{p['icr_ci'][0]:.3f}, "
-                             f"{p['icr_ci'][1]:.3f}] | {'' if bc is None else f'{bc:.3f}'} | "
+                             f"{p['icr_ci'][1]:.3f}] | {_rise_at(s['rises'], p['step'])} | {'' if bc is None else f'{bc:.3f}'} | "
                              f"{'' if tt is None else f'{tt:.3f}'} | "
                              + (f"{m['memorization_ratio']:.3f} ± {m['memorization_ratio_se']:.3f}"
                                 if m.get("memorization_ratio") is not None else "") + " |")
