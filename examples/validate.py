@@ -23,17 +23,20 @@ Finding 2 (paper Sec. 5): runs of examples/train.py made for this doc (not shipp
 identical but for the training set and seed: data-limited (64 images) and data-rich (5,000 images), training seeds
 0 and 1 (the seed picks the subset, the initial weights and the batches); batch 32, EMA 0.995, lr 2e-3 (constant
 after a 200-step warm-up, so a run stopped early has the same checkpoints as a longer one), a checkpoint every 50
-steps, up to 3,000 steps (fewer where the shared CPU did not allow: the doc gives each run's last step). A run is
-scanned once examples' chain marks it DONE. Scanned: steps 50 to 1,000 every 50, then every 100. At each: ICR at
-sigma 0.5 (sigma_data), the default layer, K = 8 views of 64 training images (all of a data-limited set, a seeded
-subset of a data-rich one), augmentation `digits`
-(label-preserving for digits; the paper's policy flips them; --f2-augment adds others); the paired jackknife rise
-of each point from the series' minimum. Memorization by the ratio rule (nearest training image closer than a third
-of the second nearest, in pixels), 64 samples (EDM Heun, 18 steps, sampling seed 0) against the run's whole
-training set, at steps 250, 500, 1,000, 1,500, 1,800, 2,000, 2,200, 2,500 and 3,000 of the data-limited runs, at
-steps 1,000, 2,000, 2,500 and 3,000 of the data-rich ones (sampling is what a point costs). "First clear rise" of
-memorization: the first step whose ratio is >= 0.1 and more than two standard errors above 0
-(valstats.first_clear_rise).
+steps, up to 3,000 steps (fewer where the shared CPU did not allow: the doc gives each run's last step):
+
+    python examples/train.py --data ../shared/data/mnist5k/mnist_5k.csv.gz --images 64 --steps 2500 --every 50 \
+        --batch 32 --ema 0.995 --seed 0 --out RUNS/limited-s0      # --images 5000: rich-s0; --seed 1: *-s1
+
+A run is scanned once its folder holds a file DONE (touch it when the training stops). Scanned: steps 50 to 1,000
+every 50, then every 100. At each: ICR at sigma 0.5 (sigma_data), the default layer, K = 8 views of 64 training
+images (all of a data-limited set, a seeded subset of a data-rich one), augmentation `digits` (label-preserving for
+digits; the paper's policy flips them; --f2-augment adds others); the paired jackknife rise of each point from the
+series' minimum. Memorization by the ratio rule (nearest training image closer than a third of the second nearest,
+in pixels), 64 samples (EDM Heun, 18 steps, sampling seed 0) against the run's whole training set, at steps 250,
+500, 1,000, 1,500, 1,800, 2,000, 2,200, 2,500 and 3,000 of the data-limited runs, at steps 1,000, 2,000, 2,500 and
+3,000 of the data-rich ones (sampling is what a point costs). "First clear rise" of memorization: the first step
+whose ratio is >= 0.1 and more than two standard errors above 0 (valstats.first_clear_rise).
 
 Results are saved small (docs/validation/*.json, *.csv); --render rewrites the doc from them alone.
 """
