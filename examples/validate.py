@@ -284,6 +284,11 @@ def figure2(f2: dict) -> None:
             ci = np.array([p["icr_ci"] for p in pts])
             line, = ax.plot(st, y, marker=".", ms=3, label=f"ICR, {aug}")
             ax.fill_between(st, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.2)
+            t = s["trend"]
+            ax.plot(t["step_min"], t["icr_min"], "v", color=line.get_color(), ms=7)
+            beyond = valstats.first_rise_beyond(s["rises"], t["step_min"])
+            if beyond:
+                ax.axvline(beyond, color=line.get_color(), ls=":", lw=1)
         pts = run["series"][memorization_series(run)]["points"]
         ax2 = ax.twinx()
         mp = [p for p in pts if p.get("memorization_ratio") is not None]
@@ -291,6 +296,9 @@ def figure2(f2: dict) -> None:
                      yerr=[2 * p["memorization_ratio_se"] for p in mp], color="k", ls="--", marker="x", ms=4,
                      capsize=2, label="memorization ratio")
         ax2.set_ylim(0, 1)
+        onset = valstats.first_clear_rise(mp)
+        if onset:
+            ax.axvline(onset, color="k", ls=":", lw=1)
         if run is runs[-1]:
             ax2.set_ylabel("memorization ratio (dashed)")
         else:
@@ -298,6 +306,8 @@ def figure2(f2: dict) -> None:
         ax.set_title(f"{run['run']} ({run['images']} images)", fontsize=9)
         ax.set_xlabel("step")
     axes[0, 0].set_ylabel(f"ICR at sigma {F2_SIGMA} (95% CI)")
+    fig.suptitle("▼ ICR's minimum; dotted: its first paired-significant rise (colour), memorization's onset (black)",
+                 fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(FIG / "finding2.png", dpi=80)
