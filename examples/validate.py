@@ -657,7 +657,7 @@ def write_md(f1, f2, grid, seconds: float | None) -> str:
                     for name, x in (("Finding 1", f1), ("Finding 2", f2)) if x and x.get("compute"))), "",
          "## The models", "",
          ("Finding 1 uses the shipped data-rich model (icrcli/demo_data/rich: 5,000 MNIST digits, 2,500 steps, batch "
-          f"64, EMA 0.999); Finding 2 {n_runs} runs trained for this page (below). Training loss (mean of the last 50 "
+          f"64, EMA 0.999); Finding 2 uses {n_runs} runs trained for this page (below). Training loss (mean of the last 50 "
           "steps) and wall time (the demo model when it was trained; the others under nice 19 on a 2-core CPU "
           "shared with other work):"), "",
          "| run | steps | final loss | wall time |", "|---|---|---|---|", *losses, "",
