@@ -438,7 +438,7 @@ def finding1_md(f1: dict) -> list[str]:
     # Spearman, apart below and above LOW_SIGMA
     L_out += ["", "### Do the two curves move together? Spearman ρ between ICR and accuracy over σ", "",
               (f"ρ < 0: lower ICR goes with higher accuracy. Reported apart for σ ≤ {LOW_SIGMA} (where the paper's "
-               f"window lies) and σ > {LOW_SIGMA}, where both curves are driven by the noise swamping the image. "
+               f"window lies) and σ > {LOW_SIGMA}, where the noise starts to swamp the digits. "
                "p-values treat levels as independent, which they are not (the same images at every level): read "
                "them as descriptive."), "",
               f"| augment | layer | all {L} levels | σ ≤ {LOW_SIGMA} | σ > {LOW_SIGMA} |", "|---|---|---|---|---|"]
@@ -502,6 +502,7 @@ def finding2_md(f2: dict) -> list[str]:
             summary.append({"run": run["run"], "images": run["images"], "augment": aug, "step_min": t["step_min"],
                             "beyond": beyond, "onset": onset, "n": len(pts),
                             "before_onset": sum(p["step"] < onset for p in pts) if onset else None,
+                            "last_step": pts[-1]["step"],
                             "tied": tied})
     L_out += ["", "<details><summary>Every point (ICR [95% CI], bias-corrected ICR, ICR at a tenth of the ridge, "
               "memorization ratio ± SE)</summary>", "",
@@ -608,7 +609,11 @@ def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
                        + ("A significant rise after a minimum is therefore not specific to memorization here, and "
                           "the ordering alone does not support the paper's reading of it as a warning."
                           if n_ctl else
-                          "" if not ctl else "The controls show no such rise, which is what the paper's reading needs."))
+                          "" if not ctl else "The controls show no such rise, which is what the paper's reading needs"
+                          + ("; but their ICR is still falling at their last steps (minimum at step "
+                             + ", ".join(str(s["step_min"]) for s in ctl) + "), so they show that no rise comes in "
+                             "the same steps without memorization, not that a data-rich run never rises."
+                             if all(s["step_min"] >= s["last_step"] - 200 for s in ctl) else ".")))
     return out
 
 
