@@ -594,27 +594,37 @@ def verdict_md(f1: dict | None, f2: dict | None) -> list[str]:
                                                               "paper reports." if warn else
                                                               "after the onset: no early warning.")
                           if s["beyond"] else "at no later step: no significant rise, no early warning."))
-        if lim:
-            n_first = sum(s["step_min"] < s["onset"] for s in lim)
-            n_warn = sum(s["beyond"] is not None and s["beyond"] <= s["onset"] for s in lim)
-            n_ctl = sum(s["beyond"] is not None for s in ctl)
-            ctl_txt = (f"in the data-rich controls, which do not memorize, ICR rises significantly from its minimum "
-                       f"in {sum(s['beyond'] is not None for s in ctl)} of {len(ctl)} series. " if ctl else
-                       "no data-rich control was scanned. ")
-            nulls = [s["before_onset"] / s["n"] for s in lim]
-            out.append(f"- Finding 2, overall: in the data-limited runs ICR's minimum precedes the memorization onset "
-                       f"in {n_first} of {len(lim)} series (a minimum placed at random would, with rate "
-                       f"{min(nulls):.2f}-{max(nulls):.2f}: the ordering alone is weak evidence) and rises significantly from it by the onset in {n_warn} of "
-                       f"{len(lim)}; " + ctl_txt
-                       + ("A significant rise after a minimum is therefore not specific to memorization here, and "
-                          "the ordering alone does not support the paper's reading of it as a warning."
-                          if n_ctl else
-                          "" if not ctl else "The controls show no such rise, which is what the paper's reading needs"
-                          + ("; but their ICR is still falling at their last steps (minimum at step "
-                             + ", ".join(str(s["step_min"]) for s in ctl) + "), so they show that no rise comes in "
-                             "the same steps without memorization, not that a data-rich run never rises."
-                             if all(s["step_min"] >= s["last_step"] - 200 for s in ctl) else ".")))
+        for aug in dict.fromkeys(x["augment"] for x in f2["_summary"]):
+            lim_a = [x for x in lim if x["augment"] == aug]
+            ctl_a = [x for x in ctl if x["augment"] == aug]
+            if not lim_a:
+                continue
+            out.append(f"- Finding 2, overall with `{aug}` views: " + overall(lim_a, ctl_a))
     return out
+
+
+def overall(lim: list[dict], ctl: list[dict]) -> str:
+    """One augmentation's verdict on Finding 2 over its data-limited series and its data-rich controls."""
+    n_first = sum(x["step_min"] < x["onset"] for x in lim)
+    n_warn = sum(x["beyond"] is not None and x["beyond"] <= x["onset"] for x in lim)
+    n_ctl = sum(x["beyond"] is not None for x in ctl)
+    nulls = [x["before_onset"] / x["n"] for x in lim]
+    text = (f"in the data-limited runs ICR's minimum precedes the memorization onset in {n_first} of {len(lim)} "
+            f"(a minimum placed at random would, with rate {min(nulls):.2f}-{max(nulls):.2f}: the ordering alone is "
+            f"weak evidence) and rises significantly from it by the onset in {n_warn} of {len(lim)}; ")
+    if not ctl:
+        return text + "no data-rich control was scanned."
+    text += (f"in the data-rich controls, which do not memorize, ICR rises significantly from its minimum in {n_ctl} "
+             f"of {len(ctl)}. ")
+    if n_ctl:
+        return text + ("A significant rise after a minimum is therefore not specific to memorization with these "
+                       "views, and does not by itself warn of it.")
+    text += "The controls show no such rise, which is what the paper's reading needs"
+    if all(x["step_min"] >= x["last_step"] - 200 for x in ctl):
+        text += ("; but their ICR is still falling at their last steps (minimum at step "
+                 + ", ".join(str(x["step_min"]) for x in ctl) + "), so they show that no rise comes in the same "
+                 "steps without memorization, not that a data-rich run never rises.")
+    return text + ("" if text.endswith(".") else ".")
 
 
 def cuts_md(f1: dict | None, f2: dict | None) -> list[str]:
