@@ -125,7 +125,7 @@ def finding1(data: Path, rep) -> dict:
         boot_acc = valstats.bootstrap_accuracy(correct, t_counts)
         keep = ("sigma", "icr", "icr_ci", "icr_bias_corrected", "icr_tau_tenth", "trace_s", "trace_xi",
                 "tied_with_min", "rise_from_min", "probe_test_accuracy", "probe_test_accuracy_se",
-                "probe_train_accuracy", "n_images", "dim", "warnings")
+                "probe_train_accuracy", "n_images", "dim")
         out["cells"].append({
             "augment": c["augment"], "layer": c["layer"],
             "levels": [{k: x.get(k) for k in keep} for x in recs],
@@ -136,7 +136,7 @@ def finding1(data: Path, rep) -> dict:
             "boot_probe_argmax": np.bincount(valstats.argmax_lowest(boot_acc), minlength=len(recs)).tolist(),
             "boot_gap": np.quantile(boot_acc[:, best] - boot_acc[:, lo], [0.025, 0.975]).tolist()})
     out["compute"] = {"seconds": time.time() - t0, "load_average": os.getloadavg()}
-    (FIG / "finding1.json").write_text(json.dumps(out, indent=0, default=float))
+    (FIG / "finding1.json").write_text(json.dumps(out, separators=(",", ":"), default=float))
     return out
 
 
@@ -173,7 +173,7 @@ def finding2(runs: Path, rep) -> dict:
             r = run_timeline(folder, run / "train-images.npz", [F2_SIGMA], ModelOptions(), vopts,
                              ScoreOptions(ci=True), reporter=rep, checks=Checks())
             keep = ("step", "icr", "icr_ci", "icr_bias_corrected", "icr_tau_tenth", "trace_s", "trace_xi",
-                    "memorization_ratio", "memorization_ratio_se", "n_images", "n_views", "dim", "warnings")
+                    "memorization_ratio", "memorization_ratio_se", "n_images", "n_views", "dim")
             if name == F2_RUNS[0] and aug == F2_AUGMENTS[0]:
                 from icrcli.report.plot import plot_result
                 plot_result(r, FIG / "icr-timeline.png")   # icr's own chart of a timeline (README shows it)
@@ -197,7 +197,7 @@ def finding2(runs: Path, rep) -> dict:
         out["runs"].append(entry)
     out["compute"] = {"seconds": time.time() - t0, "load_average": os.getloadavg(),
                       "note": "scans found in icr's cache are answered from it: the time of this pass only"}
-    (FIG / "finding2.json").write_text(json.dumps(out, indent=0, default=float))
+    (FIG / "finding2.json").write_text(json.dumps(out, separators=(",", ":"), default=float))
     return out
 
 
