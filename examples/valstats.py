@@ -46,11 +46,17 @@ def bootstrap_counts(n: int, b: int, seed: int) -> np.ndarray:
     return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)])
 
 
+def icr_of(m: ViewMoments, opts) -> float:
+    """ICR of moments with icr's own covariances, ridge and eigensolve (icrcli.stats.statistics.Parts)."""
+    from icrcli.stats.eigensolve import icr
+    from icrcli.stats.statistics import Parts
+    return icr(Parts(m, opts).eigenvalues)
+
+
 def bootstrap_icr(levels: list[np.ndarray], counts: np.ndarray, opts=None) -> np.ndarray:
     """(b, L) ICR of each resample (rows of `counts`) at each level; `levels` holds each level's (N, K, D)
     features of the same N images. icr's score options (ridge, estimator) apply unchanged."""
     from icrcli.stats.options import ScoreOptions
-    from icrcli.stats.score import icr_of
     opts = opts or ScoreOptions()
     out = np.empty((len(counts), len(levels)))
     for j, h in enumerate(levels):

@@ -12,7 +12,7 @@ import valstats  # noqa: E402
 
 from icrcli.stats.moments import from_block  # noqa: E402
 from icrcli.stats.options import ScoreOptions  # noqa: E402
-from icrcli.stats.score import icr_of  # noqa: E402
+from icrcli.stats.score import score_moments  # noqa: E402
 
 
 def test_resampled_moments_equal_the_moments_of_the_repeated_images():
@@ -32,7 +32,7 @@ def test_bootstrap_icr_with_all_ones_is_icr_of_the_data():
     rng = np.random.default_rng(1)
     levels = [rng.normal(size=(40, 2, 4)) * (1 + j) + rng.normal(size=(40, 1, 4)) for j in range(3)]
     got = valstats.bootstrap_icr(levels, np.ones((1, 40), dtype=int))
-    want = [icr_of(from_block(h), ScoreOptions()) for h in levels]
+    want = [score_moments([from_block(h)], ScoreOptions()).icr for h in levels]
     np.testing.assert_allclose(got[0], want, rtol=1e-9)
 
 
