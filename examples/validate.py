@@ -478,7 +478,9 @@ def finding2_md(f2: dict) -> list[str]:
               f"{F2_SAMPLES} samples per checkpoint against the run's whole training set (at "
               f"steps {', '.join(map(str, F2_MEMORIZATION))} of the data-limited runs, {', '.join(map(str, F2_CONTROL_MEMORIZATION))} of the "
               "data-rich ones, where trained). A rise is measured from the series' minimum "
-              "with the paired jackknife interval (the same images and groups at every checkpoint)."), "",
+              "with the paired jackknife interval (the same images and groups at every checkpoint); the intervals "
+              "are pointwise, not corrected for the many checkpoints after the minimum, and the minimum is itself "
+              "chosen as the lowest point, so the data-rich controls serve as the empirical null for a rise."), "",
              "![finding 2](validation/finding2.png)", "",
              ("| run | images | augment | ICR's minimum: step (ICR) | steps tied with it | first step beyond the "
               "minimum's paired interval after it | ICR first → last | memorization: first clear rise | "
