@@ -90,10 +90,11 @@ def finding1(data: Path, rep) -> dict:
     from icrcli.data.images import open_images, subset_indices
     # --images sets how many test images the probe reads; the training images are given as indices (a seeded
     # subset, as --images would draw it), so fewer of them can be scored than tested on
-    vopts = view_options(F1_TEST, "cpu", 0) | {"augment": F1_AUGMENTS, "layer": F1_LAYERS, "views": 2}
+    vopts = dataclasses.replace(view_options(F1_TEST, "cpu", 0), augment=tuple(F1_AUGMENTS), layer=tuple(F1_LAYERS),
+                                views=2)
     if F1_IMAGES < F1_TEST:
         n_rich = len(open_images(files.rich_images))
-        vopts["indices"] = tuple(int(i) for i in subset_indices(n_rich, F1_IMAGES, 0))
+        vopts = dataclasses.replace(vopts, indices=tuple(int(i) for i in subset_indices(n_rich, F1_IMAGES, 0)))
     r = run_sweep(files.rich_checkpoint, files.rich_images, parse_sigmas(F1_SIGMAS), ModelOptions(), vopts,
                   ScoreOptions(ci=True), reporter=rep, probe=ProbeOptions(protocol="paper", test_data=str(test)))
     from icrcli.report.plot import plot_result
@@ -168,7 +169,7 @@ def finding2(runs: Path, rep) -> dict:
         entry = {"run": name, "images": cfg["images"], "seed": cfg["seed"], "batch": cfg["batch"], "ema": cfg["ema"],
                  "lr": cfg["lr"], "series": {}}
         for aug in F2_AUGMENTS:
-            vopts = view_options(F2_IMAGES, "cpu", 0) | {"augment": aug, "views": F2_VIEWS}
+            vopts = dataclasses.replace(view_options(F2_IMAGES, "cpu", 0), augment=aug, views=F2_VIEWS)
             limited = cfg["images"] < 1000
             r = run_timeline(folder, run / "train-images.npz", [F2_SIGMA], ModelOptions(), vopts,
                              ScoreOptions(ci=True), reporter=rep, checks=Checks())
