@@ -43,6 +43,18 @@ def _extract(icr, d, out, *extra):
     return r.json
 
 
+def _three_checkpoints(tmp_path):
+    """A run folder of 3 tiny SongUNets (steps 100, 200, 300; other weights each)."""
+    from safetensors.torch import save_file
+    from conftest import tiny_songunet
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
+                  run / f"ckpt-{step}.safetensors")
+    return run
+
+
 def _features(path):
     with h5py.File(path) as f:
         (name,) = f["features"]
@@ -247,13 +259,7 @@ def test_sweep_shards_then_merge_from_the_cache(icr, tiny_edm, monkeypatch):
 
 @pytest.mark.slow
 def test_timeline_shards_then_the_plain_run_answers_from_the_cache(icr, tiny_edm, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-    from conftest import tiny_songunet
-    run = tmp_path / "run"
-    run.mkdir()
-    for step, seed in ((100, 1), (200, 2), (300, 3)):
-        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
-                  run / f"ckpt-{step}.safetensors")
+    run = _three_checkpoints(tmp_path)
     args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
             "0.5", "--device", "cpu", "-q"]
     steps = []
@@ -371,13 +377,7 @@ def test_torchrun_sweep_scores_each_level_once_on_rank_0(tiny_edm, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_split_a_timeline_by_checkpoint(icr, tiny_edm, tmp_path):
-    from safetensors.torch import save_file
-    from conftest import tiny_songunet
-    run = tmp_path / "run"
-    run.mkdir()
-    for step, seed in ((100, 1), (200, 2), (300, 3)):
-        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
-                  run / f"ckpt-{step}.safetensors")
+    run = _three_checkpoints(tmp_path)
     args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
             "0.5", "--device", "cpu", "-q"]
     one = icr(*args, "--no-cache")
@@ -535,13 +535,7 @@ def test_torchrun_rank_0_shows_the_whole_sweeps_progress(tiny_edm, tmp_path):
 @pytest.mark.slow
 def test_torchrun_rank_0_shows_the_whole_timelines_progress(tiny_edm, tmp_path):
     """3 checkpoints on 2 ranks (2 and 1): rank 0's bar counts checkpoints of the whole job, 3, and reaches 3."""
-    from safetensors.torch import save_file
-    from conftest import tiny_songunet
-    run = tmp_path / "run"
-    run.mkdir()
-    for step, seed in ((100, 1), (200, 2), (300, 3)):
-        save_file({k: v.contiguous() for k, v in tiny_songunet(seed).state_dict().items()},
-                  run / f"ckpt-{step}.safetensors")
+    run = _three_checkpoints(tmp_path)
     args = ["timeline", run, "--data", tiny_edm / "imgs.npy", "--images", "16", "--chunk-images", "8", "--sigma",
             "0.5", "--device", "cpu"]
     env = {"ICR_PROGRESS_EVERY": "0", "ICR_CACHE_DIR": str(tmp_path / "c")}
