@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from icrcli.report.plot import sweep_figure, timeline_figure  # noqa: E402
+from icrcli.report.plot import scan_figure  # noqa: E402
 
 
 def _sweep(ci=True):
@@ -41,7 +41,7 @@ def _legend_clear_of_every_axis(fig):
 
 
 def test_sweep_plot_marks_the_probe_argmax_beside_the_icr_argmin():
-    fig = sweep_figure(_sweep())
+    fig = scan_figure(_sweep())
     (star,) = _labelled(fig, "lowest ICR")
     (tri,) = _labelled(fig, "best probe accuracy")
     assert star.get_xdata()[0] == pytest.approx(0.1) and "σ=0.1" in star.get_label()
@@ -51,11 +51,11 @@ def test_sweep_plot_marks_the_probe_argmax_beside_the_icr_argmin():
     for part in ("layer dec.8x8_block1", "N=64", "K=4", "augment crop:pad=2", "σ=0.1"):
         assert part in title
     _legend_clear_of_every_axis(fig)
-    assert not _labelled(sweep_figure(_sweep(ci=False)), "ICR: interval")
+    assert not _labelled(scan_figure(_sweep(ci=False)), "ICR: interval")
 
 
 def test_timeline_plot_draws_the_gate_thresholds():
-    fig = timeline_figure(_timeline({"fail_on_rise": 10.0, "fail_above": 0.45, "on": "intervals"}))
+    fig = scan_figure(_timeline({"fail_on_rise": 10.0, "fail_above": 0.45, "on": "intervals"}))
     (rise,) = _labelled(fig, "--fail-on-rise 10%")
     (seg,) = rise.get_segments()
     assert seg[0][1] == pytest.approx(0.3 * 1.1) and seg[0][0] == 200     # from the minimum on, 10% above it
@@ -66,7 +66,7 @@ def test_timeline_plot_draws_the_gate_thresholds():
     for part in ("timeline: a", "layer dec.8x8_block1", "N=64", "K=2", "augment paper", "σ=0.5"):
         assert part in fig.axes[0].get_title()
     _legend_clear_of_every_axis(fig)
-    assert not _labelled(timeline_figure(_timeline({})), "--fail")
+    assert not _labelled(scan_figure(_timeline({})), "--fail")
 
 
 def test_markdown_summary_of_a_sweep_lists_every_level_the_verdict_and_the_plot():

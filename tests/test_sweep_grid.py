@@ -165,18 +165,19 @@ def test_timeline_rises_are_paired_intervals_of_a_dense_recomputation(tiny_edm, 
 
 
 def test_ties_on_simulated_levels_and_the_table_marks_them():
-    """annotate_sweep on levels of known replicates: a level whose replicates sit just above the minimum's in
+    """ties.annotate over the sigma axis on levels of known replicates: a level whose replicates sit just above the minimum's in
     every group (a sure rise, however small) is not tied; one that crosses it is."""
     from rich.console import Console
 
     from icrcli.report.table import records_table
-    from icrcli.scans.ties import annotate_sweep
+    from icrcli.scans.engine import SIGMA
+    from icrcli.scans.ties import annotate
     base = np.linspace(0.30, 0.32, 8)
     lv = [{"sigma": 0.0, "layer": "L", "augment": "a", "icr": 0.31, "icr_replicates": list(base)},
           {"sigma": 0.5, "layer": "L", "augment": "a", "icr": 0.3101, "icr_replicates": list(base + 1e-4)},
           {"sigma": 1.0, "layer": "L", "augment": "a", "icr": 0.3102,
            "icr_replicates": list(base + 2e-4 * np.array([1, -1] * 4))}]
-    (t,) = annotate_sweep(lv)
+    (t,) = annotate(lv, SIGMA)
     assert t["argmin_sigma"] == 0.0 and t["tied_sigmas"] == [0.0, 1.0]
     assert lv[1]["rise_from_min"]["se"] == pytest.approx(0, abs=1e-15) and not lv[1]["tied_with_min"]
     out = Console(record=True, width=200)

@@ -126,8 +126,6 @@ def scan_figure(result):
     return fig
 
 
-sweep_figure = timeline_figure = scan_figure     # the sigma and the step axes: one figure, keyed by the axis
-
 
 def _probe_curve(ax, twin: dict, x: np.ndarray, at: list[str], recs: list[dict], color, name: str | None) -> None:
     """Probe accuracy on a second axis, its argmax marked and a line down to the ICR axis (the paper's claim:
@@ -169,8 +167,6 @@ def plot_scan(result, path: str | Path) -> Path:
     """Draw a scan result into `path` (scan_figure)."""
     return _draw(scan_figure, result, path)
 
-
-plot_sweep = plot_timeline = plot_scan
 
 
 def _heatmap(ax, result, layers: dict[str, list[dict]], rows: str = "layer") -> None:

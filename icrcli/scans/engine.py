@@ -127,7 +127,7 @@ def run_scan(kind: str, axis: Axis, values: list, parts: Callable[[object], dict
     recs = [r for v in values for r in found[v]]
     for r in recs:
         on_record and on_record(r)
-    ties = annotate(recs, axis.series, axis.name)
+    ties = annotate(recs, axis)
     result = {"schema": records.SCHEMA, "kind": kind, "version": __version__, "axis": axis.name,
               "values": list(values), **(head or {}), "records": recs, "argmin": best(axis, recs), "ties": ties,
               "stopped": None, "cached": bool(recs) and all(r.get("cached") for r in recs), "cache_entry": None}

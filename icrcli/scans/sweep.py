@@ -178,8 +178,8 @@ def run_sweep(checkpoint: str | Path, data: str | Path, sigmas: list[float], mop
         return SweepShard({"schema": records.SCHEMA, "kind": "sweep-shard", "version": __version__,
                            "shard": str(split.shard), "checkpoint": str(checkpoint), "data": str(data),
                            "sigmas": list(sigmas), "levels": levels})
-    from icrcli.scans.ties import annotate_sweep
-    ties = annotate_sweep(levels)
+    from icrcli.scans.ties import annotate
+    ties = annotate(levels, engine.SIGMA)
     result = {
         "schema": records.SCHEMA, "kind": "sweep", "version": __version__,
         "checkpoint": str(checkpoint), "data": str(data), "sigmas": list(sigmas),

@@ -38,25 +38,19 @@ def rises(records: list[dict]) -> list[dict | None]:
     return out
 
 
-def annotate(levels: list[dict], group_keys: tuple[str, ...] = ("augment", "layer"), x: str = "sigma") -> list[dict]:
-    """Add `rise_from_min` and `tied_with_min` to each record (within its group: a sweep's augmentation and
-    layer) and return, per group, {*group_keys, "argmin_<x>", "tied_<x>s", "confidence"} (the tied values None
-    without replicates). x: the scan's axis (scans.engine.Axis.name)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in levels:
-        groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
+def annotate(levels: list[dict], axis) -> list[dict]:
+    """Add `rise_from_min` and `tied_with_min` to each record (within its series: a sweep's augmentation and
+    layer) and return, per series, {*axis.series, "argmin_<x>", "tied_<x>s", "confidence"} (the tied values None
+    without replicates). axis: the scan's scans.engine.Axis (x = axis.name)."""
+    x = axis.name
     out = []
-    for key, recs in groups.items():
-        recs = sorted(recs, key=lambda r: r[x])
+    for key, recs in axis.groups(levels).items():
         rs = rises(recs)
         for r, d in zip(recs, rs):
             r["rise_from_min"] = None if d is None else {k: d[k] for k in ("difference", "se", "ci")}
             r["tied_with_min"] = None if d is None else d["tied"]
-        low = min(recs, key=lambda r: (r["icr"], r[x]))
-        out.append({**dict(zip(group_keys, key)), f"argmin_{x}": low[x],
+        low = axis.lowest(recs)
+        out.append({**dict(zip(axis.series, key)), f"argmin_{x}": low[x],
                     f"tied_{x}s": None if rs[0] is None else [r[x] for r, d in zip(recs, rs) if d["tied"]],
                     "confidence": low.get("ci_confidence")})
     return out
-
-
-annotate_sweep = annotate   # a sweep's: the sigma axis, per augmentation and layer
