@@ -94,15 +94,15 @@ def from_dict(cls, d: dict, where: str = ""):
 def check(obj) -> None:
     """Each declared field's type, range and choices, with one sentence naming the bad value and what was
     expected (what the command line says in its own words for the same value)."""
-    types = hints(type(obj))
+    hinted = hints(type(obj))
     for f in dataclasses.fields(obj):
         s, v = spec(f), getattr(obj, f.name)
         if v is None or not f.metadata:
             continue
-        what = _expected(types[f.name], s)
+        what = _expected(hinted[f.name], s)
         if what is None:
             continue
-        if not _fits(v, types[f.name], s):
+        if not _fits(v, hinted[f.name], s):
             raise OptionError(f"{f.name} = {v!r}: expected {what}" + (f" ({_first(help_text(s))})" if s.help else "")
                               + ".")
 

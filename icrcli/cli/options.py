@@ -39,9 +39,16 @@ def cache_scope(no_cache: bool):
     return scratch()
 
 
-def choices(name: str, values: str) -> type[Enum]:
-    """A str Enum of the values, for typer."""
-    return Enum(name, [(v, v) for v in values.split()], type=str)
+_ENUMS: dict[tuple, type[Enum]] = {}
+
+
+def choices(name: str, values: str | tuple[str, ...]) -> type[Enum]:
+    """A str Enum of the values (a tuple, or one string of space-separated words), for typer: one class per name
+    and values, so that commands sharing an option share its choices."""
+    values = tuple(values.split()) if isinstance(values, str) else tuple(values)
+    if (name, values) not in _ENUMS:
+        _ENUMS[name, values] = Enum(name, [(v, v) for v in values], type=str)
+    return _ENUMS[name, values]
 
 
 
@@ -57,7 +64,6 @@ def guard_output(out: str, *inputs: Path) -> None:
 # and the command is handed the built, checked object by name.
 
 _KEEP = object()
-_ENUMS: dict[tuple, type[Enum]] = {}
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,6 @@ class _Param:
     path: tuple[str, ...]   # the field, through nested option sets (("run", "device"))
     annotation: object
     default: object
-
-
-def _choice_enum(field_name: str, values: tuple[str, ...]) -> type[Enum]:
-    key = (field_name, values)
-    if key not in _ENUMS:
-        _ENUMS[key] = Enum(field_name.title().replace("_", ""), [(v, v) for v in values], type=str)
-    return _ENUMS[key]
 
 
 def _params(cls, only, skip, flags: dict, panel, path=()) -> list[_Param]:
@@ -93,7 +92,7 @@ def _params(cls, only, skip, flags: dict, panel, path=()) -> list[_Param]:
         default = None if f.default is dataclasses.MISSING else f.default
         typ = s.cli_type or fields.base_type(t)
         if s.choices:
-            typ = _choice_enum(f.name, s.choices)
+            typ = choices(f.name.title().replace("_", ""), s.choices)
             default = None if default is None else typ(default)
         if default is None and s.cli_type is None:
             typ = Optional[typ]
